@@ -1,0 +1,131 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Job is one unit of work. Its JSON form is what `stq show --json` prints and
+// what the socket API returns; field names are part of the contract.
+type Job struct {
+	ID          string            `json:"id"`
+	Queue       string            `json:"queue"`
+	Type        string            `json:"type"`
+	Subject     string            `json:"subject,omitempty"`
+	Generation  int64             `json:"generation"`
+	Priority    int               `json:"priority"`
+	State       State             `json:"state"`
+	Attempt     int               `json:"attempt"`
+	MaxAttempts int               `json:"max_attempts"`
+	Payload     json.RawMessage   `json:"payload,omitempty"`
+	Command     []string          `json:"command,omitempty"`
+	Cwd         string            `json:"cwd,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+	RunAt       time.Time         `json:"run_at"`
+	Deadline    Duration          `json:"deadline"`
+	TTL         Duration          `json:"ttl"`
+	Backoff     Duration          `json:"backoff"`
+	CreatedAt   time.Time         `json:"created_at"`
+	StartedAt   *time.Time        `json:"started_at,omitempty"`
+	FinishedAt  *time.Time        `json:"finished_at,omitempty"`
+	ExitCode    *int              `json:"exit_code,omitempty"`
+	Error       string            `json:"error,omitempty"`
+	// Owner names the daemon that claimed the job's current attempt
+	// ("host/instance"). Recovery only touches jobs whose owner is a dead
+	// daemon of this host, which keeps a shared database safe.
+	Owner    string    `json:"owner,omitempty"`
+	Attempts []Attempt `json:"attempts"`
+	// LogTruncated is set once older output lines were dropped to keep the
+	// job's log under its bound.
+	LogTruncated bool `json:"log_truncated,omitempty"`
+}
+
+// Key is the supersede key of a job. Jobs without a subject have no key.
+type Key struct {
+	Queue, Type, Subject string
+}
+
+// Key returns the job's supersede key.
+func (j *Job) Key() Key { return Key{j.Queue, j.Type, j.Subject} }
+
+// ExpiresAt is when a queued job that has not started becomes EXPIRED; zero
+// when the job has no TTL.
+func (j *Job) ExpiresAt() time.Time {
+	if j.TTL <= 0 {
+		return time.Time{}
+	}
+	return j.CreatedAt.Add(time.Duration(j.TTL))
+}
+
+// Outcome says how an attempt ended.
+type Outcome string
+
+const (
+	OutcomeRunning     Outcome = "running"     // still in progress
+	OutcomeSucceeded   Outcome = "succeeded"   // exit 0 / handler returned nil
+	OutcomeFailed      Outcome = "failed"      // non-zero exit, signal, handler error, deadline
+	OutcomeCancelled   Outcome = "cancelled"   // a user cancelled the job
+	OutcomeInterrupted Outcome = "interrupted" // daemon shutdown; the attempt is not counted
+	OutcomeCrashed     Outcome = "crashed"     // the daemon died while it ran
+)
+
+// Attempt is one run of a job.
+type Attempt struct {
+	N          int        `json:"n"`
+	StartedAt  time.Time  `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	Outcome    Outcome    `json:"outcome"`
+	Reason     string     `json:"reason,omitempty"`
+	ExitCode   *int       `json:"exit_code,omitempty"`
+	PID        int        `json:"pid,omitempty"`
+	// PIDStart is the process start time in milliseconds since the epoch, as
+	// the OS reports it. Recovery compares it before killing anything so a
+	// reused PID is never signalled.
+	PIDStart int64 `json:"pid_start,omitempty"`
+}
+
+// Duration is a time.Duration that reads and writes JSON as a Go duration
+// string ("1m30s"), so the wire format stays readable by people and scripts.
+type Duration time.Duration
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"30s\": %w", err)
+	}
+	v, err := ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ParseDuration parses a Go duration, and also accepts "0" and a trailing "d"
+// for days, which people reach for when setting TTLs.
+func ParseDuration(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, fmt.Errorf("%w: empty duration", ErrInvalid)
+	}
+	if n := len(s); s[n-1] == 'd' {
+		var days float64
+		if _, err := fmt.Sscanf(s[:n-1], "%g", &days); err == nil && days >= 0 {
+			return time.Duration(days * float64(24*time.Hour)), nil
+		}
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%w: invalid duration %q (examples: 500ms, 30s, 5m, 2h, 1d)", ErrInvalid, s)
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("%w: negative duration %q", ErrInvalid, s)
+	}
+	return v, nil
+}

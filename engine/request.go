@@ -1,0 +1,214 @@
+package engine
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Input limits.
+const (
+	MaxNameBytes      = 1024    // queue, type and subject
+	DefaultMaxPayload = 1 << 20 // bytes of payload JSON
+	MaxCommandArgs    = 4096
+	MaxEnvVars        = 1024
+	DefaultQueue      = "default"
+	DefaultType       = "exec"
+)
+
+// EnqueueRequest is a request to add a job. It is also the params object of
+// the dev.enqueue.v1 method; optional fields left out take their defaults
+// (from the job type's configuration, then the built-in ones).
+type EnqueueRequest struct {
+	Queue       string            `json:"queue,omitempty"`
+	Type        string            `json:"type,omitempty"`
+	Subject     string            `json:"subject,omitempty"`
+	Generation  *int64            `json:"generation,omitempty"`
+	Priority    int               `json:"priority,omitempty"`
+	Payload     json.RawMessage   `json:"payload,omitempty"`
+	Command     []string          `json:"command,omitempty"`
+	Cwd         string            `json:"cwd,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
+	RunAt       *time.Time        `json:"run_at,omitempty"`
+	Delay       *Duration         `json:"delay,omitempty"`
+	Deadline    *Duration         `json:"deadline,omitempty"`
+	TTL         *Duration         `json:"ttl,omitempty"`
+	Backoff     *Duration         `json:"backoff,omitempty"`
+	MaxAttempts *int              `json:"max_attempts,omitempty"`
+}
+
+// TypeConfig holds the defaults and handler for one job type, from the
+// [handlers.TYPE] tables of config.toml.
+type TypeConfig struct {
+	// Command runs jobs of this type that carry no command of their own.
+	Command     []string
+	Deadline    *time.Duration
+	MaxAttempts *int
+	Backoff     *time.Duration
+	// Mode is "subprocess" (the default when Command is set) or "inprocess"
+	// (run the in-process handler registered for Handler, or for the type).
+	Mode    string
+	Handler string
+}
+
+// Execution modes of a job type.
+const (
+	ModeSubprocess = "subprocess"
+	ModeInProcess  = "inprocess"
+)
+
+func checkName(field, v string) error {
+	switch {
+	case v == "":
+		return fmt.Errorf("%w: %s must not be empty", ErrInvalid, field)
+	case len(v) > MaxNameBytes:
+		return fmt.Errorf("%w: %s is %d bytes, over the limit of %d", ErrInvalid, field, len(v), MaxNameBytes)
+	}
+	return checkText(field, v)
+}
+
+func checkText(field, v string) error {
+	if strings.IndexByte(v, 0) >= 0 {
+		return fmt.Errorf("%w: %s contains a NUL byte", ErrInvalid, field)
+	}
+	if !utf8.ValidString(v) {
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, field)
+	}
+	return nil
+}
+
+// validate checks everything about a request that does not depend on the
+// daemon's configuration. It changes nothing.
+func (r *EnqueueRequest) validate(maxPayload int) error {
+	if err := checkName("queue", r.Queue); err != nil {
+		return err
+	}
+	if err := checkName("type", r.Type); err != nil {
+		return err
+	}
+	if r.Subject != "" {
+		if err := checkName("subject", r.Subject); err != nil {
+			return err
+		}
+	}
+	if r.Generation != nil {
+		if *r.Generation < 0 {
+			return fmt.Errorf("%w: generation must not be negative, got %d", ErrInvalid, *r.Generation)
+		}
+		if r.Subject == "" {
+			return fmt.Errorf("%w: generation needs a subject", ErrInvalid)
+		}
+	}
+	if len(r.Payload) > maxPayload {
+		return fmt.Errorf("%w: payload is %d bytes, over the limit of %d", ErrInvalid, len(r.Payload), maxPayload)
+	}
+	if len(r.Payload) > 0 {
+		if !json.Valid(r.Payload) {
+			return fmt.Errorf("%w: payload is not valid JSON", ErrInvalid)
+		}
+		if strings.Contains(string(r.Payload), `\u0000`) {
+			return fmt.Errorf("%w: payload contains a NUL character", ErrInvalid)
+		}
+	}
+	if len(r.Command) > MaxCommandArgs {
+		return fmt.Errorf("%w: command has %d arguments, over the limit of %d", ErrInvalid, len(r.Command), MaxCommandArgs)
+	}
+	if len(r.Command) > 0 && r.Command[0] == "" {
+		return fmt.Errorf("%w: command name must not be empty", ErrInvalid)
+	}
+	for i, a := range r.Command {
+		if err := checkText(fmt.Sprintf("command[%d]", i), a); err != nil {
+			return err
+		}
+	}
+	if err := checkText("cwd", r.Cwd); err != nil {
+		return err
+	}
+	if r.Cwd != "" && !strings.HasPrefix(r.Cwd, "/") {
+		return fmt.Errorf("%w: cwd must be an absolute path, got %q", ErrInvalid, r.Cwd)
+	}
+	if len(r.Env) > MaxEnvVars {
+		return fmt.Errorf("%w: %d environment variables, over the limit of %d", ErrInvalid, len(r.Env), MaxEnvVars)
+	}
+	for k, v := range r.Env {
+		if k == "" || strings.ContainsAny(k, "=") {
+			return fmt.Errorf("%w: invalid environment variable name %q", ErrInvalid, k)
+		}
+		if strings.HasPrefix(k, "STQ_") {
+			return fmt.Errorf("%w: environment variable %s is reserved for stq", ErrInvalid, k)
+		}
+		if err := checkText("env "+k, k+v); err != nil {
+			return err
+		}
+	}
+	if r.RunAt != nil && r.Delay != nil {
+		return fmt.Errorf("%w: give run_at or delay, not both", ErrInvalid)
+	}
+	if r.MaxAttempts != nil && (*r.MaxAttempts < 1 || *r.MaxAttempts > 1000) {
+		return fmt.Errorf("%w: max_attempts must be between 1 and 1000, got %d", ErrInvalid, *r.MaxAttempts)
+	}
+	for _, d := range []struct {
+		name string
+		v    *Duration
+	}{{"delay", r.Delay}, {"deadline", r.Deadline}, {"ttl", r.TTL}, {"backoff", r.Backoff}} {
+		if d.v != nil && *d.v < 0 {
+			return fmt.Errorf("%w: %s must not be negative", ErrInvalid, d.name)
+		}
+	}
+	return nil
+}
+
+// CancelRequest names the jobs to cancel: one id, or every QUEUED or RUNNING
+// job of a subject key. It is also the params of dev.cancel.v1.
+type CancelRequest struct {
+	ID      string `json:"id,omitempty"`
+	Queue   string `json:"queue,omitempty"`
+	Type    string `json:"type,omitempty"`
+	Subject string `json:"subject,omitempty"`
+}
+
+// EventKind says what an Event carries.
+type EventKind string
+
+const (
+	EventJob EventKind = "job" // a job changed state
+	EventLog EventKind = "log" // a job printed a line
+)
+
+// Event is a notification for subscribers (stq tail, wait).
+type Event struct {
+	Kind EventKind `json:"kind"`
+	Job  *Job      `json:"job,omitempty"`
+	// JobID is set on every event; Line on log events.
+	JobID string   `json:"job_id"`
+	Line  *LogLine `json:"line,omitempty"`
+}
+
+// Stats describes the daemon and its queues.
+type Stats struct {
+	StoreStats
+	Workers int       `json:"workers"`
+	Running int       `json:"running"`
+	Owner   string    `json:"owner"`
+	Started time.Time `json:"started"`
+	// Recovered counts jobs found RUNNING from a dead daemon since start.
+	Recovered int64 `json:"recovered"`
+}
+
+// RecoverReport says what a recovery scan did.
+type RecoverReport struct {
+	// Scanned is the number of RUNNING jobs examined.
+	Scanned int `json:"scanned"`
+	// Recovered lists the jobs whose attempt was ended as crashed.
+	Recovered []RecoveredJob `json:"recovered"`
+}
+
+// RecoveredJob is one job a recovery scan dealt with.
+type RecoveredJob struct {
+	ID       string `json:"id"`
+	PID      int    `json:"pid,omitempty"`
+	Killed   bool   `json:"killed"`
+	NewState State  `json:"new_state"`
+}
