@@ -24,6 +24,8 @@ type Run struct {
 	// Command is the resolved argv: the job's own, or its type's handler
 	// command from the configuration. Empty for in-process handlers.
 	Command []string
+	// Handler names the in-process handler to run when Command is empty.
+	Handler string
 	// Env holds the additions to the daemon's environment, "K=V", including
 	// the STQ_* variables.
 	Env []string
