@@ -39,6 +39,9 @@ type Job struct {
 	// LogTruncated is set once older output lines were dropped to keep the
 	// job's log under its bound.
 	LogTruncated bool `json:"log_truncated,omitempty"`
+	// LogSeq is the highest log line sequence number stored for the job, so
+	// a new attempt continues the numbering.
+	LogSeq int64 `json:"-"`
 }
 
 // Key is the supersede key of a job. Jobs without a subject have no key.

@@ -1,0 +1,976 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultGrace     = 10 * time.Second
+	DefaultKillGrace = 5 * time.Second
+	DefaultLogLimit  = 1 << 20
+	// logFlushInterval bounds how long captured output stays only in memory.
+	logFlushInterval = 250 * time.Millisecond
+	// claimRetryDelay spaces out claims after a store error so a broken disk
+	// does not turn the dispatcher into a busy loop.
+	claimRetryDelay = 500 * time.Millisecond
+)
+
+// Config tunes an Engine. Zero values take the defaults.
+type Config struct {
+	// Workers is how many attempts run at once (default: number of CPUs).
+	Workers int
+	// Host names this machine; Owner names this daemon instance. Recovery
+	// only touches jobs claimed on the same host by another instance.
+	Host  string
+	Owner string
+	// Grace is how long running jobs get to finish on shutdown before they
+	// are killed and requeued.
+	Grace time.Duration
+	// KillGrace is the time between SIGTERM and SIGKILL for a stopped job.
+	KillGrace time.Duration
+	// DefaultDeadline applies to jobs that set none; negative means none.
+	DefaultDeadline time.Duration
+	MaxPayload      int
+	// LogLimit bounds each job's stored output in bytes.
+	LogLimit int64
+	// Types holds per-type handlers and defaults from config.toml.
+	Types map[string]TypeConfig
+}
+
+// Deps are the adapters an Engine drives.
+type Deps struct {
+	Store      Store
+	Subprocess Executor
+	InProcess  Executor
+	Registry   *Registry
+	Processes  Processes
+	Clock      Clock
+	Logger     *slog.Logger
+}
+
+// Engine schedules and runs jobs. Create it with New, start it with Run;
+// its other methods are safe to call concurrently once New returns.
+type Engine struct {
+	cfg     Config
+	store   Store
+	sub     Executor
+	inproc  Executor
+	reg     *Registry
+	procs   Processes
+	clock   Clock
+	log     *slog.Logger
+	bus     *bus
+	started time.Time
+
+	wake chan struct{}
+
+	// claimMu makes "claim, then register as running" atomic with respect to
+	// a recovery scan, so a job that was just claimed is never mistaken for
+	// one a dead daemon left behind.
+	claimMu sync.Mutex
+
+	mu      sync.Mutex
+	running map[string]*activeJob
+	rng     *mrand.Rand
+	lastID  [16]byte
+
+	recovered atomic.Int64
+	jobs      sync.WaitGroup
+}
+
+// activeJob is an attempt in progress in this daemon.
+type activeJob struct {
+	job    *Job
+	cancel context.CancelCauseFunc
+	done   chan struct{}
+
+	mu        sync.Mutex
+	pending   []LogLine // captured but not yet stored
+	pendBytes int64
+	dropped   int
+	seq       int64
+}
+
+// New checks the configuration and returns an engine ready to Run.
+func New(cfg Config, d Deps) (*Engine, error) {
+	if d.Store == nil {
+		return nil, errors.New("new engine: no store")
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.NumCPU()
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = DefaultGrace
+	}
+	if cfg.KillGrace <= 0 {
+		cfg.KillGrace = DefaultKillGrace
+	}
+	if cfg.DefaultDeadline == 0 {
+		cfg.DefaultDeadline = DefaultDeadline
+	}
+	if cfg.MaxPayload <= 0 {
+		cfg.MaxPayload = DefaultMaxPayload
+	}
+	if cfg.LogLimit <= 0 {
+		cfg.LogLimit = DefaultLogLimit
+	}
+	if cfg.Host == "" {
+		cfg.Host = "localhost"
+	}
+	if cfg.Owner == "" {
+		cfg.Owner = cfg.Host + "/" + newInstanceID()
+	}
+	for name, tc := range cfg.Types {
+		if err := checkName("handler type", name); err != nil {
+			return nil, err
+		}
+		switch tc.Mode {
+		case "", ModeSubprocess:
+			if tc.Mode == ModeSubprocess && len(tc.Command) == 0 {
+				return nil, fmt.Errorf("handler %q: mode %q needs a command", name, tc.Mode)
+			}
+		case ModeInProcess:
+			h := tc.Handler
+			if h == "" {
+				h = name
+			}
+			if _, ok := d.Registry.Lookup(h); !ok {
+				return nil, fmt.Errorf("handler %q: no in-process handler named %q", name, h)
+			}
+		default:
+			return nil, fmt.Errorf("handler %q: unknown mode %q (want %q or %q)", name, tc.Mode, ModeSubprocess, ModeInProcess)
+		}
+	}
+	if d.Clock == nil {
+		d.Clock = SystemClock{}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Registry == nil {
+		d.Registry = NewRegistry()
+	}
+	var seed [16]byte
+	_, _ = rand.Read(seed[:])
+	return &Engine{
+		cfg:     cfg,
+		store:   d.Store,
+		sub:     d.Subprocess,
+		inproc:  d.InProcess,
+		reg:     d.Registry,
+		procs:   d.Processes,
+		clock:   d.Clock,
+		log:     d.Logger,
+		bus:     newBus(),
+		started: d.Clock.Now(),
+		wake:    make(chan struct{}, 1),
+		running: make(map[string]*activeJob),
+		rng:     mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
+	}, nil
+}
+
+// Owner is the name this engine claims jobs under.
+func (e *Engine) Owner() string { return e.cfg.Owner }
+
+// Run recovers jobs a dead daemon left RUNNING, then schedules jobs until ctx
+// ends. On shutdown it stops claiming, gives running jobs the grace period,
+// then kills what is left and requeues it without using up an attempt.
+func (e *Engine) Run(ctx context.Context) error {
+	if _, err := e.Recover(ctx); err != nil {
+		return fmt.Errorf("recover on start: %w", err)
+	}
+	jobsCtx, stopJobs := context.WithCancelCause(context.Background())
+	defer stopJobs(nil)
+
+	flushDone := make(chan struct{})
+	flushCtx, stopFlush := context.WithCancel(context.Background())
+	go func() {
+		defer close(flushDone)
+		e.flushLoop(flushCtx)
+	}()
+
+	e.dispatch(ctx, jobsCtx)
+
+	if n := e.runningCount(); n > 0 {
+		e.log.Info("waiting for running jobs", "count", n, "grace", e.cfg.Grace)
+	}
+	allDone := make(chan struct{})
+	go func() { e.jobs.Wait(); close(allDone) }()
+	grace := e.clock.NewTimer(e.cfg.Grace)
+	select {
+	case <-allDone:
+		grace.Stop()
+	case <-grace.C():
+		e.log.Warn("grace period over: stopping running jobs")
+		stopJobs(errShutdown)
+		<-allDone
+	}
+	stopFlush()
+	<-flushDone
+	e.bus.closeAll()
+	return nil
+}
+
+// dispatch claims and starts jobs until ctx ends. It sleeps only on the wake
+// channel (enqueues and finished jobs) and on one timer armed for the next
+// due run_at or TTL expiry: there is no polling interval.
+func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
+	timer := e.clock.NewTimer(time.Hour)
+	defer timer.Stop()
+	var nextExpiry time.Time
+	for {
+		if ctx.Err() != nil {
+			return
+		}
+		now := e.clock.Now()
+		if !nextExpiry.IsZero() && !now.Before(nextExpiry) {
+			e.expire(ctx, now)
+		}
+		free := e.cfg.Workers - e.runningCount()
+		retry := time.Duration(0)
+		if free > 0 {
+			n, err := e.claim(ctx, jobsCtx, now, free)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				e.log.Error("claim jobs", "err", err)
+				retry = claimRetryDelay
+			case n == free:
+				// Every worker got a job; more may be ready. Go round
+				// again without sleeping so a burst drains in batches.
+				continue
+			}
+		}
+		wake, err := e.store.NextWake(ctx, now)
+		if err != nil && ctx.Err() == nil {
+			e.log.Error("read next wake time", "err", err)
+			retry = claimRetryDelay
+		}
+		nextExpiry = wake.NextExpiry
+		var at time.Time
+		if free > 0 && !wake.NextRunAt.IsZero() {
+			at = wake.NextRunAt
+		}
+		if !nextExpiry.IsZero() && (at.IsZero() || nextExpiry.Before(at)) {
+			at = nextExpiry
+		}
+		d := time.Hour
+		if !at.IsZero() {
+			d = max(at.Sub(now), 0)
+		}
+		if retry > 0 && retry < d {
+			d = retry
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C():
+			default:
+			}
+		}
+		timer.Reset(d)
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.wake:
+		case <-timer.C():
+		}
+	}
+}
+
+func (e *Engine) runningCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.running)
+}
+
+// notify wakes the dispatcher without ever blocking the caller.
+func (e *Engine) notify() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int) (int, error) {
+	e.claimMu.Lock()
+	defer e.claimMu.Unlock()
+	jobs, err := e.store.Claim(ctx, ClaimRequest{Owner: e.cfg.Owner, Now: now, Limit: limit})
+	if err != nil {
+		return 0, fmt.Errorf("claim: %w", err)
+	}
+	for _, j := range jobs {
+		e.start(jobsCtx, j)
+	}
+	return len(jobs), nil
+}
+
+// start registers a claimed job as running and runs its attempt in a
+// goroutine owned by the engine (tracked in e.jobs).
+func (e *Engine) start(jobsCtx context.Context, j *Job) {
+	ctx, cancel := context.WithCancelCause(jobsCtx)
+	a := &activeJob{job: j, cancel: cancel, done: make(chan struct{}), seq: j.LogSeq}
+	e.mu.Lock()
+	e.running[j.ID] = a
+	e.mu.Unlock()
+	e.publishJob(j)
+	e.jobs.Add(1)
+	go func() {
+		defer e.jobs.Done()
+		e.runAttempt(ctx, a)
+	}()
+}
+
+func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
+	j := a.job
+	defer close(a.done)
+	defer a.cancel(nil)
+
+	if j.Deadline > 0 {
+		timer := e.clock.NewTimer(time.Duration(j.Deadline))
+		stop := make(chan struct{})
+		defer close(stop)
+		go func() {
+			select {
+			case <-timer.C():
+				a.cancel(errDeadline)
+			case <-stop:
+				timer.Stop()
+			}
+		}()
+	}
+
+	run := &Run{
+		Job:   j,
+		Env:   jobEnv(j),
+		Grace: e.cfg.KillGrace,
+		Output: func(stream, text string) {
+			e.output(a, stream, text)
+		},
+		Started: func(pid int, pidStart int64) {
+			if err := e.store.MarkStarted(context.Background(), j.ID, j.Attempt, pid, pidStart); err != nil {
+				e.log.Error("record process start", "job", j.ID, "pid", pid, "err", err)
+			}
+		},
+	}
+	exec, err := e.resolve(j, run)
+	var res Result
+	if err != nil {
+		res = Result{Err: err}
+	} else {
+		res = e.safeExecute(ctx, exec, run)
+	}
+	var cause error
+	if ctx.Err() != nil {
+		cause = context.Cause(ctx)
+	}
+	now := e.clock.Now()
+	e.mu.Lock()
+	rnd := e.rng.Float64()
+	e.mu.Unlock()
+	c := Decide(j, AttemptEnd{Result: res, Cause: cause}, now, rnd)
+	if c.Reason != "" && c.Outcome != OutcomeSucceeded {
+		e.output(a, "stq", fmt.Sprintf("attempt %d: %s", j.Attempt, c.Reason))
+	}
+	e.flushJob(a)
+	done, err := e.store.Complete(context.Background(), c)
+	if err != nil {
+		// The job stays RUNNING in the store; `stq recover` or the next
+		// start will find it, since it is no longer in e.running.
+		e.log.Error("complete job", "job", j.ID, "err", err)
+	}
+	e.mu.Lock()
+	delete(e.running, j.ID)
+	e.mu.Unlock()
+	if done != nil {
+		e.publishJob(done)
+		e.log.Debug("attempt ended", "job", j.ID, "attempt", j.Attempt, "state", done.State, "reason", c.Reason)
+	}
+	e.notify()
+}
+
+// safeExecute keeps a misbehaving executor from taking the daemon down.
+func (e *Engine) safeExecute(ctx context.Context, ex Executor, run *Run) (res Result) {
+	defer func() {
+		if r := recover(); r != nil {
+			res = Result{Err: fmt.Errorf("executor panicked: %v", r)}
+		}
+	}()
+	return ex.Execute(ctx, run)
+}
+
+// resolve picks the executor for a job and fills in the command or handler.
+func (e *Engine) resolve(j *Job, run *Run) (Executor, error) {
+	if len(j.Command) > 0 {
+		run.Command = j.Command
+		return e.needExec(e.sub, "subprocess")
+	}
+	tc, hasCfg := e.cfg.Types[j.Type]
+	if hasCfg && tc.Mode != ModeInProcess && len(tc.Command) > 0 {
+		run.Command = tc.Command
+		return e.needExec(e.sub, "subprocess")
+	}
+	name := j.Type
+	if hasCfg && tc.Handler != "" {
+		name = tc.Handler
+	}
+	if _, ok := e.reg.Lookup(name); ok {
+		run.Handler = name
+		return e.needExec(e.inproc, "in-process")
+	}
+	return nil, fmt.Errorf("no command and no handler for type %q: %w", j.Type, ErrPermanent)
+}
+
+func (e *Engine) needExec(ex Executor, kind string) (Executor, error) {
+	if ex == nil {
+		return nil, fmt.Errorf("no %s executor configured: %w", kind, ErrPermanent)
+	}
+	return ex, nil
+}
+
+// runnable reports whether a job of this type without a command of its own
+// has something to run it.
+func (e *Engine) runnable(jobType string) bool {
+	tc, ok := e.cfg.Types[jobType]
+	if ok && tc.Mode != ModeInProcess && len(tc.Command) > 0 {
+		return true
+	}
+	name := jobType
+	if ok && tc.Handler != "" {
+		name = tc.Handler
+	}
+	_, found := e.reg.Lookup(name)
+	return found
+}
+
+func jobEnv(j *Job) []string {
+	env := make([]string, 0, 6+len(j.Env))
+	env = append(env,
+		"STQ_JOB_ID="+j.ID,
+		"STQ_QUEUE="+j.Queue,
+		"STQ_TYPE="+j.Type,
+		"STQ_SUBJECT="+j.Subject,
+		"STQ_GENERATION="+strconv.FormatInt(j.Generation, 10),
+		"STQ_ATTEMPT="+strconv.Itoa(j.Attempt),
+	)
+	keys := make([]string, 0, len(j.Env))
+	for k := range j.Env {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		env = append(env, k+"="+j.Env[k])
+	}
+	return env
+}
+
+// output records one line a job printed: it goes to live subscribers at
+// once and to the store with the next flush. The in-memory backlog is
+// bounded by the log limit, oldest lines dropped first, so a job printing
+// without end cannot grow the daemon's memory.
+func (e *Engine) output(a *activeJob, stream, text string) {
+	now := e.clock.Now()
+	a.mu.Lock()
+	a.seq++
+	line := LogLine{Seq: a.seq, Time: now, Attempt: a.job.Attempt, Stream: stream, Text: text}
+	a.pending = append(a.pending, line)
+	a.pendBytes += int64(len(text))
+	for a.pendBytes > e.cfg.LogLimit && len(a.pending) > 1 {
+		a.pendBytes -= int64(len(a.pending[0].Text))
+		a.pending[0] = LogLine{}
+		a.pending = a.pending[1:]
+		a.dropped++
+	}
+	a.mu.Unlock()
+	if e.bus.active() {
+		e.bus.publish(Event{Kind: EventLog, JobID: a.job.ID, Job: a.job, Line: &line})
+	}
+}
+
+// flushJob writes a job's captured output to the store.
+func (e *Engine) flushJob(a *activeJob) {
+	a.mu.Lock()
+	if len(a.pending) == 0 {
+		a.mu.Unlock()
+		return
+	}
+	lines := slices.Clone(a.pending)
+	if a.dropped > 0 {
+		// Record the loss in the log itself, in place of the oldest line we
+		// still hold, so it reads where the gap is.
+		lines[0] = LogLine{Seq: lines[0].Seq, Time: lines[0].Time, Attempt: a.job.Attempt, Stream: "stq",
+			Text: fmt.Sprintf("[stq] %d lines dropped: output over the %d-byte log limit", a.dropped+1, e.cfg.LogLimit)}
+		a.dropped = 0
+	}
+	a.mu.Unlock()
+
+	if err := e.store.AppendLog(context.Background(), a.job.ID, lines, e.cfg.LogLimit); err != nil {
+		e.log.Error("store job output", "job", a.job.ID, "err", err)
+		return
+	}
+	last := lines[len(lines)-1].Seq
+	a.mu.Lock()
+	i := 0
+	for i < len(a.pending) && a.pending[i].Seq <= last {
+		a.pendBytes -= int64(len(a.pending[i].Text))
+		i++
+	}
+	a.pending = slices.Delete(a.pending, 0, i)
+	a.mu.Unlock()
+}
+
+func (e *Engine) flushLoop(ctx context.Context) {
+	t := e.clock.NewTimer(logFlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		e.mu.Lock()
+		active := make([]*activeJob, 0, len(e.running))
+		for _, a := range e.running {
+			active = append(active, a)
+		}
+		e.mu.Unlock()
+		for _, a := range active {
+			e.flushJob(a)
+		}
+		t.Reset(logFlushInterval)
+	}
+}
+
+func (e *Engine) expire(ctx context.Context, now time.Time) {
+	jobs, err := e.store.ExpireDue(ctx, now)
+	if err != nil {
+		e.log.Error("expire jobs", "err", err)
+		return
+	}
+	for _, j := range jobs {
+		e.publishJob(j)
+	}
+}
+
+func (e *Engine) publishJob(j *Job) {
+	if e.bus.active() {
+		e.bus.publish(Event{Kind: EventJob, JobID: j.ID, Job: j})
+	}
+}
+
+// Subscribe returns a subscription to job and log events.
+func (e *Engine) Subscribe(f EventFilter) *Subscription { return e.bus.subscribe(f) }
+
+// Enqueue validates a request, fills in defaults and stores the job. The
+// job is durable when Enqueue returns.
+func (e *Engine) Enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult, error) {
+	if req.Queue == "" {
+		req.Queue = DefaultQueue
+	}
+	if req.Type == "" {
+		req.Type = DefaultType
+	}
+	if err := req.validate(e.cfg.MaxPayload); err != nil {
+		return EnqueueResult{}, err
+	}
+	if len(req.Command) == 0 && !e.runnable(req.Type) {
+		return EnqueueResult{}, fmt.Errorf("%w: job type %q has no handler: give a command after -- or add [handlers.%s] with a command to config.toml", ErrInvalid, req.Type, req.Type)
+	}
+	now := e.clock.Now()
+	tc := e.cfg.Types[req.Type]
+	j := &Job{
+		ID:          e.newID(now),
+		Queue:       req.Queue,
+		Type:        req.Type,
+		Subject:     req.Subject,
+		Priority:    req.Priority,
+		State:       StateQueued,
+		Payload:     req.Payload,
+		Command:     req.Command,
+		Cwd:         req.Cwd,
+		Env:         req.Env,
+		RunAt:       now,
+		CreatedAt:   now,
+		MaxAttempts: DefaultMaxAttempts,
+		Backoff:     Duration(DefaultBackoff),
+		Attempts:    []Attempt{},
+	}
+	if e.cfg.DefaultDeadline > 0 {
+		j.Deadline = Duration(e.cfg.DefaultDeadline)
+	}
+	if tc.Deadline != nil {
+		j.Deadline = Duration(*tc.Deadline)
+	}
+	if tc.MaxAttempts != nil {
+		j.MaxAttempts = *tc.MaxAttempts
+	}
+	if tc.Backoff != nil {
+		j.Backoff = Duration(*tc.Backoff)
+	}
+	if req.Deadline != nil {
+		j.Deadline = *req.Deadline
+	}
+	if req.MaxAttempts != nil {
+		j.MaxAttempts = *req.MaxAttempts
+	}
+	if req.Backoff != nil {
+		j.Backoff = *req.Backoff
+	}
+	if req.TTL != nil {
+		j.TTL = *req.TTL
+	}
+	if req.Generation != nil {
+		j.Generation = *req.Generation
+	}
+	switch {
+	case req.RunAt != nil:
+		j.RunAt = req.RunAt.UTC()
+	case req.Delay != nil:
+		j.RunAt = now.Add(time.Duration(*req.Delay))
+	}
+	res, err := e.store.Enqueue(ctx, j, req.Generation != nil)
+	if err != nil {
+		return EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
+	}
+	if e.bus.active() {
+		e.publishJob(res.Job)
+		for _, id := range res.Superseded {
+			e.publishJob(&Job{ID: id, Queue: j.Queue, Type: j.Type, Subject: j.Subject, State: StateSuperseded})
+		}
+	}
+	e.notify()
+	return res, nil
+}
+
+// Get returns a job with its attempt history.
+func (e *Engine) Get(ctx context.Context, id string) (*Job, error) {
+	if err := checkName("id", id); err != nil {
+		return nil, err
+	}
+	j, err := e.store.Get(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// List returns jobs matching f, newest first.
+func (e *Engine) List(ctx context.Context, f ListFilter) ([]*Job, error) {
+	for _, s := range f.States {
+		if !s.Valid() {
+			return nil, fmt.Errorf("%w: unknown state %q", ErrInvalid, s)
+		}
+	}
+	if f.Limit < 0 {
+		return nil, fmt.Errorf("%w: limit must not be negative", ErrInvalid)
+	}
+	jobs, err := e.store.List(ctx, f)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// Logs returns a job's output lines after afterSeq: those stored plus those
+// still held in memory for a running job, without duplicates.
+func (e *Engine) Logs(ctx context.Context, id string, afterSeq int64, limit int) ([]LogLine, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	if _, err := e.Get(ctx, id); err != nil {
+		return nil, err
+	}
+	lines, err := e.store.Logs(ctx, id, afterSeq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read logs of %s: %w", id, err)
+	}
+	if len(lines) >= limit {
+		return lines, nil
+	}
+	last := afterSeq
+	if n := len(lines); n > 0 {
+		last = lines[n-1].Seq
+	}
+	e.mu.Lock()
+	a := e.running[id]
+	e.mu.Unlock()
+	if a != nil {
+		a.mu.Lock()
+		for _, l := range a.pending {
+			if l.Seq > last && len(lines) < limit {
+				lines = append(lines, l)
+			}
+		}
+		a.mu.Unlock()
+	}
+	return lines, nil
+}
+
+// Cancel cancels one job by id, or every QUEUED and RUNNING job of a subject
+// key. A running job's process group is killed; Cancel returns once the job
+// is recorded CANCELLED. Cancelling a finished job is an error that changes
+// nothing.
+func (e *Engine) Cancel(ctx context.Context, req CancelRequest) ([]*Job, error) {
+	var targets []*Job
+	switch {
+	case req.ID != "" && req.Subject != "":
+		return nil, fmt.Errorf("%w: cancel by id or by subject, not both", ErrInvalid)
+	case req.ID != "":
+		j, err := e.Get(ctx, req.ID)
+		if err != nil {
+			return nil, err
+		}
+		if j.State.Terminal() {
+			return nil, fmt.Errorf("%w: job %s is %s", ErrFinished, j.ID, j.State)
+		}
+		targets = []*Job{j}
+	case req.Subject != "":
+		if req.Queue == "" {
+			req.Queue = DefaultQueue
+		}
+		if req.Type == "" {
+			req.Type = DefaultType
+		}
+		for _, f := range []struct{ n, v string }{{"queue", req.Queue}, {"type", req.Type}, {"subject", req.Subject}} {
+			if err := checkName(f.n, f.v); err != nil {
+				return nil, err
+			}
+		}
+		jobs, err := e.store.List(ctx, ListFilter{States: []State{StateQueued, StateRunning}, Queue: req.Queue, Type: req.Type, Subject: req.Subject, Limit: 10000})
+		if err != nil {
+			return nil, fmt.Errorf("find jobs to cancel: %w", err)
+		}
+		targets = jobs
+	default:
+		return nil, fmt.Errorf("%w: cancel needs a job id or a subject", ErrInvalid)
+	}
+
+	var out []*Job
+	for _, j := range targets {
+		c, err := e.cancelOne(ctx, j.ID)
+		if err != nil {
+			if req.ID == "" && errors.Is(err, ErrFinished) {
+				continue // ended on its own meanwhile
+			}
+			return out, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func (e *Engine) cancelOne(ctx context.Context, id string) (*Job, error) {
+	now := e.clock.Now()
+	changed, err := e.store.CancelQueued(ctx, []string{id}, "cancelled by user", now)
+	if err != nil {
+		return nil, fmt.Errorf("cancel %s: %w", id, err)
+	}
+	if len(changed) == 1 {
+		e.publishJob(changed[0])
+		e.notify()
+		return changed[0], nil
+	}
+	// Not QUEUED any more: it is running here, running elsewhere, or done.
+	e.mu.Lock()
+	a := e.running[id]
+	e.mu.Unlock()
+	if a != nil {
+		a.cancel(errCancelled)
+		select {
+		case <-a.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("cancel %s: %w", id, ctx.Err())
+		}
+	}
+	j, err := e.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case j.State == StateCancelled && a != nil:
+		return j, nil
+	case j.State.Terminal():
+		return nil, fmt.Errorf("%w: job %s is %s", ErrFinished, id, j.State)
+	case j.State == StateRunning:
+		return nil, fmt.Errorf("%w: job %s is running under another daemon (%s)", ErrInvalid, id, j.Owner)
+	default:
+		// It went back to QUEUED (a retry) between our looks: try again.
+		return e.cancelOne(ctx, id)
+	}
+}
+
+// Wait blocks until every listed job is in a terminal state, or ctx ends,
+// and returns the jobs as they are then.
+func (e *Engine) Wait(ctx context.Context, ids []string) ([]*Job, error) {
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("%w: wait needs at least one job id", ErrInvalid)
+	}
+	sub := e.Subscribe(EventFilter{})
+	defer sub.Close()
+	jobs := make([]*Job, len(ids))
+	for {
+		pending := 0
+		for i, id := range ids {
+			if jobs[i] != nil && jobs[i].State.Terminal() {
+				continue
+			}
+			j, err := e.Get(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			jobs[i] = j
+			if !j.State.Terminal() {
+				pending++
+			}
+		}
+		if pending == 0 {
+			return jobs, nil
+		}
+		if err := e.waitForChange(ctx, sub, ids); err != nil {
+			return jobs, err
+		}
+		if sub.Lagged() {
+			sub = e.Subscribe(EventFilter{})
+			defer sub.Close()
+		}
+	}
+}
+
+func (e *Engine) waitForChange(ctx context.Context, sub *Subscription, ids []string) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev, ok := <-sub.C:
+			if !ok {
+				return nil // lagged or shutting down: re-read the jobs
+			}
+			if ev.Kind == EventJob && slices.Contains(ids, ev.JobID) && ev.Job != nil && ev.Job.State.Terminal() {
+				return nil
+			}
+		}
+	}
+}
+
+// Stats reports the daemon's state and job counts.
+func (e *Engine) Stats(ctx context.Context) (Stats, error) {
+	st, err := e.store.Stats(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("read stats: %w", err)
+	}
+	return Stats{
+		StoreStats: st,
+		Workers:    e.cfg.Workers,
+		Running:    e.runningCount(),
+		Owner:      e.cfg.Owner,
+		Started:    e.started,
+		Recovered:  e.recovered.Load(),
+	}, nil
+}
+
+// Recover ends the attempts of RUNNING jobs that no live daemon of this host
+// is running: those a crashed daemon left behind, and any whose completion
+// could not be stored. Their process groups are killed if still alive (never
+// a reused PID), the attempt is recorded as crashed, and the retry policy
+// requeues or fails each job. Jobs running in this daemon, or claimed by a
+// daemon on another host, are left alone. Safe to call at any time.
+func (e *Engine) Recover(ctx context.Context) (RecoverReport, error) {
+	e.claimMu.Lock()
+	defer e.claimMu.Unlock()
+	jobs, err := e.store.Running(ctx)
+	if err != nil {
+		return RecoverReport{}, fmt.Errorf("list running jobs: %w", err)
+	}
+	rep := RecoverReport{Scanned: len(jobs), Recovered: []RecoveredJob{}}
+	for _, j := range jobs {
+		e.mu.Lock()
+		_, mine := e.running[j.ID]
+		e.mu.Unlock()
+		if mine || !e.sameHost(j.Owner) {
+			continue
+		}
+		r := RecoveredJob{ID: j.ID}
+		if n := len(j.Attempts); n > 0 {
+			last := j.Attempts[n-1]
+			r.PID = last.PID
+			if last.PID > 1 && e.procs != nil {
+				killed, err := e.procs.KillGroup(last.PID, last.PIDStart)
+				if err != nil {
+					e.log.Warn("kill leftover process group", "job", j.ID, "pid", last.PID, "err", err)
+				}
+				r.Killed = killed
+			}
+		}
+		e.mu.Lock()
+		rnd := e.rng.Float64()
+		e.mu.Unlock()
+		c := Decide(j, AttemptEnd{Cause: errRecoverKill}, e.clock.Now(), rnd)
+		done, err := e.store.Complete(ctx, c)
+		if errors.Is(err, ErrStale) {
+			continue // it ended meanwhile
+		}
+		if err != nil {
+			return rep, fmt.Errorf("recover job %s: %w", j.ID, err)
+		}
+		r.NewState = done.State
+		rep.Recovered = append(rep.Recovered, r)
+		e.recovered.Add(1)
+		e.publishJob(done)
+		e.log.Info("recovered job", "job", j.ID, "pid", r.PID, "killed", r.Killed, "state", done.State)
+	}
+	if len(rep.Recovered) > 0 {
+		e.notify()
+	}
+	return rep, nil
+}
+
+// sameHost reports whether a job's owner ran on this host; an empty owner
+// counts as local.
+func (e *Engine) sameHost(owner string) bool {
+	host, _, ok := strings.Cut(owner, "/")
+	return !ok || host == e.cfg.Host
+}
+
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// newID returns a 26-character id that sorts by creation time: 48 bits of
+// milliseconds, then 80 random bits. Within one millisecond it increments
+// the previous id, so ids from one daemon are strictly increasing.
+func (e *Engine) newID(now time.Time) string {
+	var b [16]byte
+	ms := uint64(now.UnixMilli())
+	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
+	_, _ = rand.Read(b[6:])
+	e.mu.Lock()
+	if string(b[:6]) == string(e.lastID[:6]) {
+		b = e.lastID
+		for i := 15; i >= 6; i-- {
+			b[i]++
+			if b[i] != 0 {
+				break
+			}
+		}
+	}
+	e.lastID = b
+	e.mu.Unlock()
+	return idEncoding.EncodeToString(b[:])
+}
+
+func newInstanceID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return idEncoding.EncodeToString(b[:])
+}
