@@ -1,0 +1,297 @@
+package exec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	osexec "os/exec"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"stq/engine"
+)
+
+// Defaults for the zero values of Subprocess and engine.Run.
+const (
+	DefaultGrace        = 5 * time.Second
+	DefaultDrainTimeout = 200 * time.Millisecond
+)
+
+// Subprocess runs an attempt's command as a child process in its own process
+// group, so that stopping the attempt stops everything it started.
+type Subprocess struct {
+	// MaxLine bounds one captured output line; longer lines are split.
+	// Zero means DefaultMaxLine.
+	MaxLine int
+	// DrainTimeout is how long the output readers get, once the process
+	// group is dead, to read what is left in the pipes. A process that left
+	// the group (setsid) can hold a pipe open forever; after this the pipes
+	// are closed on it. Zero means DefaultDrainTimeout.
+	DrainTimeout time.Duration
+}
+
+var _ engine.Executor = Subprocess{}
+
+// Execute runs run.Command and returns once the process has exited, its
+// process group has been killed and its output has been read.
+func (s Subprocess) Execute(ctx context.Context, run *engine.Run) engine.Result {
+	if len(run.Command) == 0 {
+		return engine.Result{Err: fmt.Errorf("start job: empty command: %w", engine.ErrPermanent)}
+	}
+	if ctx.Err() != nil {
+		return engine.Result{Err: fmt.Errorf("start %q: %w", run.Command[0], context.Cause(ctx))}
+	}
+	p, err := s.start(run)
+	if err != nil {
+		return engine.Result{Err: err}
+	}
+	if run.Started != nil {
+		// A failed lookup leaves 0, which recovery treats as "not ours"
+		// whenever the PID is alive: it never kills on a guess.
+		pidStart, _ := StartTime(p.pid)
+		run.Started(p.pid, pidStart)
+	}
+	grace := run.Grace
+	if grace <= 0 {
+		grace = DefaultGrace
+	}
+	return p.finish(ctx, grace)
+}
+
+// proc is one running attempt. Every goroutine it starts has ended when
+// finish returns.
+type proc struct {
+	name  string
+	cmd   *osexec.Cmd
+	pid   int
+	drain time.Duration
+
+	// The read ends of the output pipes. We own them (rather than letting
+	// os/exec copy) so that cmd.Wait never waits for a pipe that a
+	// grandchild still holds, and so that we can close them to stop a drain.
+	stdout, stderr *os.File
+	readers        sync.WaitGroup
+
+	// stdin is the write end of the payload pipe, nil without a payload.
+	stdin      *os.File
+	stdinOnce  sync.Once
+	writerDone chan struct{}
+
+	// exited is closed when the leader has exited. reaped and waitErr are
+	// set before that when the platform could not wait without reaping.
+	exited  chan struct{}
+	reaped  bool
+	waitErr error
+}
+
+func (s Subprocess) start(run *engine.Run) (*proc, error) {
+	name := run.Command[0]
+	var payload []byte
+	var cwd string
+	if run.Job != nil {
+		payload, cwd = run.Job.Payload, run.Job.Cwd
+	}
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("create stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		closeAll(outR, outW)
+		return nil, fmt.Errorf("create stderr pipe: %w", err)
+	}
+	var inR, inW *os.File
+	if len(payload) > 0 {
+		if inR, inW, err = os.Pipe(); err != nil {
+			closeAll(outR, outW, errR, errW)
+			return nil, fmt.Errorf("create stdin pipe: %w", err)
+		}
+	}
+
+	cmd := osexec.Command(name, run.Command[1:]...)
+	cmd.Dir = cwd
+	// Later entries win in os/exec, so the run's additions override.
+	cmd.Env = append(os.Environ(), run.Env...)
+	cmd.Stdout, cmd.Stderr = outW, errW
+	if inR != nil {
+		cmd.Stdin = inR
+	}
+	// Without a payload os/exec connects stdin to /dev/null: a child that
+	// reads it sees EOF at once instead of waiting on the daemon's stdin.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+
+	err = cmd.Start()
+	// The child holds its own copies now; ours would keep the readers from
+	// ever seeing EOF.
+	closeAll(outW, errW, inR)
+	if err != nil {
+		closeAll(outR, errR, inW)
+		return nil, startError(name, cwd, err)
+	}
+
+	s.defaults()
+	p := &proc{
+		name:   name,
+		cmd:    cmd,
+		pid:    cmd.Process.Pid,
+		drain:  s.DrainTimeout,
+		stdout: outR,
+		stderr: errR,
+		stdin:  inW,
+		exited: make(chan struct{}),
+	}
+	out := newSink(run.Output)
+	p.readers.Add(2)
+	go p.read(outR, "stdout", s.MaxLine, out)
+	go p.read(errR, "stderr", s.MaxLine, out)
+	if inW != nil {
+		p.writerDone = make(chan struct{})
+		go func() {
+			defer close(p.writerDone)
+			// EPIPE when the child exits without reading everything is
+			// expected: stdin is the job's to ignore.
+			_, _ = inW.Write(payload)
+			p.closeStdin()
+		}()
+	}
+	go func() {
+		defer close(p.exited)
+		if waitExit(p.pid) == nil {
+			return
+		}
+		p.waitErr = cmd.Wait()
+		p.reaped = true
+	}()
+	return p, nil
+}
+
+func (s *Subprocess) defaults() {
+	if s.MaxLine <= 0 {
+		s.MaxLine = DefaultMaxLine
+	}
+	if s.DrainTimeout <= 0 {
+		s.DrainTimeout = DefaultDrainTimeout
+	}
+}
+
+func (p *proc) read(f *os.File, stream string, maxLine int, out *sink) {
+	defer p.readers.Done()
+	readLines(f, maxLine, func(text string) { out.write(stream, text) })
+}
+
+// finish waits for the leader to exit, stopping it first if ctx ends, then
+// kills the rest of its group and collects the output.
+func (p *proc) finish(ctx context.Context, grace time.Duration) engine.Result {
+	select {
+	case <-p.exited:
+	case <-ctx.Done():
+		p.signalGroup(unix.SIGTERM)
+		timer := time.NewTimer(grace)
+		select {
+		case <-p.exited:
+			timer.Stop()
+		case <-timer.C:
+			p.signalGroup(unix.SIGKILL)
+			<-p.exited
+		}
+	}
+	// The attempt is over when its leader is: whatever it left running in
+	// its group would otherwise outlive the attempt and hold the pipes.
+	p.signalGroup(unix.SIGKILL)
+	if !p.reaped {
+		p.waitErr = p.cmd.Wait()
+	}
+
+	// Closing the payload pipe unblocks a writer stuck on a reader that
+	// escaped the group.
+	p.closeStdin()
+	if p.writerDone != nil {
+		<-p.writerDone
+	}
+	p.drainOutput()
+	return p.result()
+}
+
+// signalGroup signals the attempt's whole process group. ESRCH only means
+// nothing is left.
+func (p *proc) signalGroup(sig unix.Signal) {
+	_ = unix.Kill(-p.pid, sig)
+}
+
+func (p *proc) closeStdin() {
+	if p.stdin != nil {
+		p.stdinOnce.Do(func() { _ = p.stdin.Close() })
+	}
+}
+
+// drainOutput waits for the readers to reach EOF. The group is dead, so
+// normally that is immediate; a process that escaped the group with setsid
+// may still hold the pipes, and then closing our read ends makes the
+// blocked reads return.
+func (p *proc) drainOutput() {
+	done := make(chan struct{})
+	go func() {
+		p.readers.Wait()
+		close(done)
+	}()
+	timer := time.NewTimer(p.drain)
+	select {
+	case <-done:
+		timer.Stop()
+	case <-timer.C:
+		closeAll(p.stdout, p.stderr)
+		<-done
+	}
+	closeAll(p.stdout, p.stderr)
+}
+
+func (p *proc) result() engine.Result {
+	st := p.cmd.ProcessState
+	if st == nil {
+		return engine.Result{Err: fmt.Errorf("wait for %q: %w", p.name, p.waitErr)}
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return engine.Result{Signal: signalName(ws.Signal())}
+	}
+	code := st.ExitCode()
+	return engine.Result{ExitCode: &code}
+}
+
+func signalName(sig syscall.Signal) string {
+	if name := unix.SignalName(sig); name != "" {
+		return name
+	}
+	return sig.String()
+}
+
+// startError words a start failure as `start "name": reason`, without the
+// "exec: " prefix os/exec adds. A failed chdir surfaces from the child as a
+// bare "fork/exec <path>: no such file or directory", which blames the
+// command, so a missing working directory is named instead.
+func startError(name, cwd string, err error) error {
+	var ee *osexec.Error
+	if errors.As(err, &ee) {
+		return fmt.Errorf("start %q: %w", ee.Name, ee.Err)
+	}
+	if cwd != "" {
+		if _, statErr := os.Stat(cwd); statErr != nil {
+			return fmt.Errorf("start %q: working directory: %w", name, statErr)
+		}
+	}
+	return fmt.Errorf("start %q: %w", name, err)
+}
+
+// closeAll closes the files that are not nil. Errors are of no use here:
+// the files are pipe ends we are done with (or closing twice on purpose).
+func closeAll(files ...*os.File) {
+	for _, f := range files {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
+}
