@@ -1,0 +1,225 @@
+package ipc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// ErrNoDaemon means nothing listens on the socket. Dial's error wraps it
+// (and the underlying cause).
+var ErrNoDaemon = errors.New("no daemon")
+
+// maxResponseLine bounds one response line read by the client. It is large
+// because a list of many jobs with payloads is one line; it exists so a
+// broken server cannot make the client allocate without end.
+const maxResponseLine = 256 << 20
+
+type noDaemonError struct {
+	path  string
+	cause error
+}
+
+func (e *noDaemonError) Error() string {
+	return "no daemon at " + e.path + ": start one with `stq daemon`"
+}
+
+func (e *noDaemonError) Unwrap() []error { return []error{ErrNoDaemon, e.cause} }
+
+// Client is one authenticated connection to the daemon. It is safe for
+// concurrent use, but calls are sent one at a time: a client that needs a
+// long dev.wait.v1 next to other calls should open a second connection.
+type Client struct {
+	mu      sync.Mutex
+	nc      net.Conn
+	lr      *lineReader
+	wbuf    bytes.Buffer
+	enc     *json.Encoder
+	resp    clientResponse
+	nextID  uint64
+	err     error // sticky: once set the connection is unusable
+	version string
+}
+
+type clientRequest struct {
+	JSONRPC string `json:"jsonrpc"`
+	ID      uint64 `json:"id"`
+	Method  string `json:"method"`
+	Params  any    `json:"params,omitempty"`
+}
+
+// clientResponse is reused between calls so its raw buffers keep their
+// capacity; it reads both responses and notifications.
+type clientResponse struct {
+	ID     json.RawMessage `json:"id"`
+	Method string          `json:"method"`
+	Params json.RawMessage `json:"params"`
+	Result json.RawMessage `json:"result"`
+	Error  *RPCError       `json:"error"`
+}
+
+// Dial connects to the daemon at socketPath and authenticates with token.
+// When nothing listens there the error wraps ErrNoDaemon.
+func Dial(ctx context.Context, socketPath, token string) (*Client, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", socketPath)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return nil, &noDaemonError{path: socketPath, cause: err}
+		}
+		return nil, fmt.Errorf("connect to daemon at %s: %w", socketPath, err)
+	}
+	c := &Client{nc: nc, lr: newLineReader(nc, maxResponseLine)}
+	c.enc = json.NewEncoder(&c.wbuf)
+	c.enc.SetEscapeHTML(false)
+	var res AuthResult
+	if err := c.Call(ctx, MethodAuth, &AuthParams{Token: token}, &res); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("authenticate to daemon at %s: %w", socketPath, err)
+	}
+	c.version = res.Version
+	return c, nil
+}
+
+// ServerVersion is the version the daemon reported when authenticating.
+func (c *Client) ServerVersion() string { return c.version }
+
+// Close closes the connection; a call blocked in another goroutine returns
+// with an error.
+func (c *Client) Close() error { return c.nc.Close() }
+
+// Call sends one request and decodes its result into result (which may be
+// nil to discard it). An error response is returned as *RPCError.
+func (c *Client) Call(ctx context.Context, method string, params, result any) error {
+	return c.do(ctx, method, params, nil, result)
+}
+
+// Stream is Call for methods that send notifications before their response
+// (logs.tail.v1 with follow): onNotify gets each one's method and params,
+// which are only valid during the call. If onNotify returns an error, Stream
+// closes the connection (the protocol has no way to stop one request) and
+// returns that error.
+func (c *Client) Stream(ctx context.Context, method string, params any, onNotify func(method string, params json.RawMessage) error, result any) error {
+	return c.do(ctx, method, params, onNotify, result)
+}
+
+func (c *Client) do(ctx context.Context, method string, params any, onNotify func(string, json.RawMessage) error, result any) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Only ctx ends a call: it interrupts blocked I/O through a past
+	// deadline once ctx.Err is already set, so a timeout is reported as the
+	// context's error. (Copying ctx's deadline onto the socket would race
+	// with ctx's own timer and surface as a bare i/o timeout.)
+	c.nc.SetDeadline(time.Time{})
+	if ctx.Done() != nil {
+		// If the interruption raced with a finished call, wait for it so
+		// the next call's deadline is not overwritten behind its back.
+		fired := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() {
+			c.nc.SetDeadline(aLongTimeAgo())
+			close(fired)
+		})
+		defer func() {
+			if !stop() {
+				<-fired
+			}
+		}()
+	}
+	c.nextID++
+	broken, err := c.roundTrip(c.nextID, method, params, onNotify, result)
+	if !broken {
+		return err
+	}
+	// The stream is in an unknown state (or the server is closing it): no
+	// later call may use it.
+	if ctxErr := ctx.Err(); ctxErr != nil && !isRPCError(err) {
+		err = fmt.Errorf("%s: %w", method, ctxErr)
+	}
+	c.err = fmt.Errorf("connection to daemon unusable after an earlier error: %w", err)
+	c.nc.Close()
+	return err
+}
+
+func isRPCError(err error) bool {
+	var re *RPCError
+	return errors.As(err, &re)
+}
+
+// roundTrip sends one request and reads up to its response. broken reports
+// that the connection can no longer be used.
+func (c *Client) roundTrip(id uint64, method string, params any, onNotify func(string, json.RawMessage) error, result any) (broken bool, err error) {
+	c.wbuf.Reset()
+	if err := c.enc.Encode(&clientRequest{JSONRPC: "2.0", ID: id, Method: method, Params: params}); err != nil {
+		return false, fmt.Errorf("%s: encode params: %w", method, err)
+	}
+	// A failed write still reads on: a server that refused the connection
+	// (limit, uid) wrote why before closing, and that beats "broken pipe".
+	_, werr := c.nc.Write(c.wbuf.Bytes())
+	if c.wbuf.Cap() > keepBufCap {
+		c.wbuf = bytes.Buffer{}
+	}
+	var idBuf [20]byte
+	want := strconv.AppendUint(idBuf[:0], id, 10)
+	r := &c.resp
+	for {
+		line, err := c.lr.next()
+		if err != nil {
+			if werr != nil {
+				err = werr
+			}
+			return true, fmt.Errorf("%s: %w", method, err)
+		}
+		if isBlank(line) {
+			continue
+		}
+		r.ID, r.Method, r.Params, r.Result, r.Error = r.ID[:0], "", r.Params[:0], r.Result[:0], nil
+		if err := json.Unmarshal(line, r); err != nil {
+			return true, fmt.Errorf("%s: malformed message from daemon: %w", method, err)
+		}
+		if isNullOrEmpty(r.ID) && r.Method != "" {
+			if onNotify != nil {
+				if err := onNotify(r.Method, r.Params); err != nil {
+					return true, err
+				}
+			}
+			continue
+		}
+		if r.Error != nil && isNullOrEmpty(r.ID) {
+			// An error with a null id is the server refusing the whole
+			// connection (auth, a limit); it closes it afterwards.
+			e := r.Error
+			r.Error = nil
+			return true, e
+		}
+		if werr != nil {
+			return true, fmt.Errorf("%s: %w", method, werr)
+		}
+		if !bytes.Equal(r.ID, want) {
+			return true, fmt.Errorf("%s: response for id %s while waiting for %s", method, r.ID, want)
+		}
+		if r.Error != nil {
+			e := r.Error
+			r.Error = nil
+			return false, e
+		}
+		if result != nil && len(r.Result) > 0 {
+			if err := json.Unmarshal(r.Result, result); err != nil {
+				return false, fmt.Errorf("decode %s result: %w", method, err)
+			}
+		}
+		return false, nil
+	}
+}

@@ -1,0 +1,242 @@
+package ipc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"time"
+
+	"stq/engine"
+)
+
+// dispatch decodes a request's params, calls the backend and returns the
+// result to encode. Errors are mapped to codes by the caller.
+func (c *conn) dispatch(ctx context.Context, req *request) (any, error) {
+	b := c.srv.backend
+	switch req.Method {
+	case MethodEnqueue:
+		var p engine.EnqueueRequest
+		if err := decodeParams(req.Params, &p); err != nil {
+			return nil, err
+		}
+		res, err := b.Enqueue(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		return &res, nil
+
+	case MethodCancel:
+		var p engine.CancelRequest
+		if err := decodeParams(req.Params, &p); err != nil {
+			return nil, err
+		}
+		jobs, err := b.Cancel(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		return &JobsResult{Jobs: nonNil(jobs)}, nil
+
+	case MethodGet:
+		var p GetParams
+		if err := decodeParams(req.Params, &p); err != nil {
+			return nil, err
+		}
+		if p.ID == "" {
+			return nil, invalidParams("id is required")
+		}
+		return b.Get(ctx, p.ID)
+
+	case MethodList:
+		return c.list(ctx, req.Params)
+
+	case MethodWait:
+		return c.wait(ctx, req.Params)
+
+	case MethodTail:
+		return c.tail(ctx, req.Params)
+
+	case MethodStats:
+		if err := decodeParams(req.Params, &struct{}{}); err != nil {
+			return nil, err
+		}
+		st, err := b.Stats(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &st, nil
+
+	case MethodRecover:
+		if err := decodeParams(req.Params, &struct{}{}); err != nil {
+			return nil, err
+		}
+		rep, err := b.Recover(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if rep.Recovered == nil {
+			rep.Recovered = []engine.RecoveredJob{}
+		}
+		return &rep, nil
+	}
+	return nil, rpcErr(CodeMethodNotFound, "method not found: %q", req.Method)
+}
+
+func (c *conn) list(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p ListParams
+	if err := decodeParams(raw, &p); err != nil {
+		return nil, err
+	}
+	f := engine.ListFilter{Queue: p.Queue, Type: p.Type, Subject: p.Subject, Limit: p.Limit}
+	switch {
+	case p.Limit < 0:
+		return nil, invalidParams("limit must not be negative, got %d", p.Limit)
+	case p.Limit == 0:
+		f.Limit = DefaultListLimit
+	case p.Limit > MaxListLimit:
+		return nil, invalidParams("limit is %d, over the maximum of %d", p.Limit, MaxListLimit)
+	}
+	for _, s := range p.States {
+		st, err := engine.ParseState(s)
+		if err != nil {
+			return nil, err
+		}
+		f.States = append(f.States, st)
+	}
+	jobs, err := c.srv.backend.List(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	return &JobsResult{Jobs: nonNil(jobs)}, nil
+}
+
+// wait blocks until every job is terminal, the timeout passes (a result with
+// timed_out, not an error: running out of patience is an answer) or the
+// connection ends.
+func (c *conn) wait(ctx context.Context, raw json.RawMessage) (any, error) {
+	var p WaitParams
+	if err := decodeParams(raw, &p); err != nil {
+		return nil, err
+	}
+	switch {
+	case len(p.IDs) == 0:
+		return nil, invalidParams("ids must not be empty")
+	case len(p.IDs) > MaxWaitIDs:
+		return nil, invalidParams("ids has %d entries, over the limit of %d", len(p.IDs), MaxWaitIDs)
+	}
+	for i, id := range p.IDs {
+		if id == "" {
+			return nil, invalidParams("ids[%d] must not be empty", i)
+		}
+	}
+	b := c.srv.backend
+	wctx := ctx
+	if p.Timeout != nil {
+		var cancel context.CancelFunc
+		wctx, cancel = context.WithTimeout(ctx, time.Duration(*p.Timeout))
+		defer cancel()
+	}
+	jobs, err := b.Wait(wctx, p.IDs)
+	if err == nil {
+		return &WaitResult{Jobs: nonNil(jobs)}, nil
+	}
+	if p.Timeout == nil || ctx.Err() != nil || wctx.Err() == nil ||
+		!(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		return nil, err
+	}
+	// Timed out: report the jobs as they are now. A zero timeout makes this
+	// a poll, so "timed out" is only claimed when something is still live.
+	res := &WaitResult{Jobs: make([]*engine.Job, 0, len(p.IDs))}
+	for _, id := range p.IDs {
+		j, err := b.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		res.Jobs = append(res.Jobs, j)
+		if !j.State.Terminal() {
+			res.TimedOut = true
+		}
+	}
+	return res, nil
+}
+
+// nonNil makes an empty list encode as [] rather than null.
+func nonNil(jobs []*engine.Job) []*engine.Job {
+	if jobs == nil {
+		return []*engine.Job{}
+	}
+	return jobs
+}
+
+// decodeParams decodes params strictly into v: unknown members are an
+// error, so a misspelled option fails loudly instead of being ignored.
+// Absent or null params mean {}.
+func decodeParams(raw json.RawMessage, v any) error {
+	raw = bytes.TrimLeft(raw, " \t\r\n")
+	if isNullOrEmpty(raw) {
+		return nil
+	}
+	if raw[0] != '{' {
+		return invalidParams("invalid params: params must be an object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, engine.ErrInvalid) {
+			return invalidParams("%s", err.Error())
+		}
+		return invalidParams("invalid params: %s", describeJSONError(err))
+	}
+	return nil
+}
+
+// describeJSONError rewords encoding/json errors for the wire: they name Go
+// types, which mean nothing to a client in another language.
+func describeJSONError(err error) string {
+	// Only a bare type error carries the field's name; one wrapped by a
+	// type's own UnmarshalJSON (engine.Duration) does not, and its Go-level
+	// tail is cut off below.
+	if te, ok := err.(*json.UnmarshalTypeError); ok {
+		field := te.Field
+		if field == "" {
+			field = "value"
+		}
+		return fmt.Sprintf("%s must be %s, got %s", field, jsonKind(te.Type), te.Value)
+	}
+	msg := trimJSONPrefix(err.Error())
+	if i := strings.Index(msg, ": json: "); i >= 0 {
+		msg = msg[:i]
+	}
+	return msg
+}
+
+func trimJSONPrefix(s string) string { return strings.TrimPrefix(s, "json: ") }
+
+func jsonKind(t reflect.Type) string {
+	if t == nil {
+		return "another type"
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a non-negative integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	}
+	return "another type"
+}
