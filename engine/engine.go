@@ -282,6 +282,12 @@ func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 			}
 		}
 		timer.Reset(d)
+		// The clock may have passed `at` while the timer was being armed
+		// (a timer is relative, `at` is not): go round rather than sleep
+		// past it.
+		if retry == 0 && !at.IsZero() && !e.clock.Now().Before(at) {
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -12,33 +13,33 @@ type Job struct {
 	ID          string            `json:"id"`
 	Queue       string            `json:"queue"`
 	Type        string            `json:"type"`
-	Subject     string            `json:"subject,omitempty"`
+	Subject     string            `json:"subject"`
 	Generation  int64             `json:"generation"`
 	Priority    int               `json:"priority"`
 	State       State             `json:"state"`
 	Attempt     int               `json:"attempt"`
 	MaxAttempts int               `json:"max_attempts"`
-	Payload     json.RawMessage   `json:"payload,omitempty"`
-	Command     []string          `json:"command,omitempty"`
-	Cwd         string            `json:"cwd,omitempty"`
-	Env         map[string]string `json:"env,omitempty"`
+	Payload     json.RawMessage   `json:"payload"`
+	Command     []string          `json:"command"`
+	Cwd         string            `json:"cwd"`
+	Env         map[string]string `json:"env"`
 	RunAt       time.Time         `json:"run_at"`
 	Deadline    Duration          `json:"deadline"`
 	TTL         Duration          `json:"ttl"`
 	Backoff     Duration          `json:"backoff"`
 	CreatedAt   time.Time         `json:"created_at"`
-	StartedAt   *time.Time        `json:"started_at,omitempty"`
-	FinishedAt  *time.Time        `json:"finished_at,omitempty"`
-	ExitCode    *int              `json:"exit_code,omitempty"`
-	Error       string            `json:"error,omitempty"`
+	StartedAt   *time.Time        `json:"started_at"`
+	FinishedAt  *time.Time        `json:"finished_at"`
+	ExitCode    *int              `json:"exit_code"`
+	Error       string            `json:"error"`
 	// Owner names the daemon that claimed the job's current attempt
 	// ("host/instance"). Recovery only touches jobs whose owner is a dead
 	// daemon of this host, which keeps a shared database safe.
-	Owner    string    `json:"owner,omitempty"`
+	Owner    string    `json:"owner"`
 	Attempts []Attempt `json:"attempts"`
 	// LogTruncated is set once older output lines were dropped to keep the
 	// job's log under its bound.
-	LogTruncated bool `json:"log_truncated,omitempty"`
+	LogTruncated bool `json:"log_truncated"`
 	// LogSeq is the highest log line sequence number stored for the job, so
 	// a new attempt continues the numbering.
 	LogSeq int64 `json:"-"`
@@ -77,15 +78,15 @@ const (
 type Attempt struct {
 	N          int        `json:"n"`
 	StartedAt  time.Time  `json:"started_at"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at"`
 	Outcome    Outcome    `json:"outcome"`
-	Reason     string     `json:"reason,omitempty"`
-	ExitCode   *int       `json:"exit_code,omitempty"`
-	PID        int        `json:"pid,omitempty"`
+	Reason     string     `json:"reason"`
+	ExitCode   *int       `json:"exit_code"`
+	PID        int        `json:"pid"`
 	// PIDStart is the process start time in milliseconds since the epoch, as
 	// the OS reports it. Recovery compares it before killing anything so a
 	// reused PID is never signalled.
-	PIDStart int64 `json:"pid_start,omitempty"`
+	PIDStart int64 `json:"pid_start"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
@@ -115,7 +116,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // for days, which people reach for when setting TTLs.
 func ParseDuration(s string) (time.Duration, error) {
 	if s == "" {
-		return 0, fmt.Errorf("%w: empty duration", ErrInvalid)
+		return 0, errors.New("empty duration")
 	}
 	if n := len(s); s[n-1] == 'd' {
 		var days float64
@@ -125,10 +126,10 @@ func ParseDuration(s string) (time.Duration, error) {
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, fmt.Errorf("%w: invalid duration %q (examples: 500ms, 30s, 5m, 2h, 1d)", ErrInvalid, s)
+		return 0, fmt.Errorf("invalid duration %q (examples: 500ms, 30s, 5m, 2h, 1d)", s)
 	}
 	if v < 0 {
-		return 0, fmt.Errorf("%w: negative duration %q", ErrInvalid, s)
+		return 0, fmt.Errorf("negative duration %q", s)
 	}
 	return v, nil
 }

@@ -1,0 +1,273 @@
+package commands
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"stq/engine"
+	"stq/exec"
+	"stq/ipc"
+	"stq/store"
+)
+
+func (a *app) daemonCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "daemon",
+		Usage: "run the job-queue daemon in the foreground",
+		Description: "Runs the daemon on the home directory (--home, $STQ_HOME, or the default below).\n" +
+			"Jobs live in stq.db there; clients reach the daemon through stq.sock.\n\n" +
+			a.pathsHelp(),
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "workers", Usage: "how many jobs run at once (default: number of CPUs, or daemon.workers in config.toml)"},
+			&cli.StringFlag{Name: "grace", Usage: "on SIGTERM/SIGINT, how long running jobs get to finish before they are killed and requeued (default 10s)"},
+			&cli.StringFlag{Name: "durability", Usage: `"full": fsync every commit, an acknowledged job survives power loss (default); "normal": survives a daemon crash, not power loss`},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+		},
+		Action: a.runDaemon,
+	}
+}
+
+// pathsHelp tells where the files are, for `stq daemon --help`.
+func (a *app) pathsHelp() string {
+	p, err := resolvePaths(os.Getenv("STQ_HOME"))
+	if err != nil {
+		return "Paths: " + err.Error()
+	}
+	return fmt.Sprintf("Paths in use now:\n   home:   %s\n   db:     %s\n   socket: %s\n   token:  %s\n   config: %s", p.Home, p.DB, p.Socket, p.Token, p.Config)
+}
+
+func (a *app) runDaemon(c *cli.Context) error {
+	p, err := a.paths(c)
+	if err != nil {
+		return err
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return usageErrorf("--log-level: %v", err)
+	}
+	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
+
+	if err := p.ensureDirs(); err != nil {
+		return err
+	}
+	unlock, err := lockHome(p)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	cfg, err := loadConfig(p.Config)
+	if err != nil {
+		return failf("%v", err)
+	}
+	if c.IsSet("workers") {
+		if c.Int("workers") < 1 {
+			return usageErrorf("--workers must be at least 1")
+		}
+		cfg.Workers = c.Int("workers")
+	}
+	if c.IsSet("grace") {
+		d, err := engine.ParseDuration(c.String("grace"))
+		if err != nil {
+			return usageErrorf("--grace: %v", err)
+		}
+		cfg.Grace = d
+	}
+	if c.IsSet("durability") {
+		cfg.Durability = c.String("durability")
+		if cfg.Durability != "full" && cfg.Durability != "normal" {
+			return usageErrorf("--durability must be \"full\" or \"normal\"")
+		}
+	}
+	token, err := ensureToken(p.Token)
+	if err != nil {
+		return err
+	}
+
+	st, err := store.Open(p.DB, store.Options{Synchronous: cfg.Durability})
+	if err != nil {
+		return fmt.Errorf("open database: %w", err)
+	}
+	defer st.Close()
+
+	reg := engine.NewRegistry()
+	if err := reg.Register("noop", exec.Noop); err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	eng, err := engine.New(engine.Config{
+		Workers:         cfg.Workers,
+		Host:            host,
+		Grace:           cfg.Grace,
+		KillGrace:       cfg.KillGrace,
+		DefaultDeadline: cfg.DefaultDeadline,
+		MaxPayload:      cfg.MaxPayload,
+		LogLimit:        cfg.LogLimit,
+		Types:           cfg.Types,
+	}, engine.Deps{
+		Store:      st,
+		Subprocess: exec.Subprocess{},
+		InProcess:  exec.InProcess{Registry: reg},
+		Registry:   reg,
+		Processes:  exec.Processes{},
+		Logger:     log,
+	})
+	if err != nil {
+		return failf("%v", err)
+	}
+
+	ln, err := ipc.Listen(p.Socket)
+	if err != nil {
+		return failf("%v", err)
+	}
+	srv := ipc.NewServer(eng, ipc.ServerOptions{
+		Token:        token,
+		Version:      a.version,
+		MaxConns:     cfg.MaxConnections,
+		MaxLineBytes: cfg.MaxRequestBytes,
+		Logger:       log,
+	})
+
+	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	engDone := make(chan error, 1)
+	go func() { engDone <- eng.Run(ctx) }()
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Serve(ctx, ln) }()
+	workers := cfg.Workers
+	if workers == 0 {
+		workers = runtime.NumCPU()
+	}
+	log.Info("stq daemon ready", "socket", p.Socket, "db", p.DB, "workers", workers, "owner", eng.Owner(), "pid", os.Getpid())
+
+	var runErr error
+	select {
+	case runErr = <-engDone:
+		stop() // the engine failed on its own: take the server down too
+		<-srvDone
+	case err := <-srvDone:
+		stop()
+		runErr = errors.Join(err, <-engDone)
+	}
+	// The listener removes its socket file when it closes.
+	if runErr != nil {
+		return fmt.Errorf("daemon: %w", runErr)
+	}
+	log.Info("stq daemon stopped")
+	return nil
+}
+
+// lockHome takes the home's exclusive lock so that one daemon at most runs
+// on it. The lock file holds the owner's PID, which a refused second daemon
+// names in its message. The kernel drops the lock when the process dies, so
+// a crashed daemon never leaves a stale lock behind.
+func lockHome(p Paths) (func(), error) {
+	f, err := os.OpenFile(p.Lock, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		defer f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			b := make([]byte, 32)
+			n, _ := f.ReadAt(b, 0)
+			pid := strings.TrimSpace(string(b[:n]))
+			if pid == "" {
+				pid = "unknown"
+			}
+			return nil, &exitError{code: ExitFailure,
+				err:  fmt.Errorf("another stq daemon (pid %s) is already running on %s", pid, p.Home),
+				hint: "its socket is " + p.Socket + "; stop it first, or use another --home"}
+		}
+		return nil, fmt.Errorf("lock %s: %w", p.Lock, err)
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return func() { _ = f.Close() }, nil
+}
+
+// ensureToken returns the daemon's auth token, creating it on first start:
+// 256 random bits, hex, in a file only the owner can read. The file is
+// written under a temporary name and renamed, so a reader never sees half a
+// token.
+func ensureToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		tok := strings.TrimSpace(string(b))
+		if len(tok) != 64 {
+			return "", fmt.Errorf("token file %s is damaged: remove it and restart the daemon", path)
+		}
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm() != 0o600 {
+			if err := os.Chmod(path, 0o600); err != nil {
+				return "", fmt.Errorf("restrict token file: %w", err)
+			}
+		}
+		return tok, nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("read token: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", fmt.Errorf("generate token: %w", err)
+	}
+	tok := hex.EncodeToString(raw)
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".token-*")
+	if err != nil {
+		return "", fmt.Errorf("write token: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("write token: %w", err)
+	}
+	if _, err := tmp.WriteString(tok + "\n"); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("write token: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("write token: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", fmt.Errorf("write token: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return "", fmt.Errorf("write token: %w", err)
+	}
+	return tok, nil
+}
+
+// readToken is the client side: it reads the token the daemon wrote.
+func readToken(p Paths) (string, error) {
+	b, err := os.ReadFile(p.Token)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", &exitError{code: ExitNoDaemon,
+			err: fmt.Errorf("no daemon at %s: start one with `stq daemon`", p.Socket)}
+	}
+	if err != nil {
+		return "", fmt.Errorf("read token: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// dialTimeout bounds connect plus auth; a live daemon answers in
+// microseconds, so this only matters for a wedged one.
+const dialTimeout = 10 * time.Second

@@ -1,0 +1,202 @@
+package commands
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"stq/engine"
+)
+
+func (a *app) enqueueCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "enqueue",
+		Usage:     "add a job; prints only its id",
+		ArgsUsage: "[-- COMMAND [ARG...]]",
+		Description: "Adds a job and prints its id on stdout, so `id=$(stq enqueue ...)` works.\n" +
+			"A command after -- runs as a subprocess in the current directory; without one,\n" +
+			"the job runs the handler config.toml gives its --type.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "queue", Aliases: []string{"q"}, Value: engine.DefaultQueue, Usage: "queue name"},
+			&cli.StringFlag{Name: "type", Aliases: []string{"t"}, Value: engine.DefaultType, Usage: "job type"},
+			&cli.StringFlag{Name: "subject", Aliases: []string{"s"}, Usage: "supersede key: a newer generation of (queue, type, subject) replaces older queued ones"},
+			&cli.Int64Flag{Name: "gen", Usage: "generation (default: latest for the subject + 1)"},
+			&cli.IntFlag{Name: "priority", Aliases: []string{"p"}, Usage: "higher runs first"},
+			&cli.StringFlag{Name: "payload", Usage: "JSON payload, given to the job on stdin"},
+			&cli.StringFlag{Name: "payload-file", Usage: "read the JSON payload from FILE (- for stdin)"},
+			&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "K=V added to the job's environment (repeatable)"},
+			&cli.IntFlag{Name: "max-attempts", Usage: "attempts before the job FAILS (default 3)"},
+			&cli.StringFlag{Name: "backoff", Usage: "base retry delay, doubled each retry, ±25% jitter (default 1s)"},
+			&cli.StringFlag{Name: "deadline", Usage: "time limit per attempt, 0 for none (default 60s)"},
+			&cli.StringFlag{Name: "ttl", Usage: "expire the job if it has not started this long after enqueue"},
+			&cli.StringFlag{Name: "at", Usage: "run at TIME (RFC 3339, \"2006-01-02 15:04\", or \"15:04\" today, local time)"},
+			&cli.StringFlag{Name: "in", Usage: "run after DURATION"},
+			&cli.BoolFlag{Name: "json", Usage: "print the whole reply as JSON instead of the id"},
+		},
+		Action: a.enqueue,
+	}
+}
+
+func (a *app) enqueue(c *cli.Context) error {
+	req, err := a.enqueueRequest(c)
+	if err != nil {
+		return err
+	}
+	var res engine.EnqueueResult
+	if err := a.call(c, "dev.enqueue.v1", req, &res); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(a.stdout, res)
+	}
+	fmt.Fprintln(a.stdout, res.Job.ID)
+	if res.Job.State == engine.StateSuperseded {
+		fmt.Fprintf(a.stderr, "stq: job %s superseded on arrival: %s\n", res.Job.ID, res.Job.Error)
+	}
+	return nil
+}
+
+// enqueueRequest builds the request from flags. Everything the client can
+// check on its own is checked here, so a typo costs no round trip; the
+// daemon checks again.
+func (a *app) enqueueRequest(c *cli.Context) (engine.EnqueueRequest, error) {
+	req := engine.EnqueueRequest{
+		Queue:    c.String("queue"),
+		Type:     c.String("type"),
+		Subject:  c.String("subject"),
+		Priority: c.Int("priority"),
+		Command:  c.Args().Slice(),
+	}
+	for _, name := range []string{"queue", "type", "subject"} {
+		if c.IsSet(name) && c.String(name) == "" {
+			return req, usageErrorf("--%s must not be empty", name)
+		}
+	}
+	if c.IsSet("gen") {
+		g := c.Int64("gen")
+		req.Generation = &g
+	}
+	if len(req.Command) > 0 {
+		wd, err := os.Getwd()
+		if err != nil {
+			return req, fmt.Errorf("find working directory: %w", err)
+		}
+		req.Cwd = wd
+	}
+	if c.IsSet("payload") && c.IsSet("payload-file") {
+		return req, usageErrorf("give --payload or --payload-file, not both")
+	}
+	var payload []byte
+	switch {
+	case c.IsSet("payload"):
+		payload = []byte(c.String("payload"))
+	case c.IsSet("payload-file"):
+		var err error
+		payload, err = a.readPayloadFile(c.String("payload-file"))
+		if err != nil {
+			return req, err
+		}
+	}
+	if payload != nil {
+		if !json.Valid(payload) {
+			return req, usageErrorf("payload is not valid JSON")
+		}
+		req.Payload = json.RawMessage(payload)
+	}
+	for _, kv := range c.StringSlice("env") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return req, usageErrorf("--env %q: want KEY=VALUE", kv)
+		}
+		if req.Env == nil {
+			req.Env = map[string]string{}
+		}
+		req.Env[k] = v
+	}
+	if c.IsSet("max-attempts") {
+		n := c.Int("max-attempts")
+		req.MaxAttempts = &n
+	}
+	for _, f := range []struct {
+		name string
+		dst  **engine.Duration
+	}{{"backoff", &req.Backoff}, {"deadline", &req.Deadline}, {"ttl", &req.TTL}, {"in", &req.Delay}} {
+		if !c.IsSet(f.name) {
+			continue
+		}
+		d, err := engine.ParseDuration(c.String(f.name))
+		if err != nil {
+			return req, usageErrorf("--%s: %v", f.name, err)
+		}
+		v := engine.Duration(d)
+		*f.dst = &v
+	}
+	if c.IsSet("at") {
+		if c.IsSet("in") {
+			return req, usageErrorf("give --at or --in, not both")
+		}
+		t, err := parseTime(c.String("at"), time.Now())
+		if err != nil {
+			return req, usageErrorf("--at: %v", err)
+		}
+		req.RunAt = &t
+	}
+	return req, nil
+}
+
+// maxPayloadRead stops a runaway --payload-file early; the daemon enforces
+// its own, configurable limit.
+const maxPayloadRead = 64 << 20
+
+func (a *app) readPayloadFile(name string) ([]byte, error) {
+	var r io.Reader
+	if name == "-" {
+		r = a.stdin
+	} else {
+		f, err := os.Open(name)
+		if err != nil {
+			return nil, usageErrorf("--payload-file: %v", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxPayloadRead+1))
+	if err != nil {
+		return nil, fmt.Errorf("read payload: %w", err)
+	}
+	if len(b) > maxPayloadRead {
+		return nil, usageErrorf("--payload-file: larger than %d bytes", maxPayloadRead)
+	}
+	return b, nil
+}
+
+// parseTime accepts RFC 3339, or a local "2006-01-02 15:04[:05]", or a local
+// "15:04[:05]" meaning today.
+func parseTime(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	for _, layout := range []string{"2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02T15:04:05", "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, now.Location()); err == nil {
+			return t, nil
+		}
+	}
+	for _, layout := range []string{"15:04:05", "15:04"} {
+		if t, err := time.ParseInLocation(layout, s, now.Location()); err == nil {
+			y, m, d := now.Date()
+			return time.Date(y, m, d, t.Hour(), t.Minute(), t.Second(), 0, now.Location()), nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("cannot read %q as a time (examples: 2026-11-25T18:00:00Z, \"2026-11-25 18:00\", 18:00)", s)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,266 @@
+package commands
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"stq/engine"
+	"stq/ipc"
+)
+
+func (a *app) cancelCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "cancel",
+		Usage:     "cancel jobs by id, or every queued and running job of a subject",
+		ArgsUsage: "[ID...]",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "subject", Aliases: []string{"s"}, Usage: "cancel the QUEUED and RUNNING jobs of this subject"},
+			&cli.StringFlag{Name: "queue", Aliases: []string{"q"}, Value: engine.DefaultQueue, Usage: "queue of --subject"},
+			&cli.StringFlag{Name: "type", Aliases: []string{"t"}, Value: engine.DefaultType, Usage: "type of --subject"},
+			&cli.BoolFlag{Name: "json", Usage: "print the cancelled jobs as a JSON array"},
+		},
+		Action: a.cancel,
+	}
+}
+
+// cancel prints the id of each job it cancelled. A running job is killed
+// first; the command returns once it is recorded CANCELLED.
+func (a *app) cancel(c *cli.Context) error {
+	ids := c.Args().Slice()
+	var reqs []engine.CancelRequest
+	switch {
+	case c.IsSet("subject") && len(ids) > 0:
+		return usageErrorf("give job ids or --subject, not both")
+	case c.IsSet("subject"):
+		if c.String("subject") == "" {
+			return usageErrorf("--subject must not be empty")
+		}
+		reqs = append(reqs, engine.CancelRequest{Queue: c.String("queue"), Type: c.String("type"), Subject: c.String("subject")})
+	case len(ids) == 0:
+		return usageErrorf("cancel needs a job id or --subject")
+	default:
+		for _, id := range ids {
+			reqs = append(reqs, engine.CancelRequest{ID: id})
+		}
+	}
+	cl, _, err := a.client(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	var cancelled []*engine.Job
+	var firstErr error
+	for _, r := range reqs {
+		var res ipc.JobsResult
+		if err := cl.Call(c.Context, "dev.cancel.v1", r, &res); err != nil {
+			if firstErr == nil {
+				firstErr = rpcFailure(err)
+			}
+			if len(reqs) > 1 {
+				fmt.Fprintf(a.stderr, "stq: %s: %s\n", r.ID, firstLine(rpcFailure(err).Error()))
+			}
+			continue
+		}
+		cancelled = append(cancelled, res.Jobs...)
+	}
+	if c.Bool("json") {
+		if cancelled == nil {
+			cancelled = []*engine.Job{}
+		}
+		if err := writeJSON(a.stdout, cancelled); err != nil {
+			return err
+		}
+	} else {
+		for _, j := range cancelled {
+			fmt.Fprintln(a.stdout, j.ID)
+		}
+	}
+	if firstErr != nil && len(reqs) > 1 {
+		return errSilentFailure
+	}
+	return firstErr
+}
+
+func (a *app) listCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "list",
+		Usage: "list jobs, newest first",
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "state", Usage: "only jobs in these states (repeatable or comma-separated)"},
+			&cli.StringFlag{Name: "queue", Aliases: []string{"q"}, Usage: "only this queue"},
+			&cli.StringFlag{Name: "type", Aliases: []string{"t"}, Usage: "only this type"},
+			&cli.StringFlag{Name: "subject", Aliases: []string{"s"}, Usage: "only this subject"},
+			&cli.IntFlag{Name: "limit", Aliases: []string{"n"}, Value: 50, Usage: "at most N jobs (max 10000)"},
+			&cli.BoolFlag{Name: "json", Usage: "print a JSON array"},
+		},
+		Action: a.list,
+	}
+}
+
+func (a *app) list(c *cli.Context) error {
+	p := ipc.ListParams{Queue: c.String("queue"), Type: c.String("type"), Subject: c.String("subject"), Limit: c.Int("limit")}
+	for _, s := range c.StringSlice("state") {
+		for _, part := range strings.Split(s, ",") {
+			st, err := engine.ParseState(strings.TrimSpace(part))
+			if err != nil {
+				return usageErrorf("--state: unknown state %q (want QUEUED, RUNNING, DONE, FAILED, CANCELLED, SUPERSEDED or EXPIRED)", part)
+			}
+			p.States = append(p.States, string(st))
+		}
+	}
+	if p.Limit < 1 || p.Limit > 10000 {
+		return usageErrorf("--limit must be between 1 and 10000")
+	}
+	var res ipc.JobsResult
+	if err := a.call(c, "dev.list.v1", p, &res); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if res.Jobs == nil {
+			res.Jobs = []*engine.Job{}
+		}
+		return writeJSON(a.stdout, res.Jobs)
+	}
+	rows := make([][]string, 0, len(res.Jobs))
+	for _, j := range res.Jobs {
+		gen := "-"
+		if j.Subject != "" {
+			gen = fmt.Sprint(j.Generation)
+		}
+		rows = append(rows, []string{j.ID, j.Queue, j.Type, clip(orDash(j.Subject), 40), gen, string(j.State),
+			fmt.Sprintf("%d/%d", j.Attempt, j.MaxAttempts), fmt.Sprint(j.Priority), fmtTime(j.CreatedAt), clip(orDash(j.Error), 50)})
+	}
+	a.styles().writeTable(a.stdout, []string{"ID", "QUEUE", "TYPE", "SUBJECT", "GEN", "STATE", "ATTEMPT", "PRIO", "CREATED", "ERROR"}, rows, 5)
+	return nil
+}
+
+func (a *app) showCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "show",
+		Usage:     "show one job with its attempt history",
+		ArgsUsage: "ID",
+		Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON object"}},
+		Action:    a.show,
+	}
+}
+
+func (a *app) show(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usageErrorf("show needs exactly one job id")
+	}
+	var j engine.Job
+	if err := a.call(c, "dev.get.v1", map[string]string{"id": c.Args().First()}, &j); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return writeJSON(a.stdout, &j)
+	}
+	s := a.styles()
+	w := a.stdout
+	field := func(k, v string) { fmt.Fprintf(w, "%-13s %s\n", s.key(k+":"), v) }
+	field("id", j.ID)
+	field("state", s.stateText(j.State))
+	field("queue", j.Queue)
+	field("type", j.Type)
+	if j.Subject != "" {
+		field("subject", j.Subject)
+		field("generation", fmt.Sprint(j.Generation))
+	}
+	field("priority", fmt.Sprint(j.Priority))
+	field("attempt", fmt.Sprintf("%d of %d", j.Attempt, j.MaxAttempts))
+	if len(j.Command) > 0 {
+		field("command", strings.Join(j.Command, " "))
+	}
+	if j.Cwd != "" {
+		field("cwd", j.Cwd)
+	}
+	for k, v := range j.Env {
+		field("env", k+"="+v)
+	}
+	if len(j.Payload) > 0 {
+		field("payload", clip(string(j.Payload), 200))
+	}
+	field("created", fmtTime(j.CreatedAt))
+	field("run at", fmtTime(j.RunAt))
+	field("started", fmtTimePtr(j.StartedAt))
+	field("finished", fmtTimePtr(j.FinishedAt))
+	field("deadline", j.Deadline.String())
+	if j.TTL > 0 {
+		field("ttl", j.TTL.String())
+	}
+	field("backoff", j.Backoff.String())
+	field("exit code", fmtIntPtr(j.ExitCode))
+	if j.Error != "" {
+		field("error", j.Error)
+	}
+	if len(j.Attempts) > 0 {
+		fmt.Fprintln(w)
+		rows := make([][]string, 0, len(j.Attempts))
+		for _, at := range j.Attempts {
+			pid := "-"
+			if at.PID > 0 {
+				pid = fmt.Sprint(at.PID)
+			}
+			rows = append(rows, []string{fmt.Sprint(at.N), fmtTime(at.StartedAt), fmtTimePtr(at.FinishedAt), string(at.Outcome), fmtIntPtr(at.ExitCode), pid, clip(orDash(at.Reason), 60)})
+		}
+		s.writeTable(w, []string{"#", "STARTED", "FINISHED", "OUTCOME", "EXIT", "PID", "REASON"}, rows, -1)
+	}
+	return nil
+}
+
+func (a *app) waitCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "wait",
+		Usage:     "wait for jobs to end; exit 0 only if all are DONE",
+		ArgsUsage: "ID...",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "timeout", Usage: "give up after DURATION (exit 1)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the jobs as a JSON array"},
+		},
+		Action: a.wait,
+	}
+}
+
+func (a *app) wait(c *cli.Context) error {
+	ids := c.Args().Slice()
+	if len(ids) == 0 {
+		return usageErrorf("wait needs at least one job id")
+	}
+	params := ipc.WaitParams{IDs: ids}
+	if c.IsSet("timeout") {
+		d, err := engine.ParseDuration(c.String("timeout"))
+		if err != nil {
+			return usageErrorf("--timeout: %v", err)
+		}
+		v := engine.Duration(d)
+		params.Timeout = &v
+	}
+	var res ipc.WaitResult
+	if err := a.call(c, "dev.wait.v1", params, &res); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if err := writeJSON(a.stdout, res.Jobs); err != nil {
+			return err
+		}
+	} else {
+		for _, j := range res.Jobs {
+			line := j.ID + "\t" + string(j.State)
+			if j.State != engine.StateDone && j.Error != "" {
+				line += "\t" + j.Error
+			}
+			fmt.Fprintln(a.stdout, line)
+		}
+	}
+	if res.TimedOut {
+		return failf("timed out waiting for jobs")
+	}
+	for _, j := range res.Jobs {
+		if j.State != engine.StateDone {
+			return errSilentFailure
+		}
+	}
+	return nil
+}

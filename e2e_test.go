@@ -1,0 +1,390 @@
+package main
+
+// End-to-end tests: they build the real stq binary (with the race
+// detector), start real daemons on temporary homes and drive them through
+// the CLI and the raw socket, as users and scripts do.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var stqBin string
+
+func TestMain(m *testing.M) {
+	if os.Getenv("STQ_E2E_HELPER") != "" {
+		os.Exit(e2eHelper())
+	}
+	dir, err := os.MkdirTemp("", "stq-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	stqBin = filepath.Join(dir, "stq")
+	build := exec.Command("go", "build", "-race", "-ldflags", "-X main.version=v0.0.0-e2e", "-o", stqBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build stq:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// e2eHelper runs inside a child process started by a test (for example as
+// another uid): it connects to the socket, sends one auth line and prints
+// what came back.
+func e2eHelper() int {
+	conn, err := net.Dial("unix", os.Getenv("STQ_E2E_SOCKET"))
+	if err != nil {
+		fmt.Println("dial error:", err)
+		return 0
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, `{"jsonrpc":"2.0","id":1,"method":"auth.v1","params":{"token":%q}}`+"\n", os.Getenv("STQ_E2E_TOKEN"))
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, _ := bufio.NewReader(conn).ReadString('\n')
+	fmt.Print(line)
+	return 0
+}
+
+type testEnv struct {
+	t    *testing.T
+	home string
+}
+
+// newEnv makes a short home directory: Unix socket paths are limited to
+// about 100 bytes, and t.TempDir() paths can be longer.
+func newEnv(t *testing.T) *testEnv {
+	t.Helper()
+	home, err := os.MkdirTemp("", "stq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(home) })
+	return &testEnv{t: t, home: filepath.Join(home, "h")}
+}
+
+func (e *testEnv) path(name string) string { return filepath.Join(e.home, name) }
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (e *testEnv) cmd(args ...string) *exec.Cmd {
+	c := exec.Command(stqBin, args...)
+	c.Env = append(os.Environ(), "STQ_HOME="+e.home, "NO_COLOR=1")
+	return c
+}
+
+// run runs one stq command to completion.
+func (e *testEnv) run(args ...string) result {
+	e.t.Helper()
+	return e.runStdin("", args...)
+}
+
+func (e *testEnv) runStdin(stdin string, args ...string) result {
+	e.t.Helper()
+	c := e.cmd(args...)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	c.Stdin = strings.NewReader(stdin)
+	err := c.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("run stq %v: %v", args, err)
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// ok runs a command that must succeed and returns its trimmed stdout.
+func (e *testEnv) ok(args ...string) string {
+	e.t.Helper()
+	r := e.run(args...)
+	if r.code != 0 {
+		e.t.Fatalf("stq %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return strings.TrimSpace(r.stdout)
+}
+
+type daemon struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	log  *bytes.Buffer
+	done chan struct{}
+	mu   *sync.Mutex
+}
+
+type lockedBuffer struct {
+	mu  *sync.Mutex
+	buf *bytes.Buffer
+}
+
+func (l lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+// startDaemon starts `stq daemon` and waits until it answers on its socket.
+func (e *testEnv) startDaemon(args ...string) *daemon {
+	e.t.Helper()
+	c := e.cmd(append([]string{"daemon", "--log-level", "debug"}, args...)...)
+	d := &daemon{t: e.t, cmd: c, log: &bytes.Buffer{}, done: make(chan struct{}), mu: &sync.Mutex{}}
+	c.Stdout = lockedBuffer{d.mu, d.log}
+	c.Stderr = lockedBuffer{d.mu, d.log}
+	if err := c.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	go func() { _ = c.Wait(); close(d.done) }()
+	e.t.Cleanup(func() {
+		d.kill()
+		if e.t.Failed() {
+			e.t.Logf("daemon log:\n%s", d.output())
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-d.done:
+			e.t.Fatalf("daemon exited during start:\n%s", d.output())
+		default:
+		}
+		if r := e.run("stats", "--json"); r.code == 0 {
+			return d
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("daemon did not become ready:\n%s", d.output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (d *daemon) output() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.log.String()
+}
+
+func (d *daemon) kill() {
+	select {
+	case <-d.done:
+		return
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.done
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *daemon) stop() int {
+	d.t.Helper()
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(60 * time.Second):
+		d.t.Fatalf("daemon did not stop after SIGTERM:\n%s", d.output())
+	}
+	return d.cmd.ProcessState.ExitCode()
+}
+
+type attempt struct {
+	N        int    `json:"n"`
+	Outcome  string `json:"outcome"`
+	Reason   string `json:"reason"`
+	ExitCode *int   `json:"exit_code"`
+	PID      int    `json:"pid"`
+	PIDStart int64  `json:"pid_start"`
+}
+
+type job struct {
+	ID          string            `json:"id"`
+	Queue       string            `json:"queue"`
+	Type        string            `json:"type"`
+	Subject     string            `json:"subject"`
+	Generation  int64             `json:"generation"`
+	Priority    int               `json:"priority"`
+	State       string            `json:"state"`
+	Attempt     int               `json:"attempt"`
+	MaxAttempts int               `json:"max_attempts"`
+	Payload     json.RawMessage   `json:"payload"`
+	Command     []string          `json:"command"`
+	Cwd         string            `json:"cwd"`
+	Env         map[string]string `json:"env"`
+	RunAt       time.Time         `json:"run_at"`
+	Deadline    string            `json:"deadline"`
+	TTL         string            `json:"ttl"`
+	Backoff     string            `json:"backoff"`
+	CreatedAt   time.Time         `json:"created_at"`
+	StartedAt   *time.Time        `json:"started_at"`
+	FinishedAt  *time.Time        `json:"finished_at"`
+	ExitCode    *int              `json:"exit_code"`
+	Error       string            `json:"error"`
+	Attempts    []attempt         `json:"attempts"`
+}
+
+func (e *testEnv) show(id string) job {
+	e.t.Helper()
+	var j job
+	if err := json.Unmarshal([]byte(e.ok("show", "--json", id)), &j); err != nil {
+		e.t.Fatalf("decode show: %v", err)
+	}
+	return j
+}
+
+func (e *testEnv) list(args ...string) []job {
+	e.t.Helper()
+	var js []job
+	out := e.ok(append([]string{"list", "--json", "--limit", "10000"}, args...)...)
+	if err := json.Unmarshal([]byte(out), &js); err != nil {
+		e.t.Fatalf("decode list: %v\n%s", err, out)
+	}
+	return js
+}
+
+// waitFor polls cond until it holds or the time is up. It observes outside
+// effects (a process, a file); it never stands in for logic.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (e *testEnv) waitState(id, state string) job {
+	e.t.Helper()
+	var j job
+	waitFor(e.t, "job "+id+" to be "+state, 30*time.Second, func() bool {
+		j = e.show(id)
+		return j.State == state
+	})
+	return j
+}
+
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	if err != nil {
+		return false
+	}
+	// A zombie still answers kill(0); it is dead for our purposes.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i > 0 && i+2 < len(s) {
+		return s[i+2] != 'Z'
+	}
+	return true
+}
+
+func readPID(t *testing.T, path string) int {
+	t.Helper()
+	var pid int
+	waitFor(t, "pid file "+path, 30*time.Second, func() bool {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return false
+		}
+		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
+		return err == nil && pid > 0
+	})
+	return pid
+}
+
+// rpc is a raw socket client for protocol-level tests.
+type rpc struct {
+	t    *testing.T
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func (e *testEnv) dialRaw() *rpc {
+	e.t.Helper()
+	conn, err := net.Dial("unix", e.path("stq.sock"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	return &rpc{t: e.t, conn: conn, r: bufio.NewReaderSize(conn, 1<<16)}
+}
+
+func (e *testEnv) token() string {
+	b, err := os.ReadFile(e.path("token"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func (r *rpc) send(line string) {
+	r.t.Helper()
+	_ = r.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := r.conn.Write([]byte(line + "\n")); err != nil {
+		r.t.Fatalf("write: %v", err)
+	}
+}
+
+type rpcReply struct {
+	ID     json.RawMessage `json:"id"`
+	Result json.RawMessage `json:"result"`
+	Error  *struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// recv reads one reply; ok is false when the server closed the connection.
+func (r *rpc) recv() (rpcReply, bool) {
+	r.t.Helper()
+	_ = r.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	line, err := r.r.ReadBytes('\n')
+	if err != nil {
+		return rpcReply{}, false
+	}
+	var rep rpcReply
+	if err := json.Unmarshal(line, &rep); err != nil {
+		r.t.Fatalf("server sent invalid JSON %q: %v", line, err)
+	}
+	return rep, true
+}
+
+func (r *rpc) closed() bool {
+	_ = r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := r.r.ReadByte()
+	return err != nil
+}
+
+func (r *rpc) auth(token string) {
+	r.t.Helper()
+	r.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":0,"method":"auth.v1","params":{"token":%q}}`, token))
+	rep, ok := r.recv()
+	if !ok || rep.Error != nil {
+		r.t.Fatalf("auth failed: %+v", rep.Error)
+	}
+}

@@ -1,0 +1,387 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"stq/engine"
+	"stq/store"
+)
+
+// fakeExec hands every attempt to the test, which decides how it ends.
+type fakeExec struct {
+	started chan *call
+}
+
+type call struct {
+	run    *engine.Run
+	ctx    context.Context
+	result chan engine.Result
+}
+
+func (f *fakeExec) Execute(ctx context.Context, run *engine.Run) engine.Result {
+	c := &call{run: run, ctx: ctx, result: make(chan engine.Result, 1)}
+	f.started <- c
+	select {
+	case r := <-c.result:
+		if r.Signal == "PANIC" {
+			panic("boom")
+		}
+		return r
+	case <-ctx.Done():
+		// Like a process that dies of the SIGTERM it was sent.
+		return engine.Result{Signal: "SIGTERM"}
+	}
+}
+
+type fakeProcs struct {
+	mu     sync.Mutex
+	killed []int
+}
+
+func (p *fakeProcs) KillGroup(pid int, pidStart int64) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.killed = append(p.killed, pid)
+	return true, nil
+}
+
+type bundle struct {
+	eng   *engine.Engine
+	store *store.Store
+	exec  *fakeExec
+	clock *engine.ManualClock
+	procs *fakeProcs
+	stop  func()
+	done  chan error
+}
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func setup(t *testing.T, cfg engine.Config, before ...func(*store.Store)) *bundle {
+	t.Helper()
+	st, err := store.Open(filepath.Join(t.TempDir(), "stq.db"), store.Options{Synchronous: "normal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	for _, f := range before {
+		f(st)
+	}
+	b := &bundle{store: st, exec: &fakeExec{started: make(chan *call, 100)}, clock: engine.NewManualClock(t0), procs: &fakeProcs{}, done: make(chan error, 1)}
+	reg := engine.NewRegistry()
+	if cfg.Host == "" {
+		cfg.Host = "localhost"
+	}
+	b.eng, err = engine.New(cfg, engine.Deps{Store: st, Subprocess: b.exec, InProcess: b.exec, Registry: reg, Processes: b.procs, Clock: b.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stop = cancel
+	go func() { b.done <- b.eng.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		b.clock.Advance(time.Hour) // end any grace period
+		select {
+		case <-b.done:
+		case <-time.After(10 * time.Second):
+			t.Error("engine did not stop")
+		}
+	})
+	return b
+}
+
+func (b *bundle) enqueue(t *testing.T, req engine.EnqueueRequest) *engine.Job {
+	t.Helper()
+	if len(req.Command) == 0 {
+		req.Command = []string{"work"}
+	}
+	res, err := b.eng.Enqueue(context.Background(), req)
+	if err != nil {
+		t.Fatalf("enqueue: %v", err)
+	}
+	return res.Job
+}
+
+// next returns the next attempt the engine started.
+func (b *bundle) next(t *testing.T) *call {
+	t.Helper()
+	select {
+	case c := <-b.exec.started:
+		return c
+	case <-time.After(10 * time.Second):
+		t.Fatal("no attempt started")
+		return nil
+	}
+}
+
+func (b *bundle) wait(t *testing.T, id string) *engine.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	js, err := b.eng.Wait(ctx, []string{id})
+	if err != nil {
+		t.Fatalf("wait %s: %v", id, err)
+	}
+	return js[0]
+}
+
+// waitState waits for a non-terminal state by watching job events.
+func (b *bundle) waitState(t *testing.T, id string, want engine.State) *engine.Job {
+	t.Helper()
+	sub := b.eng.Subscribe(engine.EventFilter{JobID: id})
+	defer sub.Close()
+	timeout := time.After(10 * time.Second)
+	for {
+		j, err := b.eng.Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State == want {
+			return j
+		}
+		select {
+		case <-sub.C:
+		case <-timeout:
+			t.Fatalf("job %s stayed %s, want %s", id, j.State, want)
+		}
+	}
+}
+
+func exit(code int) engine.Result { return engine.Result{ExitCode: &code} }
+
+func TestANewerGenerationWaitsForTheRunningOlderOne(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 4})
+	g1 := b.enqueue(t, engine.EnqueueRequest{Subject: "src/a.rs"})
+	c1 := b.next(t)
+	if c1.run.Job.ID != g1.ID {
+		t.Fatalf("started %s, want %s", c1.run.Job.ID, g1.ID)
+	}
+	g2 := b.enqueue(t, engine.EnqueueRequest{Subject: "src/a.rs"})
+	// A later job without a subject starts; since claims go in enqueue order,
+	// g2 was considered before it and passed over.
+	other := b.enqueue(t, engine.EnqueueRequest{})
+	if c := b.next(t); c.run.Job.ID != other.ID {
+		t.Fatalf("started %s (gen %d) while generation 1 was running", c.run.Job.ID, c.run.Job.Generation)
+	} else {
+		c.result <- exit(0)
+	}
+	if j, _ := b.eng.Get(context.Background(), g2.ID); j.State != engine.StateQueued {
+		t.Fatalf("generation 2 is %s while generation 1 runs", j.State)
+	}
+	c1.result <- exit(0)
+	if c := b.next(t); c.run.Job.ID != g2.ID {
+		t.Fatalf("after generation 1 ended, started %s", c.run.Job.ID)
+	} else {
+		c.result <- exit(0)
+	}
+	if j := b.wait(t, g2.ID); j.State != engine.StateDone {
+		t.Fatalf("generation 2 ended %s", j.State)
+	}
+}
+
+func TestDeadlineFailsTheAttemptAndRetriesAfterBackoff(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 1})
+	dl := engine.Duration(10 * time.Second)
+	bo := engine.Duration(4 * time.Second)
+	j := b.enqueue(t, engine.EnqueueRequest{Deadline: &dl, Backoff: &bo})
+	c := b.next(t)
+	if want := []string{"STQ_JOB_ID=" + j.ID, "STQ_ATTEMPT=1"}; !strings.Contains(strings.Join(c.run.Env, " "), want[0]) || !strings.Contains(strings.Join(c.run.Env, " "), want[1]) {
+		t.Fatalf("env %v lacks %v", c.run.Env, want)
+	}
+	b.clock.Advance(9 * time.Second)
+	select {
+	case <-c.ctx.Done():
+		t.Fatal("attempt stopped before its deadline")
+	default:
+	}
+	b.clock.Advance(time.Second)
+	<-c.ctx.Done()
+	got := b.waitState(t, j.ID, engine.StateQueued)
+	if got.Error != "deadline of 10s exceeded" || got.Attempt != 1 {
+		t.Fatalf("after deadline: attempt %d error %q", got.Attempt, got.Error)
+	}
+	delay := got.RunAt.Sub(b.clock.Now())
+	if delay < 3*time.Second || delay > 5*time.Second {
+		t.Fatalf("retry in %v, want 4s ±25%%", delay)
+	}
+	b.clock.Advance(delay)
+	c2 := b.next(t)
+	if c2.run.Job.Attempt != 2 {
+		t.Fatalf("second start is attempt %d", c2.run.Job.Attempt)
+	}
+	c2.result <- exit(0)
+	if j := b.wait(t, j.ID); j.State != engine.StateDone || len(j.Attempts) != 2 || j.Attempts[0].Outcome != engine.OutcomeFailed {
+		t.Fatalf("job = %s, attempts %+v", j.State, j.Attempts)
+	}
+}
+
+func TestTTLExpiresAQueuedJobWhileEveryWorkerIsBusy(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 1})
+	busy := b.enqueue(t, engine.EnqueueRequest{})
+	c := b.next(t)
+	ttl := engine.Duration(5 * time.Second)
+	j := b.enqueue(t, engine.EnqueueRequest{TTL: &ttl})
+	b.clock.Advance(5 * time.Second)
+	if got := b.wait(t, j.ID); got.State != engine.StateExpired || got.Attempt != 0 {
+		t.Fatalf("job = %s after attempt %d", got.State, got.Attempt)
+	}
+	c.result <- exit(0)
+	b.wait(t, busy.ID)
+}
+
+func TestScheduledJobStartsWhenItsTimeComes(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 2})
+	delay := engine.Duration(time.Minute)
+	later := b.enqueue(t, engine.EnqueueRequest{Delay: &delay})
+	now := b.enqueue(t, engine.EnqueueRequest{})
+	if c := b.next(t); c.run.Job.ID != now.ID {
+		t.Fatalf("started the scheduled job first")
+	} else {
+		c.result <- exit(0)
+	}
+	b.wait(t, now.ID)
+	b.clock.Advance(time.Minute)
+	if c := b.next(t); c.run.Job.ID != later.ID {
+		t.Fatalf("started %s", c.run.Job.ID)
+	} else {
+		c.result <- exit(0)
+	}
+}
+
+func TestShutdownRequeuesRunningJobsWithoutUsingAnAttempt(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 1, Grace: 3 * time.Second})
+	one := 1
+	j := b.enqueue(t, engine.EnqueueRequest{MaxAttempts: &one})
+	c := b.next(t)
+	b.stop()
+	select {
+	case <-c.ctx.Done():
+		t.Fatal("running job stopped before the grace period ended")
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.clock.Advance(3 * time.Second)
+	select {
+	case <-b.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("engine did not stop after the grace period")
+	}
+	got, err := b.store.Get(context.Background(), j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != engine.StateQueued || got.Attempt != 0 || got.Attempts[0].Outcome != engine.OutcomeInterrupted {
+		t.Fatalf("after shutdown: %s attempt %d %+v", got.State, got.Attempt, got.Attempts)
+	}
+	b.done <- nil // for the cleanup
+}
+
+func TestRecoveryEndsCrashedAttemptsOfThisHostOnly(t *testing.T) {
+	var crashed, foreign string
+	seed := func(st *store.Store) {
+		ctx := context.Background()
+		for i, owner := range []string{"localhost/deadbeef", "otherhost/cafe"} {
+			id := fmt.Sprintf("job%d", i)
+			_, err := st.Enqueue(ctx, &engine.Job{ID: id, Queue: "default", Type: "exec", Command: []string{"x"}, State: engine.StateQueued,
+				MaxAttempts: 3, Backoff: engine.Duration(time.Second), CreatedAt: t0, RunAt: t0}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := st.Claim(ctx, engine.ClaimRequest{Owner: owner, Now: t0, Limit: 1}); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.MarkStarted(ctx, id, 1, 4242+i, 99); err != nil {
+				t.Fatal(err)
+			}
+		}
+		crashed, foreign = "job0", "job1"
+	}
+	b := setup(t, engine.Config{Workers: 1}, seed)
+	// Run recovers before it dispatches, so the retry waits for its backoff.
+	j := b.waitState(t, crashed, engine.StateQueued)
+	if j.Attempts[0].Outcome != engine.OutcomeCrashed || j.Attempts[0].Reason != "daemon crashed" || j.Attempt != 1 {
+		t.Fatalf("recovered job: %+v", j.Attempts)
+	}
+	b.procs.mu.Lock()
+	killed := append([]int(nil), b.procs.killed...)
+	b.procs.mu.Unlock()
+	if len(killed) != 1 || killed[0] != 4242 {
+		t.Fatalf("killed %v, want only the local crashed job's group 4242", killed)
+	}
+	if f, _ := b.eng.Get(context.Background(), foreign); f.State != engine.StateRunning {
+		t.Fatalf("a job of another host was touched: %s", f.State)
+	}
+	rep, err := b.eng.Recover(context.Background())
+	if err != nil || len(rep.Recovered) != 0 {
+		t.Fatalf("second recovery: %+v %v", rep, err)
+	}
+}
+
+func TestAPanickingExecutorFailsOnlyThatAttempt(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 1})
+	one := 1
+	j := b.enqueue(t, engine.EnqueueRequest{MaxAttempts: &one})
+	c := b.next(t)
+	c.result <- engine.Result{Signal: "PANIC"}
+	if got := b.wait(t, j.ID); got.State != engine.StateFailed || got.Error != "executor panicked: boom" {
+		t.Fatalf("job = %s %q", got.State, got.Error)
+	}
+	k := b.enqueue(t, engine.EnqueueRequest{})
+	b.next(t).result <- exit(0)
+	if got := b.wait(t, k.ID); got.State != engine.StateDone {
+		t.Fatalf("the engine stopped working after a failure: %s", got.State)
+	}
+}
+
+func TestCancelARunningJob(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 1})
+	j := b.enqueue(t, engine.EnqueueRequest{})
+	b.next(t)
+	jobs, err := b.eng.Cancel(context.Background(), engine.CancelRequest{ID: j.ID})
+	if err != nil || len(jobs) != 1 || jobs[0].State != engine.StateCancelled {
+		t.Fatalf("cancel = %+v, %v", jobs, err)
+	}
+	if _, err := b.eng.Cancel(context.Background(), engine.CancelRequest{ID: j.ID}); !errors.Is(err, engine.ErrFinished) {
+		t.Fatalf("second cancel: %v", err)
+	}
+}
+
+func TestOutputIsBoundedAndNotesTheDrop(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 1, LogLimit: 1000})
+	j := b.enqueue(t, engine.EnqueueRequest{})
+	c := b.next(t)
+	for i := 0; i < 5000; i++ {
+		c.run.Output("stdout", fmt.Sprintf("line %05d", i))
+	}
+	c.result <- exit(0)
+	b.wait(t, j.ID)
+	lines, err := b.eng.Logs(context.Background(), j.ID, 0, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, l := range lines {
+		total += len(l.Text)
+	}
+	if total > 1000 || lines[len(lines)-1].Text != "line 04999" {
+		t.Fatalf("%d lines, %d bytes, first %q last %q", len(lines), total, lines[0].Text, lines[len(lines)-1].Text)
+	}
+	if got, _ := b.eng.Get(context.Background(), j.ID); !got.LogTruncated {
+		t.Fatal("the job does not record that its log was truncated")
+	}
+}
+
+func TestUnknownTypeIsRejectedAtEnqueue(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 1})
+	_, err := b.eng.Enqueue(context.Background(), engine.EnqueueRequest{Type: "INDEX_FILE"})
+	if !errors.Is(err, engine.ErrInvalid) || !strings.Contains(err.Error(), "[handlers.INDEX_FILE]") {
+		t.Fatalf("enqueue of a type without handler: %v", err)
+	}
+}
