@@ -1,0 +1,244 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+
+	"stq/engine"
+)
+
+// defaultListLimit applies when ListFilter.Limit is zero.
+const defaultListLimit = 100
+
+// Get returns a job with its attempt history, or an error wrapping
+// engine.ErrNotFound.
+func (s *Store) Get(ctx context.Context, id string) (*engine.Job, error) {
+	var job *engine.Job
+	err := s.read(ctx, func(c *conn) error {
+		st, err := c.stmt(qGetJob)
+		if err != nil {
+			return err
+		}
+		b := bind(st)
+		b.text(id)
+		if b.check() != nil {
+			return b.err
+		}
+		rows, err := c.queryRows(st)
+		if err != nil {
+			return err
+		}
+		if len(rows) == 0 {
+			return engine.ErrNotFound
+		}
+		if err := c.loadAttempts(rows[0]); err != nil {
+			return err
+		}
+		job = rows[0].job
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, err)
+	}
+	return job, nil
+}
+
+// List returns jobs matching f, newest first, without attempt history
+// (Attempts is nil). A zero Limit means 100.
+func (s *Store) List(ctx context.Context, f engine.ListFilter) ([]*engine.Job, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = defaultListLimit
+	}
+	var states string
+	if len(f.States) > 0 {
+		var sb strings.Builder
+		sb.WriteByte('[')
+		for i, st := range f.States {
+			if !st.Valid() {
+				return nil, fmt.Errorf("list jobs: %w: unknown state %q", engine.ErrInvalid, st)
+			}
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			// Valid states are plain upper-case words: no JSON escaping needed.
+			sb.WriteString(`"` + string(st) + `"`)
+		}
+		sb.WriteByte(']')
+		states = sb.String()
+	}
+	id := qList
+	if f.Queue != "" && f.Type != "" && f.Subject != "" {
+		id = qListKey
+	}
+	var jobs []*engine.Job
+	err := s.read(ctx, func(c *conn) error {
+		st, err := c.stmt(id)
+		if err != nil {
+			return err
+		}
+		b := bind(st)
+		b.optText(f.Queue)
+		b.optText(f.Type)
+		b.optText(f.Subject)
+		b.optText(states)
+		b.int64(int64(limit))
+		if b.check() != nil {
+			return b.err
+		}
+		jobs, err = c.queryJobs(st, false)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// Running returns every RUNNING job with its attempt history, oldest first.
+func (s *Store) Running(ctx context.Context) ([]*engine.Job, error) {
+	var jobs []*engine.Job
+	err := s.read(ctx, func(c *conn) error {
+		st, err := c.stmt(qRunning)
+		if err != nil {
+			return err
+		}
+		jobs, err = c.queryJobs(st, true)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list running jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// NextWake returns the earliest run_at after now and the earliest TTL expiry
+// among QUEUED jobs. The expiry may be at or before now when ExpireDue has
+// not run yet; that tells the caller to wake at once.
+func (s *Store) NextWake(ctx context.Context, now time.Time) (engine.Wake, error) {
+	if err := checkTime("now", now, true); err != nil {
+		return engine.Wake{}, fmt.Errorf("next wake: %w", err)
+	}
+	var w engine.Wake
+	err := s.read(ctx, func(c *conn) error {
+		st, err := c.stmt(qNextWake)
+		if err != nil {
+			return err
+		}
+		b := bind(st)
+		b.time(now)
+		if b.check() != nil {
+			return b.err
+		}
+		if st.Step() {
+			w.NextRunAt = columnTime(st, 0)
+			w.NextExpiry = columnTime(st, 1)
+		}
+		return st.Reset()
+	})
+	if err != nil {
+		return engine.Wake{}, fmt.Errorf("next wake: %w", err)
+	}
+	return w, nil
+}
+
+// Stats reads the per-queue state counters, which every state change keeps
+// current, and the size of the database and its WAL.
+func (s *Store) Stats(ctx context.Context) (engine.StoreStats, error) {
+	stats := engine.StoreStats{Queues: make(map[string]map[engine.State]int64)}
+	err := s.read(ctx, func(c *conn) error {
+		st, err := c.stmt(qStats)
+		if err != nil {
+			return err
+		}
+		for st.Step() {
+			q := c.name(st, 0)
+			m := stats.Queues[q]
+			if m == nil {
+				m = make(map[engine.State]int64)
+				stats.Queues[q] = m
+			}
+			m[columnState(st, 1)] = st.ColumnInt64(2)
+		}
+		if err := st.Reset(); err != nil {
+			return err
+		}
+		if st, err = c.stmt(qDBSize); err != nil {
+			return err
+		}
+		if st.Step() {
+			stats.DBBytes = st.ColumnInt64(0)
+		}
+		return st.Reset()
+	})
+	if err != nil {
+		return engine.StoreStats{}, fmt.Errorf("read stats: %w", err)
+	}
+	fi, err := os.Stat(s.path + "-wal")
+	switch {
+	case err == nil:
+		stats.DBBytes += fi.Size()
+	case !errors.Is(err, fs.ErrNotExist):
+		return engine.StoreStats{}, fmt.Errorf("read stats: %w", err)
+	}
+	return stats, nil
+}
+
+// Logs returns up to limit lines of a job's log with Seq > afterSeq, oldest
+// first; limit <= 0 means all of them. An unknown id is engine.ErrNotFound.
+func (s *Store) Logs(ctx context.Context, id string, afterSeq int64, limit int) ([]engine.LogLine, error) {
+	lim := int64(limit)
+	if lim <= 0 {
+		lim = -1 // SQLite: no limit
+	}
+	var lines []engine.LogLine
+	err := s.read(ctx, func(c *conn) error {
+		st, err := c.stmt(qJobSeq)
+		if err != nil {
+			return err
+		}
+		b := bind(st)
+		b.text(id)
+		if b.check() != nil {
+			return b.err
+		}
+		found := st.Step()
+		seq := st.ColumnInt64(0)
+		if err := st.Reset(); err != nil {
+			return err
+		}
+		if !found {
+			return engine.ErrNotFound
+		}
+		if st, err = c.stmt(qLogs); err != nil {
+			return err
+		}
+		b = bind(st)
+		b.int64(seq)
+		b.int64(afterSeq)
+		b.int64(lim)
+		if b.check() != nil {
+			return b.err
+		}
+		lines = []engine.LogLine{}
+		for st.Step() {
+			lines = append(lines, engine.LogLine{
+				Seq:     st.ColumnInt64(0),
+				Time:    columnTime(st, 1),
+				Attempt: st.ColumnInt(2),
+				Stream:  columnStream(st, 3),
+				Text:    st.ColumnText(4),
+			})
+		}
+		return st.Reset()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read log of job %s: %w", id, err)
+	}
+	return lines, nil
+}

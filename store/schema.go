@@ -1,0 +1,172 @@
+package store
+
+import (
+	"fmt"
+)
+
+// migrations brings a database from user_version i to i+1 when run at index
+// i. Entries are append-only: a released migration is never edited, so every
+// database converges on the same schema whatever version it started from.
+var migrations = []string{
+	// 1: initial schema.
+	//
+	// Tables are STRICT so a type mistake in a statement fails loudly instead
+	// of storing text where an integer belongs. Times are unix nanoseconds,
+	// durations nanoseconds; a NULL time means "not set".
+	`
+CREATE TABLE jobs (
+	-- seq is the rowid: enqueue (FIFO) order, and the compact key the child
+	-- tables use instead of repeating the text id. No AUTOINCREMENT: it would
+	-- cost a sqlite_sequence write per enqueue, and reuse of a deleted
+	-- maximum seq is harmless because children cascade on delete.
+	seq           INTEGER PRIMARY KEY,
+	id            TEXT    NOT NULL UNIQUE,
+	queue         TEXT    NOT NULL,
+	type          TEXT    NOT NULL,
+	subject       TEXT,             -- NULL: the job has no supersede key
+	generation    INTEGER NOT NULL,
+	priority      INTEGER NOT NULL,
+	state         TEXT    NOT NULL,
+	attempt       INTEGER NOT NULL DEFAULT 0,
+	max_attempts  INTEGER NOT NULL,
+	-- runs counts started attempts including refunded ones; it numbers the
+	-- attempts rows, because a refund makes attempt numbers repeat.
+	runs          INTEGER NOT NULL DEFAULT 0,
+	payload       BLOB,             -- JSON bytes exactly as given
+	command       TEXT,             -- JSON array
+	cwd           TEXT,
+	env           TEXT,             -- JSON object
+	run_at        INTEGER NOT NULL,
+	deadline      INTEGER NOT NULL,
+	ttl           INTEGER NOT NULL,
+	backoff       INTEGER NOT NULL,
+	-- expires_at is created_at+ttl while the job has never started, NULL
+	-- otherwise; kept as a column so expiry has an index.
+	expires_at    INTEGER,
+	created_at    INTEGER NOT NULL,
+	started_at    INTEGER,          -- start of the current or last attempt
+	finished_at   INTEGER,
+	exit_code     INTEGER,
+	error         TEXT,
+	owner         TEXT,
+	log_bytes     INTEGER NOT NULL DEFAULT 0,
+	log_truncated INTEGER NOT NULL DEFAULT 0,
+	last_log_seq  INTEGER NOT NULL DEFAULT 0
+) STRICT;
+
+-- Claim walks this in claim order and stops after Limit hits, so claiming
+-- never sorts. run_at and expires_at ride along so jobs that are not yet due
+-- or already expired are skipped without reading their table rows.
+CREATE INDEX jobs_ready ON jobs(priority DESC, seq, run_at, expires_at) WHERE state = 'QUEUED';
+-- NextWake: min(run_at) and min(expires_at) over QUEUED jobs are one index
+-- probe each; ExpireDue is a range scan.
+CREATE INDEX jobs_due ON jobs(run_at) WHERE state = 'QUEUED';
+CREATE INDEX jobs_expiry ON jobs(expires_at) WHERE state = 'QUEUED' AND expires_at IS NOT NULL;
+-- Supersede finds the QUEUED jobs of a key without walking its history.
+CREATE INDEX jobs_queued_key ON jobs(queue, type, subject, generation) WHERE state = 'QUEUED' AND subject IS NOT NULL;
+-- List by exact key, newest first: rowid order within the key, no sort.
+CREATE INDEX jobs_key ON jobs(queue, type, subject) WHERE subject IS NOT NULL;
+-- Running and crash recovery look only at the few RUNNING jobs, in seq
+-- order without a sort (an index on owner lost to a full scan in seq order).
+CREATE INDEX jobs_running ON jobs(seq) WHERE state = 'RUNNING';
+
+-- attempts is keyed by run, not by attempt number n: an interrupted attempt
+-- is refunded and its number used again, and both runs stay in the history.
+CREATE TABLE attempts (
+	job_seq     INTEGER NOT NULL REFERENCES jobs(seq) ON DELETE CASCADE,
+	run         INTEGER NOT NULL,
+	n           INTEGER NOT NULL,
+	started_at  INTEGER NOT NULL,
+	finished_at INTEGER,
+	outcome     TEXT    NOT NULL,
+	reason      TEXT,
+	exit_code   INTEGER,
+	pid         INTEGER,
+	pid_start   INTEGER,
+	PRIMARY KEY (job_seq, run)
+) STRICT, WITHOUT ROWID;
+
+-- subjects makes the supersede and one-running-per-key rules O(1) lookups.
+-- max_gen outlives the jobs of the key, so pruning history never lets an old
+-- generation run again. running is a count, kept by a trigger, rather than a
+-- flag: a count cannot be cleared early by the wrong job ending.
+CREATE TABLE subjects (
+	queue   TEXT    NOT NULL,
+	type    TEXT    NOT NULL,
+	subject TEXT    NOT NULL,
+	max_gen INTEGER NOT NULL,
+	running INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (queue, type, subject)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE job_logs (
+	job_seq INTEGER NOT NULL REFERENCES jobs(seq) ON DELETE CASCADE,
+	seq     INTEGER NOT NULL,
+	ts      INTEGER,
+	attempt INTEGER NOT NULL,
+	stream  TEXT    NOT NULL,
+	text    TEXT    NOT NULL,
+	PRIMARY KEY (job_seq, seq)
+) STRICT, WITHOUT ROWID;
+
+-- counts lets Stats answer without scanning history.
+CREATE TABLE counts (
+	queue TEXT    NOT NULL,
+	state TEXT    NOT NULL,
+	n     INTEGER NOT NULL,
+	PRIMARY KEY (queue, state)
+) STRICT, WITHOUT ROWID;
+
+-- The triggers keep counts and subjects.running in step with every state
+-- change in the same transaction, whichever statement makes it, so no code
+-- path can forget them.
+CREATE TRIGGER jobs_insert AFTER INSERT ON jobs BEGIN
+	INSERT INTO counts(queue, state, n) VALUES (new.queue, new.state, 1)
+		ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+	UPDATE subjects SET running = running + 1
+		WHERE new.state = 'RUNNING' AND queue = new.queue AND type = new.type AND subject = new.subject;
+END;
+
+CREATE TRIGGER jobs_state AFTER UPDATE OF state, queue ON jobs
+WHEN old.state IS NOT new.state OR old.queue IS NOT new.queue BEGIN
+	UPDATE counts SET n = n - 1 WHERE queue = old.queue AND state = old.state;
+	INSERT INTO counts(queue, state, n) VALUES (new.queue, new.state, 1)
+		ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER jobs_running AFTER UPDATE OF state ON jobs
+WHEN new.subject IS NOT NULL AND (old.state = 'RUNNING') <> (new.state = 'RUNNING') BEGIN
+	UPDATE subjects SET running = running + iif(new.state = 'RUNNING', 1, -1)
+		WHERE queue = new.queue AND type = new.type AND subject = new.subject;
+END;
+
+CREATE TRIGGER jobs_delete AFTER DELETE ON jobs BEGIN
+	UPDATE counts SET n = n - 1 WHERE queue = old.queue AND state = old.state;
+	UPDATE subjects SET running = running - 1
+		WHERE old.state = 'RUNNING' AND queue = old.queue AND type = old.type AND subject = old.subject;
+END;
+`,
+}
+
+// migrate runs the migrations the database has not seen yet, each in its own
+// transaction together with its user_version bump.
+func migrate(c *conn) error {
+	version, err := c.pragmaInt("user_version")
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if version > int64(len(migrations)) {
+		return fmt.Errorf("database schema version %d is newer than this stq understands (%d)", version, len(migrations))
+	}
+	for v := int(version); v < len(migrations); v++ {
+		// user_version cannot be bound as a parameter; v is an int we control.
+		sql := "BEGIN IMMEDIATE;\n" + migrations[v] + fmt.Sprintf("\nPRAGMA user_version = %d;\nCOMMIT;", v+1)
+		if err := c.db.Exec(sql); err != nil {
+			if !c.db.GetAutocommit() {
+				_ = c.db.Exec("ROLLBACK")
+			}
+			return fmt.Errorf("migrate schema to version %d: %w", v+1, err)
+		}
+	}
+	return nil
+}

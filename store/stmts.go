@@ -1,0 +1,169 @@
+package store
+
+// stmtID names a statement in a connection's cache; an array index is
+// cheaper than hashing the SQL text on every use.
+type stmtID int
+
+const (
+	qBegin stmtID = iota
+	qBeginRead
+	qCommit
+	qRollback
+	qSavepoint
+	qRelease
+	qRollbackTo
+
+	qSubjectGen
+	qSupersede
+	qSubjectPut
+	qInsertJob
+	qClaimScan
+	qClaimJob
+	qInsertAttempt
+	qJobForUpdate
+	qMarkStarted
+	qFinishAttempt
+	qCompleteJob
+	qCancelQueued
+	qExpireScan
+	qExpireJob
+	qJobLogState
+	qInsertLog
+	qLogSizes
+	qTrimLog
+	qSetLogState
+
+	qGetJob
+	qJobSeq
+	qAttempts
+	qList
+	qListKey
+	qRunning
+	qNextWake
+	qStats
+	qDBSize
+	qLogs
+
+	numStmts
+)
+
+var sqlText = [numStmts]string{
+	qBegin:      `BEGIN IMMEDIATE`,
+	qBeginRead:  `BEGIN DEFERRED`,
+	qCommit:     `COMMIT`,
+	qRollback:   `ROLLBACK`,
+	qSavepoint:  `SAVEPOINT op`,
+	qRelease:    `RELEASE op`,
+	qRollbackTo: `ROLLBACK TO op`,
+
+	qSubjectGen: `SELECT max_gen FROM subjects WHERE queue = ? AND type = ? AND subject = ?`,
+
+	qSupersede: `UPDATE jobs SET state = 'SUPERSEDED', finished_at = ?, error = ?
+		WHERE queue = ? AND type = ? AND subject = ? AND state = 'QUEUED' AND generation < ?
+		RETURNING id`,
+
+	qSubjectPut: `INSERT INTO subjects (queue, type, subject, max_gen) VALUES (?, ?, ?, ?)
+		ON CONFLICT (queue, type, subject) DO UPDATE SET max_gen = max(max_gen, excluded.max_gen)`,
+
+	qInsertJob: `INSERT INTO jobs (id, queue, type, subject, generation, priority, state,
+		max_attempts, payload, command, cwd, env, run_at, deadline, ttl, backoff,
+		expires_at, created_at, finished_at, error)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+
+	// The claim query. INDEXED BY pins the plan: without statistics the
+	// planner might otherwise pick jobs_due and sort every due job, and if
+	// the index ever goes missing the statement fails to prepare instead of
+	// silently scanning. A job with a subject needs its subjects row to say
+	// that nothing of the key runs and no newer generation exists; one
+	// without a subject has no key and no such rule.
+	qClaimScan: `SELECT j.seq, j.queue, j.type, j.subject
+		FROM jobs AS j INDEXED BY jobs_ready
+		LEFT JOIN subjects AS s ON s.queue = j.queue AND s.type = j.type AND s.subject = j.subject
+		WHERE j.state = 'QUEUED' AND j.run_at <= ?1
+			AND (j.expires_at IS NULL OR j.expires_at > ?1)
+			AND (j.subject IS NULL OR (s.running = 0 AND s.max_gen <= j.generation))
+		ORDER BY j.priority DESC, j.seq`,
+
+	// The TTL only guards a job that has never started, so the first claim
+	// clears expires_at for good.
+	qClaimJob: `UPDATE jobs SET state = 'RUNNING', attempt = attempt + 1, runs = runs + 1,
+		started_at = ?1, owner = ?2, finished_at = NULL, exit_code = NULL, expires_at = NULL
+		WHERE seq = ?3 AND state = 'QUEUED'
+		RETURNING ` + jobCols,
+
+	qInsertAttempt: `INSERT INTO attempts (job_seq, run, n, started_at, outcome) VALUES (?, ?, ?, ?, 'running')`,
+
+	qJobForUpdate: `SELECT j.seq, j.state, j.attempt, j.runs, j.generation, s.max_gen
+		FROM jobs AS j
+		LEFT JOIN subjects AS s ON s.queue = j.queue AND s.type = j.type AND s.subject = j.subject
+		WHERE j.id = ?`,
+
+	qMarkStarted: `UPDATE attempts SET pid = ?, pid_start = ? WHERE job_seq = ? AND run = ?`,
+
+	qFinishAttempt: `UPDATE attempts SET finished_at = ?, outcome = ?, reason = ?, exit_code = ?
+		WHERE job_seq = ? AND run = ?`,
+
+	qCompleteJob: `UPDATE jobs SET state = ?1, attempt = attempt - ?2, error = ?3, exit_code = ?4,
+		finished_at = ?5, run_at = coalesce(?6, run_at)
+		WHERE seq = ?7
+		RETURNING ` + jobCols,
+
+	qCancelQueued: `UPDATE jobs SET state = 'CANCELLED', error = ?, finished_at = ?
+		WHERE id = ? AND state = 'QUEUED'
+		RETURNING ` + jobCols,
+
+	qExpireScan: `SELECT seq, ttl FROM jobs
+		WHERE state = 'QUEUED' AND expires_at IS NOT NULL AND expires_at <= ?
+		ORDER BY expires_at`,
+
+	qExpireJob: `UPDATE jobs SET state = 'EXPIRED', error = ?, finished_at = ?
+		WHERE seq = ? AND state = 'QUEUED'
+		RETURNING ` + jobCols,
+
+	qJobLogState: `SELECT seq, log_bytes FROM jobs WHERE id = ?`,
+
+	// OR IGNORE makes a repeated append (a caller retrying after its context
+	// expired on an append that did commit) harmless.
+	qInsertLog: `INSERT OR IGNORE INTO job_logs (job_seq, seq, ts, attempt, stream, text) VALUES (?, ?, ?, ?, ?, ?)`,
+
+	qLogSizes: `SELECT seq, octet_length(text) FROM job_logs WHERE job_seq = ? ORDER BY seq`,
+
+	qTrimLog: `DELETE FROM job_logs WHERE job_seq = ? AND seq <= ?`,
+
+	qSetLogState: `UPDATE jobs SET log_bytes = ?1, log_truncated = log_truncated OR ?2,
+		last_log_seq = max(last_log_seq, ?3) WHERE seq = ?4`,
+
+	qGetJob: `SELECT ` + jobCols + ` FROM jobs WHERE id = ?`,
+
+	qJobSeq: `SELECT seq FROM jobs WHERE id = ?`,
+
+	qAttempts: `SELECT n, started_at, finished_at, outcome, reason, exit_code, pid, pid_start
+		FROM attempts WHERE job_seq = ? ORDER BY run`,
+
+	// List without a full key walks jobs newest first and stops at the
+	// limit; the "?N IS NULL OR" terms keep the planner on that walk rather
+	// than on an index that would need a sort of all its matches.
+	qList: `SELECT ` + jobCols + ` FROM jobs
+		WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR type = ?2)
+			AND (?3 IS NULL OR subject = ?3)
+			AND (?4 IS NULL OR state IN (SELECT value FROM json_each(?4)))
+		ORDER BY seq DESC LIMIT ?5`,
+
+	qListKey: `SELECT ` + jobCols + ` FROM jobs
+		WHERE queue = ?1 AND type = ?2 AND subject = ?3
+			AND (?4 IS NULL OR state IN (SELECT value FROM json_each(?4)))
+		ORDER BY seq DESC LIMIT ?5`,
+
+	qRunning: `SELECT ` + jobCols + ` FROM jobs WHERE state = 'RUNNING' ORDER BY seq`,
+
+	qNextWake: `SELECT
+		(SELECT min(run_at) FROM jobs WHERE state = 'QUEUED' AND run_at > ?1),
+		(SELECT min(expires_at) FROM jobs WHERE state = 'QUEUED' AND expires_at IS NOT NULL)`,
+
+	qStats: `SELECT queue, state, n FROM counts WHERE n > 0`,
+
+	qDBSize: `SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()`,
+
+	qLogs: `SELECT seq, ts, attempt, stream, text FROM job_logs
+		WHERE job_seq = ? AND seq > ? ORDER BY seq LIMIT ?`,
+}

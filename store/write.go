@@ -1,0 +1,747 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/ncruces/go-sqlite3"
+
+	"stq/engine"
+)
+
+// newJob is an enqueue with everything encoded up front: the JSON work runs
+// on the caller's goroutine, not the writer's, and the writer never touches
+// memory the caller still owns.
+type newJob struct {
+	id, queue, typ, subject string
+	generation              int64
+	priority                int64
+	maxAttempts             int64
+	payload                 []byte
+	command, env            []byte
+	cwd                     string
+	runAt, createdAt        time.Time
+	deadline, ttl, backoff  int64
+	expiresAt               int64 // 0: no TTL
+}
+
+// enqueued is what the writer decided about a new job.
+type enqueued struct {
+	generation int64
+	state      engine.State
+	errText    string
+	superseded []string
+}
+
+// Enqueue stores a new job and applies the supersede rules (see
+// engine.Store). Only the job's definition is taken from job: ID, Queue,
+// Type, Subject, Generation (with explicitGen), Priority, MaxAttempts,
+// Payload, Command, Cwd, Env, RunAt, Deadline, TTL, Backoff and CreatedAt.
+// Its run-time fields start empty. job itself is not modified.
+func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) (engine.EnqueueResult, error) {
+	if job == nil {
+		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w: no job", engine.ErrInvalid)
+	}
+	in, err := encodeJob(job)
+	if err != nil {
+		return engine.EnqueueResult{}, fmt.Errorf("enqueue job %s: %w", job.ID, err)
+	}
+	stored := &engine.Job{
+		ID: job.ID, Queue: job.Queue, Type: job.Type, Subject: job.Subject,
+		Priority: job.Priority, MaxAttempts: job.MaxAttempts,
+		Payload: json.RawMessage(in.payload), Command: slices.Clone(job.Command),
+		Cwd: job.Cwd, Env: maps.Clone(job.Env), RunAt: job.RunAt.UTC(),
+		Deadline: job.Deadline, TTL: job.TTL, Backoff: job.Backoff,
+		CreatedAt: job.CreatedAt.UTC(), Attempts: []engine.Attempt{},
+	}
+	var out enqueued
+	err = s.write(ctx, func(c *conn) error { return c.enqueue(&in, explicitGen, &out) })
+	if err != nil {
+		return engine.EnqueueResult{}, fmt.Errorf("enqueue job %s: %w", job.ID, err)
+	}
+	stored.Generation = out.generation
+	stored.State = out.state
+	stored.Error = out.errText
+	if out.state != engine.StateQueued {
+		t := stored.CreatedAt
+		stored.FinishedAt = &t
+	}
+	return engine.EnqueueResult{Job: stored, Superseded: out.superseded}, nil
+}
+
+func encodeJob(j *engine.Job) (newJob, error) {
+	if j.ID == "" {
+		return newJob{}, fmt.Errorf("%w: job has no id", engine.ErrInvalid)
+	}
+	if err := checkTime("created_at", j.CreatedAt, true); err != nil {
+		return newJob{}, err
+	}
+	if err := checkTime("run_at", j.RunAt, true); err != nil {
+		return newJob{}, err
+	}
+	in := newJob{
+		id: j.ID, queue: j.Queue, typ: j.Type, subject: j.Subject,
+		generation: j.Generation, priority: int64(j.Priority), maxAttempts: int64(j.MaxAttempts),
+		payload: slices.Clone([]byte(j.Payload)), cwd: j.Cwd,
+		runAt: j.RunAt, createdAt: j.CreatedAt,
+		deadline: int64(j.Deadline), ttl: int64(j.TTL), backoff: int64(j.Backoff),
+	}
+	var err error
+	if len(j.Command) > 0 {
+		if in.command, err = json.Marshal(j.Command); err != nil {
+			return newJob{}, fmt.Errorf("encode command: %w", err)
+		}
+	}
+	if len(j.Env) > 0 {
+		if in.env, err = json.Marshal(j.Env); err != nil {
+			return newJob{}, fmt.Errorf("encode env: %w", err)
+		}
+	}
+	if in.ttl > 0 {
+		created := j.CreatedAt.UnixNano()
+		in.expiresAt = created + in.ttl
+		if in.expiresAt < created { // overflow: a TTL beyond 2262 never expires in practice
+			in.expiresAt = math.MaxInt64
+		}
+	}
+	return in, nil
+}
+
+func (c *conn) enqueue(in *newJob, explicitGen bool, out *enqueued) error {
+	out.generation = in.generation
+	out.state = engine.StateQueued
+	if in.subject != "" {
+		maxGen, found, err := c.subjectGen(in.queue, in.typ, in.subject)
+		if err != nil {
+			return err
+		}
+		switch {
+		case !explicitGen:
+			out.generation = maxGen + 1
+		case found && in.generation <= maxGen:
+			out.state = engine.StateSuperseded
+			out.errText = fmt.Sprintf("superseded on arrival: generation %d already seen", maxGen)
+		}
+		if out.state == engine.StateQueued {
+			if out.superseded, err = c.supersede(in, out.generation); err != nil {
+				return err
+			}
+			if err := c.putSubject(in.queue, in.typ, in.subject, out.generation); err != nil {
+				return err
+			}
+		}
+	}
+
+	st, err := c.stmt(qInsertJob)
+	if err != nil {
+		return err
+	}
+	b := bind(st)
+	b.text(in.id)
+	b.text(in.queue)
+	b.text(in.typ)
+	b.optText(in.subject)
+	b.int64(out.generation)
+	b.int64(in.priority)
+	b.text(string(out.state))
+	b.int64(in.maxAttempts)
+	b.optBytes(in.payload)
+	b.optJSONText(in.command)
+	b.optText(in.cwd)
+	b.optJSONText(in.env)
+	b.time(in.runAt)
+	b.int64(in.deadline)
+	b.int64(in.ttl)
+	b.int64(in.backoff)
+	if in.expiresAt != 0 && out.state == engine.StateQueued {
+		b.int64(in.expiresAt)
+	} else {
+		b.null()
+	}
+	b.time(in.createdAt)
+	if out.state == engine.StateQueued {
+		b.null()
+	} else {
+		b.time(in.createdAt)
+	}
+	b.optText(out.errText)
+	if b.check() != nil {
+		return b.err
+	}
+	if err := st.Exec(); err != nil {
+		if isUnique(err) {
+			return fmt.Errorf("%w: a job with id %q already exists", engine.ErrInvalid, in.id)
+		}
+		return fmt.Errorf("insert job: %w", err)
+	}
+	return nil
+}
+
+// subjectGen returns the highest generation seen for a key.
+func (c *conn) subjectGen(queue, typ, subject string) (maxGen int64, found bool, err error) {
+	st, err := c.stmt(qSubjectGen)
+	if err != nil {
+		return 0, false, err
+	}
+	b := bind(st)
+	b.text(queue)
+	b.text(typ)
+	b.text(subject)
+	if b.check() != nil {
+		return 0, false, b.err
+	}
+	if st.Step() {
+		maxGen, found = st.ColumnInt64(0), true
+	}
+	if err := st.Reset(); err != nil {
+		return 0, false, fmt.Errorf("read subject generation: %w", err)
+	}
+	return maxGen, found, nil
+}
+
+// supersede moves the key's QUEUED jobs below gen to SUPERSEDED.
+func (c *conn) supersede(in *newJob, gen int64) ([]string, error) {
+	st, err := c.stmt(qSupersede)
+	if err != nil {
+		return nil, err
+	}
+	b := bind(st)
+	b.time(in.createdAt)
+	b.text(fmt.Sprintf("superseded by generation %d (id %s)", gen, in.id))
+	b.text(in.queue)
+	b.text(in.typ)
+	b.text(in.subject)
+	b.int64(gen)
+	if b.check() != nil {
+		return nil, b.err
+	}
+	var ids []string
+	for st.Step() {
+		ids = append(ids, st.ColumnText(0))
+	}
+	if err := st.Reset(); err != nil {
+		return nil, fmt.Errorf("supersede older generations: %w", err)
+	}
+	return ids, nil
+}
+
+func (c *conn) putSubject(queue, typ, subject string, gen int64) error {
+	st, err := c.stmt(qSubjectPut)
+	if err != nil {
+		return err
+	}
+	b := bind(st)
+	b.text(queue)
+	b.text(typ)
+	b.text(subject)
+	b.int64(gen)
+	if b.check() != nil {
+		return b.err
+	}
+	if err := st.Exec(); err != nil {
+		return fmt.Errorf("record subject generation: %w", err)
+	}
+	return nil
+}
+
+// Claim starts the next attempt of up to req.Limit due jobs (see
+// engine.Store). The returned jobs carry their attempt history.
+func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.Job, error) {
+	if err := checkTime("now", req.Now, true); err != nil {
+		return nil, fmt.Errorf("claim jobs: %w", err)
+	}
+	if req.Limit <= 0 {
+		return []*engine.Job{}, nil
+	}
+	var jobs []*engine.Job
+	err := s.write(ctx, func(c *conn) (err error) {
+		jobs, err = c.claim(req.Owner, req.Now, req.Limit)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+func (c *conn) claim(owner string, now time.Time, limit int) ([]*engine.Job, error) {
+	scan, err := c.stmt(qClaimScan)
+	if err != nil {
+		return nil, err
+	}
+	b := bind(scan)
+	b.time(now)
+	if b.check() != nil {
+		return nil, b.err
+	}
+	// The candidates are collected before any is updated: changing rows of
+	// the index a statement is walking has undefined results in SQLite.
+	seqs := make([]int64, 0, min(limit, 64))
+	var keys map[engine.Key]struct{}
+	for len(seqs) < limit && scan.Step() {
+		if scan.ColumnType(3) == sqlite3.NULL {
+			seqs = append(seqs, scan.ColumnInt64(0))
+			continue
+		}
+		// Supersede leaves at most one QUEUED job per key, but a claim must
+		// not start two of one key even if that ever failed to hold.
+		k := engine.Key{Queue: c.name(scan, 1), Type: c.name(scan, 2), Subject: scan.ColumnText(3)}
+		if keys == nil {
+			keys = make(map[engine.Key]struct{})
+		}
+		if _, dup := keys[k]; dup {
+			continue
+		}
+		keys[k] = struct{}{}
+		seqs = append(seqs, scan.ColumnInt64(0))
+	}
+	if err := scan.Reset(); err != nil {
+		return nil, fmt.Errorf("find due jobs: %w", err)
+	}
+
+	jobs := make([]*engine.Job, 0, len(seqs))
+	for _, seq := range seqs {
+		st, err := c.stmt(qClaimJob)
+		if err != nil {
+			return nil, err
+		}
+		b := bind(st)
+		b.time(now)
+		b.optText(owner)
+		b.int64(seq)
+		if b.check() != nil {
+			return nil, b.err
+		}
+		rows, err := c.queryRows(st)
+		if err != nil {
+			return nil, fmt.Errorf("start job: %w", err)
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		r := rows[0]
+		if err := c.insertAttempt(r, now); err != nil {
+			return nil, fmt.Errorf("start job %s: %w", r.job.ID, err)
+		}
+		if err := c.loadAttempts(r); err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, r.job)
+	}
+	return jobs, nil
+}
+
+// insertAttempt records the attempt a claim has just started. Its run is
+// the job's runs counter, which the claim has just incremented.
+func (c *conn) insertAttempt(r jobRow, now time.Time) error {
+	st, err := c.stmt(qInsertAttempt)
+	if err != nil {
+		return err
+	}
+	b := bind(st)
+	b.int64(r.seq)
+	b.int64(r.runs)
+	b.int64(int64(r.job.Attempt))
+	b.time(now)
+	if b.check() != nil {
+		return b.err
+	}
+	return st.Exec()
+}
+
+// current is the state of a job that a completion or MarkStarted checks.
+type current struct {
+	seq        int64
+	state      engine.State
+	attempt    int
+	runs       int64
+	generation int64
+	maxGen     int64 // 0 when the job has no subject
+}
+
+func (c *conn) current(id string) (current, error) {
+	st, err := c.stmt(qJobForUpdate)
+	if err != nil {
+		return current{}, err
+	}
+	b := bind(st)
+	b.text(id)
+	if b.check() != nil {
+		return current{}, b.err
+	}
+	if !st.Step() {
+		if err := st.Reset(); err != nil {
+			return current{}, fmt.Errorf("read job: %w", err)
+		}
+		return current{}, engine.ErrNotFound
+	}
+	cur := current{
+		seq:        st.ColumnInt64(0),
+		state:      columnState(st, 1),
+		attempt:    st.ColumnInt(2),
+		runs:       st.ColumnInt64(3),
+		generation: st.ColumnInt64(4),
+		maxGen:     st.ColumnInt64(5),
+	}
+	if err := st.Reset(); err != nil {
+		return current{}, fmt.Errorf("read job: %w", err)
+	}
+	return cur, nil
+}
+
+// MarkStarted records the process of a running attempt. It returns an error
+// wrapping engine.ErrStale unless attempt is the job's current RUNNING
+// attempt, and engine.ErrNotFound for an unknown id.
+func (s *Store) MarkStarted(ctx context.Context, id string, attempt int, pid int, pidStart int64) error {
+	err := s.write(ctx, func(c *conn) error {
+		cur, err := c.current(id)
+		if err != nil {
+			return err
+		}
+		if cur.state != engine.StateRunning || cur.attempt != attempt {
+			return fmt.Errorf("%w: job is %s at attempt %d", engine.ErrStale, cur.state, cur.attempt)
+		}
+		st, err := c.stmt(qMarkStarted)
+		if err != nil {
+			return err
+		}
+		b := bind(st)
+		b.optInt64(int64(pid))
+		b.optInt64(pidStart)
+		b.int64(cur.seq)
+		b.int64(cur.runs)
+		if b.check() != nil {
+			return b.err
+		}
+		return st.Exec()
+	})
+	if err != nil {
+		return fmt.Errorf("mark job %s attempt %d started: %w", id, attempt, err)
+	}
+	return nil
+}
+
+// Complete ends a running attempt (see engine.Store). c.FinishedAt is
+// required, and so is c.RunAt for a retry. A retry that finds a newer
+// generation of its key becomes SUPERSEDED; Refund still gives the attempt
+// back then.
+func (s *Store) Complete(ctx context.Context, c engine.Completion) (*engine.Job, error) {
+	if err := checkCompletion(&c); err != nil {
+		return nil, fmt.Errorf("complete job %s attempt %d: %w", c.ID, c.Attempt, err)
+	}
+	var job *engine.Job
+	err := s.write(ctx, func(w *conn) (err error) {
+		job, err = w.complete(&c)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("complete job %s attempt %d: %w", c.ID, c.Attempt, err)
+	}
+	return job, nil
+}
+
+func checkCompletion(c *engine.Completion) error {
+	if err := checkTime("finished_at", c.FinishedAt, true); err != nil {
+		return err
+	}
+	if err := checkTime("run_at", c.RunAt, c.State == engine.StateQueued); err != nil {
+		return err
+	}
+	if c.Outcome == "" || c.Outcome == engine.OutcomeRunning {
+		return fmt.Errorf("%w: a completion needs the attempt's outcome, got %q", engine.ErrInvalid, c.Outcome)
+	}
+	if c.ExitCode != nil {
+		v := *c.ExitCode
+		c.ExitCode = &v // the writer must not share the caller's int
+	}
+	return nil
+}
+
+func (w *conn) complete(c *engine.Completion) (*engine.Job, error) {
+	cur, err := w.current(c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if cur.state != engine.StateRunning || cur.attempt != c.Attempt {
+		return nil, fmt.Errorf("%w: job is %s at attempt %d", engine.ErrStale, cur.state, cur.attempt)
+	}
+	target, errText := c.State, c.Reason
+	switch {
+	case target == engine.StateDone:
+		errText = ""
+	case target == engine.StateQueued && cur.maxGen > cur.generation:
+		target = engine.StateSuperseded
+		errText = fmt.Sprintf("superseded by generation %d before its retry", cur.maxGen)
+		if c.Reason != "" {
+			errText += " (last attempt: " + c.Reason + ")"
+		}
+	}
+	if err := engine.CheckTransition(cur.state, target); err != nil {
+		return nil, err
+	}
+
+	st, err := w.stmt(qFinishAttempt)
+	if err != nil {
+		return nil, err
+	}
+	b := bind(st)
+	b.time(c.FinishedAt)
+	b.text(string(c.Outcome))
+	b.optText(c.Reason)
+	b.optInt(c.ExitCode)
+	b.int64(cur.seq)
+	b.int64(cur.runs)
+	if b.check() != nil {
+		return nil, b.err
+	}
+	if err := st.Exec(); err != nil {
+		return nil, fmt.Errorf("end attempt: %w", err)
+	}
+
+	if st, err = w.stmt(qCompleteJob); err != nil {
+		return nil, err
+	}
+	b = bind(st)
+	b.text(string(target))
+	b.bool(c.Refund && cur.attempt > 0)
+	b.optText(errText)
+	b.optInt(c.ExitCode)
+	if target == engine.StateQueued {
+		b.null() // a queued job has not finished
+		b.time(c.RunAt)
+	} else {
+		b.time(c.FinishedAt)
+		b.null() // keep run_at
+	}
+	b.int64(cur.seq)
+	if b.check() != nil {
+		return nil, b.err
+	}
+	rows, err := w.queryRows(st)
+	if err != nil {
+		return nil, fmt.Errorf("update job: %w", err)
+	}
+	if len(rows) != 1 {
+		return nil, fmt.Errorf("update job: %w", engine.ErrNotFound)
+	}
+	if err := w.loadAttempts(rows[0]); err != nil {
+		return nil, err
+	}
+	return rows[0].job, nil
+}
+
+// CancelQueued cancels the listed jobs that are still QUEUED and returns
+// them; unknown ids and jobs in other states are left alone.
+func (s *Store) CancelQueued(ctx context.Context, ids []string, reason string, now time.Time) ([]*engine.Job, error) {
+	if err := checkTime("now", now, true); err != nil {
+		return nil, fmt.Errorf("cancel queued jobs: %w", err)
+	}
+	if len(ids) == 0 {
+		return []*engine.Job{}, nil
+	}
+	ids = slices.Clone(ids)
+	var jobs []*engine.Job
+	err := s.write(ctx, func(c *conn) error {
+		jobs = make([]*engine.Job, 0, len(ids))
+		for _, id := range ids {
+			st, err := c.stmt(qCancelQueued)
+			if err != nil {
+				return err
+			}
+			b := bind(st)
+			b.optText(reason)
+			b.time(now)
+			b.text(id)
+			if b.check() != nil {
+				return b.err
+			}
+			got, err := c.queryJobs(st, true)
+			if err != nil {
+				return fmt.Errorf("cancel job %s: %w", id, err)
+			}
+			jobs = append(jobs, got...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cancel queued jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// ExpireDue moves QUEUED jobs whose TTL has passed at now to EXPIRED.
+func (s *Store) ExpireDue(ctx context.Context, now time.Time) ([]*engine.Job, error) {
+	if err := checkTime("now", now, true); err != nil {
+		return nil, fmt.Errorf("expire jobs: %w", err)
+	}
+	var jobs []*engine.Job
+	err := s.write(ctx, func(c *conn) error {
+		scan, err := c.stmt(qExpireScan)
+		if err != nil {
+			return err
+		}
+		b := bind(scan)
+		b.time(now)
+		if b.check() != nil {
+			return b.err
+		}
+		type due struct{ seq, ttl int64 }
+		var dues []due
+		for scan.Step() {
+			dues = append(dues, due{scan.ColumnInt64(0), scan.ColumnInt64(1)})
+		}
+		if err := scan.Reset(); err != nil {
+			return fmt.Errorf("find expired jobs: %w", err)
+		}
+		jobs = make([]*engine.Job, 0, len(dues))
+		for _, d := range dues {
+			st, err := c.stmt(qExpireJob)
+			if err != nil {
+				return err
+			}
+			b := bind(st)
+			b.text(fmt.Sprintf("ttl of %s passed before the job started", time.Duration(d.ttl)))
+			b.time(now)
+			b.int64(d.seq)
+			if b.check() != nil {
+				return b.err
+			}
+			got, err := c.queryJobs(st, true)
+			if err != nil {
+				return fmt.Errorf("expire job: %w", err)
+			}
+			jobs = append(jobs, got...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("expire jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// AppendLog adds lines to a job's log and drops the oldest lines while the
+// log holds more than maxBytes bytes of text; maxBytes <= 0 means no bound.
+// Lines whose Seq the job already has are ignored, so an append retried
+// after a timeout does not duplicate output.
+func (s *Store) AppendLog(ctx context.Context, id string, lines []engine.LogLine, maxBytes int64) error {
+	if len(lines) == 0 {
+		return nil
+	}
+	for i := range lines {
+		if err := checkTime("log time", lines[i].Time, false); err != nil {
+			return fmt.Errorf("append log of job %s: %w", id, err)
+		}
+	}
+	lines = slices.Clone(lines)
+	err := s.write(ctx, func(c *conn) error { return c.appendLog(id, lines, maxBytes) })
+	if err != nil {
+		return fmt.Errorf("append log of job %s: %w", id, err)
+	}
+	return nil
+}
+
+func (c *conn) appendLog(id string, lines []engine.LogLine, maxBytes int64) error {
+	st, err := c.stmt(qJobLogState)
+	if err != nil {
+		return err
+	}
+	b := bind(st)
+	b.text(id)
+	if b.check() != nil {
+		return b.err
+	}
+	if !st.Step() {
+		if err := st.Reset(); err != nil {
+			return err
+		}
+		return engine.ErrNotFound
+	}
+	seq, total := st.ColumnInt64(0), st.ColumnInt64(1)
+	if err := st.Reset(); err != nil {
+		return err
+	}
+
+	ins, err := c.stmt(qInsertLog)
+	if err != nil {
+		return err
+	}
+	var lastSeq int64
+	for i := range lines {
+		l := &lines[i]
+		b := bind(ins)
+		b.int64(seq)
+		b.int64(l.Seq)
+		b.time(l.Time)
+		b.int64(int64(l.Attempt))
+		b.text(l.Stream)
+		b.text(l.Text)
+		if b.check() != nil {
+			return b.err
+		}
+		if err := ins.Exec(); err != nil {
+			return fmt.Errorf("insert log line %d: %w", l.Seq, err)
+		}
+		if c.db.Changes() > 0 {
+			total += int64(len(l.Text))
+		}
+		lastSeq = max(lastSeq, l.Seq)
+	}
+
+	truncated := false
+	if maxBytes > 0 && total > maxBytes {
+		// Walk from the oldest line until enough bytes are found, then drop
+		// them all with one range delete.
+		sizes, err := c.stmt(qLogSizes)
+		if err != nil {
+			return err
+		}
+		b := bind(sizes)
+		b.int64(seq)
+		if b.check() != nil {
+			return b.err
+		}
+		var cut, dropped int64
+		for excess := total - maxBytes; dropped < excess && sizes.Step(); {
+			cut = sizes.ColumnInt64(0)
+			dropped += sizes.ColumnInt64(1)
+		}
+		if err := sizes.Reset(); err != nil {
+			return fmt.Errorf("measure log: %w", err)
+		}
+		trim, err := c.stmt(qTrimLog)
+		if err != nil {
+			return err
+		}
+		b = bind(trim)
+		b.int64(seq)
+		b.int64(cut)
+		if b.check() != nil {
+			return b.err
+		}
+		if err := trim.Exec(); err != nil {
+			return fmt.Errorf("trim log: %w", err)
+		}
+		total -= dropped
+		truncated = true
+	}
+
+	upd, err := c.stmt(qSetLogState)
+	if err != nil {
+		return err
+	}
+	b = bind(upd)
+	b.int64(total)
+	b.bool(truncated)
+	b.int64(lastSeq)
+	b.int64(seq)
+	if b.check() != nil {
+		return b.err
+	}
+	return upd.Exec()
+}
