@@ -88,7 +88,8 @@ type result struct {
 
 func (e *testEnv) cmd(args ...string) *exec.Cmd {
 	c := exec.Command(stqBin, args...)
-	c.Env = append(os.Environ(), "STQ_HOME="+e.home, "NO_COLOR=1")
+	// A race-enabled binary sleeps a second at exit unless told not to.
+	c.Env = append(os.Environ(), "STQ_HOME="+e.home, "NO_COLOR=1", "GORACE=atexit_sleep_ms=0 halt_on_error=1")
 	return c
 }
 
