@@ -685,3 +685,60 @@ func execCommandAs(exe string, uid uint32) *exec.Cmd {
 	c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
 	return c
 }
+
+func TestAcknowledgedEnqueuesSurviveSIGKILLMidStorm(t *testing.T) {
+	e := newEnv(t)
+	d := e.startDaemon()
+	const clients = 8
+	var (
+		mu    sync.Mutex
+		acked []string
+		wg    sync.WaitGroup
+		stop  = make(chan struct{})
+	)
+	for c := 0; c < clients; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := e.run("enqueue", "--in", "1h", "--subject", fmt.Sprintf("c%d-%d", c, i%3), "--", "true")
+				if r.code == 0 {
+					mu.Lock()
+					acked = append(acked, strings.TrimSpace(r.stdout))
+					mu.Unlock()
+				} else if r.code != 3 && r.code != 1 {
+					t.Errorf("enqueue during the crash: exit %d %s", r.code, r.stderr)
+				}
+			}
+		}(c)
+	}
+	waitFor(t, "some acknowledged enqueues", 30*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(acked) >= 40
+	})
+	d.kill()
+	close(stop)
+	wg.Wait()
+
+	e.startDaemon()
+	stored := map[string]job{}
+	for _, j := range e.list() {
+		stored[j.ID] = j
+	}
+	for _, id := range acked {
+		j, ok := stored[id]
+		if !ok {
+			t.Fatalf("acknowledged job %s is missing after SIGKILL (of %d acknowledged)", id, len(acked))
+		}
+		if j.State != "QUEUED" && j.State != "SUPERSEDED" {
+			t.Fatalf("acknowledged job %s is %s", id, j.State)
+		}
+	}
+	t.Logf("%d acknowledged enqueues, all present after SIGKILL and restart", len(acked))
+}

@@ -55,6 +55,7 @@ func (a *app) cli() *cli.App {
 		a.tailCommand(),
 		a.statsCommand(),
 		a.recoverCommand(),
+		a.benchCommand(),
 	}
 	// urfave/cli's own usage-error handling prints help and exits 1 (or 3
 	// for an unknown help topic); stq's contract is exit 2 with one line.

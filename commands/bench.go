@@ -1,0 +1,346 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"stq/engine"
+	"stq/ipc"
+)
+
+func (a *app) benchCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "bench",
+		Usage: "measure stq on this machine against a fresh daemon in a temporary home",
+		Description: "Starts `stq daemon` on a temporary home, drives it over the socket and prints\n" +
+			"medians with their spread (min-max over the repetitions). Durable mode unless\n" +
+			"--durability normal. See docs/PERFORMANCE.md.",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "jobs", Value: 20000, Usage: "jobs per throughput run"},
+			&cli.IntFlag{Name: "reps", Value: 3, Usage: "repetitions of each row"},
+			&cli.IntFlag{Name: "samples", Value: 300, Usage: "samples for latency rows"},
+			&cli.StringFlag{Name: "durability", Value: "full", Usage: "daemon durability mode"},
+			&cli.BoolFlag{Name: "quick", Usage: "a smoke run: few jobs, one repetition (CI uses it so the benchmark cannot rot)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the rows as JSON"},
+		},
+		Action: a.bench,
+	}
+}
+
+// benchRow is one measured quantity: the median of its repetitions and the
+// spread around it.
+type benchRow struct {
+	Name   string    `json:"name"`
+	Unit   string    `json:"unit"`
+	Median float64   `json:"median"`
+	Min    float64   `json:"min"`
+	Max    float64   `json:"max"`
+	Values []float64 `json:"values"`
+	Note   string    `json:"note,omitempty"`
+}
+
+func newRow(name, unit, note string, vals []float64) benchRow {
+	s := slices.Clone(vals)
+	slices.Sort(s)
+	r := benchRow{Name: name, Unit: unit, Note: note, Values: vals}
+	if len(s) > 0 {
+		r.Median, r.Min, r.Max = percentile(s, 0.5), s[0], s[len(s)-1]
+	}
+	return r
+}
+
+// percentile of sorted values, nearest rank.
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return math.NaN()
+	}
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+type benchEnv struct {
+	home   string
+	paths  Paths
+	daemon *osexec.Cmd
+	token  string
+	self   string
+}
+
+func (a *app) bench(c *cli.Context) error {
+	jobs, reps, samples := c.Int("jobs"), c.Int("reps"), c.Int("samples")
+	if c.Bool("quick") {
+		jobs, reps, samples = 300, 1, 30
+	}
+	if jobs < 1 || reps < 1 || samples < 1 {
+		return usageErrorf("--jobs, --reps and --samples must be at least 1")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("find own binary: %w", err)
+	}
+	var rows []benchRow
+	add := func(r benchRow) {
+		rows = append(rows, r)
+		if !c.Bool("json") {
+			fmt.Fprintf(a.stderr, "  %-44s %12.1f %s\n", r.Name, r.Median, r.Unit)
+		}
+	}
+	ctx := c.Context
+	durability := c.String("durability")
+
+	// Enqueue rows: jobs scheduled an hour out, so only the enqueue path runs.
+	for _, clients := range []int{1, 16} {
+		var vals []float64
+		for rep := 0; rep < reps; rep++ {
+			v, err := withBenchDaemon(ctx, self, durability, 4, func(env *benchEnv) (float64, error) {
+				return env.enqueueRate(ctx, clients, jobs)
+			})
+			if err != nil {
+				return err
+			}
+			vals = append(vals, v)
+		}
+		add(newRow(fmt.Sprintf("durable enqueues/s over the socket, %d client(s)", clients), "jobs/s",
+			fmt.Sprintf("%d jobs, one job per request, durability=%s", jobs, durability), vals))
+	}
+
+	var noop []float64
+	for rep := 0; rep < reps; rep++ {
+		v, err := withBenchDaemon(ctx, self, durability, 4, func(env *benchEnv) (float64, error) {
+			return env.noopRate(ctx, jobs)
+		})
+		if err != nil {
+			return err
+		}
+		noop = append(noop, v)
+	}
+	add(newRow("in-process noop jobs processed/s, 4 workers", "jobs/s",
+		fmt.Sprintf("%d jobs queued first, all due at one instant", jobs), noop))
+
+	var lat []float64
+	if _, err := withBenchDaemon(ctx, self, durability, 4, func(env *benchEnv) (float64, error) {
+		var err error
+		lat, err = env.startLatency(ctx, samples)
+		return 0, err
+	}); err != nil {
+		return err
+	}
+	slices.Sort(lat)
+	add(benchRow{Name: "enqueue->start latency p50, idle daemon", Unit: "ms", Median: percentile(lat, 0.5), Min: lat[0], Max: lat[len(lat)-1], Note: fmt.Sprintf("%d samples", len(lat))})
+	add(benchRow{Name: "enqueue->start latency p99, idle daemon", Unit: "ms", Median: percentile(lat, 0.99), Min: lat[0], Max: lat[len(lat)-1], Note: fmt.Sprintf("%d samples", len(lat))})
+
+	var procs, forks []float64
+	if _, err := withBenchDaemon(ctx, self, durability, 4, func(env *benchEnv) (float64, error) {
+		var err error
+		procs, forks, err = env.processWallTime(ctx, samples)
+		return 0, err
+	}); err != nil {
+		return err
+	}
+	add(newRow("one `stq enqueue` process, wall time", "ms", fmt.Sprintf("%d runs; spread is min-max", len(procs)), procs))
+	add(newRow("`true` via fork/exec, wall time (baseline)", "ms", fmt.Sprintf("%d runs", len(forks)), forks))
+
+	if c.Bool("json") {
+		return writeJSON(a.stdout, rows)
+	}
+	table := make([][]string, 0, len(rows))
+	for _, r := range rows {
+		table = append(table, []string{r.Name, fmt.Sprintf("%.1f", r.Median), fmt.Sprintf("%.1f-%.1f", r.Min, r.Max), r.Unit, r.Note})
+	}
+	a.styles().writeTable(a.stdout, []string{"WHAT", "MEDIAN", "SPREAD", "UNIT", "NOTE"}, table, -1)
+	return nil
+}
+
+// withBenchDaemon runs fn against a fresh daemon on a temporary home and
+// stops the daemon afterwards.
+func withBenchDaemon(ctx context.Context, self, durability string, workers int, fn func(*benchEnv) (float64, error)) (float64, error) {
+	dir, err := os.MkdirTemp("", "stqb")
+	if err != nil {
+		return 0, fmt.Errorf("make bench home: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	home := filepath.Join(dir, "h")
+	p, err := resolvePaths(home)
+	if err != nil {
+		return 0, err
+	}
+	d := osexec.Command(self, "--home", home, "daemon", "--workers", fmt.Sprint(workers), "--durability", durability, "--log-level", "error")
+	d.Stderr = os.Stderr
+	if err := d.Start(); err != nil {
+		return 0, fmt.Errorf("start bench daemon: %w", err)
+	}
+	defer func() {
+		_ = d.Process.Signal(syscall.SIGTERM)
+		_ = d.Wait()
+	}()
+	env := &benchEnv{home: home, paths: p, daemon: d, self: self}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if tok, err := os.ReadFile(p.Token); err == nil && len(tok) >= 64 {
+			env.token = string(tok[:64])
+			if cl, err := ipc.Dial(ctx, p.Socket, env.token); err == nil {
+				cl.Close()
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			return 0, errors.New("bench daemon did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fn(env)
+}
+
+func (env *benchEnv) dial(ctx context.Context) (*ipc.Client, error) {
+	return ipc.Dial(ctx, env.paths.Socket, env.token)
+}
+
+// enqueueRate enqueues n jobs from `clients` connections, each request one
+// durable job, and returns jobs per second.
+func (env *benchEnv) enqueueRate(ctx context.Context, clients, n int) (float64, error) {
+	later := engine.Duration(time.Hour)
+	req := engine.EnqueueRequest{Type: "noop", Delay: &later, Payload: []byte(`{"path":"src/main.rs","reason":"save"}`)}
+	return env.flood(ctx, clients, n, req)
+}
+
+func (env *benchEnv) flood(ctx context.Context, clients, n int, req engine.EnqueueRequest) (float64, error) {
+	conns := make([]*ipc.Client, clients)
+	for i := range conns {
+		cl, err := env.dial(ctx)
+		if err != nil {
+			return 0, err
+		}
+		defer cl.Close()
+		conns[i] = cl
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	start := time.Now()
+	for i, cl := range conns {
+		share := n / clients
+		if i < n%clients {
+			share++
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var res engine.EnqueueResult
+			for k := 0; k < share; k++ {
+				if err := cl.Call(ctx, "dev.enqueue.v1", req, &res); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, fmt.Errorf("enqueue: %w", err)
+	}
+	return float64(n) / elapsed.Seconds(), nil
+}
+
+// noopRate measures how fast 4 workers drain n queued noop jobs. The jobs
+// are all due at one instant T, set far enough ahead that the flood of
+// enqueues has finished by then, so the rate is n / (last finish - T) and
+// the enqueue path is not part of it.
+func (env *benchEnv) noopRate(ctx context.Context, n int) (float64, error) {
+	due := time.Now().Add(2*time.Second + time.Duration(n)*200*time.Microsecond).UTC()
+	if _, err := env.flood(ctx, 16, n, engine.EnqueueRequest{Type: "noop", RunAt: &due}); err != nil {
+		return 0, err
+	}
+	if time.Now().After(due) {
+		return 0, errors.New("the enqueue flood outlasted the head start; rerun with fewer --jobs")
+	}
+	cl, err := env.dial(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	for {
+		var st engine.Stats
+		if err := cl.Call(ctx, "admin.stats.v1", struct{}{}, &st); err != nil {
+			return 0, err
+		}
+		if st.Queues[engine.DefaultQueue][engine.StateDone] >= int64(n) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Claims follow enqueue order, so the last job to finish is among the
+	// newest ones listed.
+	var res ipc.JobsResult
+	if err := cl.Call(ctx, "dev.list.v1", ipc.ListParams{Limit: 1000}, &res); err != nil {
+		return 0, err
+	}
+	var last time.Time
+	for _, j := range res.Jobs {
+		if j.FinishedAt != nil && j.FinishedAt.After(last) {
+			last = *j.FinishedAt
+		}
+	}
+	return float64(n) / last.Sub(due).Seconds(), nil
+}
+
+// startLatency enqueues one noop job at a time on an idle daemon and
+// measures created_at -> started_at as the daemon recorded them, in ms.
+func (env *benchEnv) startLatency(ctx context.Context, samples int) ([]float64, error) {
+	cl, err := env.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	out := make([]float64, 0, samples)
+	for i := 0; i < samples; i++ {
+		var res engine.EnqueueResult
+		if err := cl.Call(ctx, "dev.enqueue.v1", engine.EnqueueRequest{Type: "noop"}, &res); err != nil {
+			return nil, err
+		}
+		var w ipc.WaitResult
+		if err := cl.Call(ctx, "dev.wait.v1", ipc.WaitParams{IDs: []string{res.Job.ID}}, &w); err != nil {
+			return nil, err
+		}
+		j := w.Jobs[0]
+		if j.StartedAt == nil {
+			return nil, fmt.Errorf("job %s never started", j.ID)
+		}
+		out = append(out, float64(j.StartedAt.Sub(j.CreatedAt).Microseconds())/1000)
+	}
+	return out, nil
+}
+
+// processWallTime times whole `stq enqueue` processes and, as a baseline in
+// the same run, fork/exec of `true`.
+func (env *benchEnv) processWallTime(ctx context.Context, samples int) (procs, forks []float64, err error) {
+	truePath, err := osexec.LookPath("true")
+	if err != nil {
+		return nil, nil, fmt.Errorf("find true: %w", err)
+	}
+	for i := 0; i < samples; i++ {
+		t0 := time.Now()
+		cmd := osexec.CommandContext(ctx, env.self, "--home", env.home, "enqueue", "--type", "noop", "--in", "1h")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, nil, fmt.Errorf("stq enqueue: %v: %s", err, out)
+		}
+		procs = append(procs, float64(time.Since(t0).Microseconds())/1000)
+		t0 = time.Now()
+		if err := osexec.CommandContext(ctx, truePath).Run(); err != nil {
+			return nil, nil, fmt.Errorf("run true: %w", err)
+		}
+		forks = append(forks, float64(time.Since(t0).Microseconds())/1000)
+	}
+	return procs, forks, nil
+}
