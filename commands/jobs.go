@@ -179,7 +179,7 @@ func (a *app) show(c *cli.Context) error {
 	for k, v := range j.Env {
 		field("env", k+"="+v)
 	}
-	if len(j.Payload) > 0 {
+	if len(j.Payload) > 0 && string(j.Payload) != "null" {
 		field("payload", clip(string(j.Payload), 200))
 	}
 	field("created", fmtTime(j.CreatedAt))
