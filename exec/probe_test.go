@@ -67,7 +67,7 @@ func TestLinuxPower(t *testing.T) {
 func TestDarwinPower(t *testing.T) {
 	t.Parallel()
 	for out, want := range map[string]bool{
-		"Now drawing from 'AC Power'\n -InternalBattery-0 (id=1)\t100%; charged;":        true,
+		"Now drawing from 'AC Power'\n -InternalBattery-0 (id=1)\t100%; charged;":         true,
 		"Now drawing from 'Battery Power'\n -InternalBattery-0 (id=1)\t80%; discharging;": false,
 	} {
 		if got := darwinPower(out); got.OnAC != want || !got.Known {
