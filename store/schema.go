@@ -146,6 +146,43 @@ CREATE TRIGGER jobs_delete AFTER DELETE ON jobs BEGIN
 		WHERE old.state = 'RUNNING' AND queue = old.queue AND type = old.type AND subject = old.subject;
 END;
 `,
+
+	// 2: a claim costs the jobs it considers, not the jobs scheduled for
+	// later. jobs_ready used to hold every QUEUED job, so a claim walked past
+	// each job whose run_at had not come yet, and a backlog of 20,000
+	// scheduled jobs made every claim walk 20,000 index entries.
+	//
+	// due is 1 for a QUEUED job whose run_at had come when the writer last
+	// looked: at enqueue, at a retry, or at a claim, which first promotes the
+	// jobs that have come due since (and demotes any the clock has gone back
+	// on). jobs_ready holds only due jobs, so scheduled jobs are out of the
+	// claim's way; jobs_run_at finds the jobs to promote at a cost of the
+	// jobs promoted. The flag means nothing once a job has left QUEUED.
+	//
+	// jobs_run_at keeps due jobs too, keyed (due, run_at): NextWake must
+	// find the earliest run_at after its own now, which need not be the now
+	// the flags were last set for (readers do not promote, and clocks jump),
+	// and with both halves in order that is two index probes.
+	//
+	// The backfill is the column default: every job starts not due, and the
+	// first claim promotes those whose run_at has come. A migration cannot
+	// set the flag itself, because times come from the caller's clock, not
+	// from SQLite's.
+	`
+ALTER TABLE jobs ADD COLUMN due INTEGER NOT NULL DEFAULT 0 CHECK (due IN (0, 1));
+
+DROP INDEX jobs_ready;
+DROP INDEX jobs_due;
+
+-- Claim walks this in claim order and stops after Limit hits, so claiming
+-- never sorts. run_at and expires_at ride along so a job that is past its
+-- TTL, or due only on a clock the caller has since turned back, is skipped
+-- without reading its table row.
+CREATE INDEX jobs_ready ON jobs(priority DESC, seq, run_at, expires_at) WHERE state = 'QUEUED' AND due = 1;
+-- Promotion reads the (0, run_at <= now) range, demotion the (1, run_at >
+-- now) range, NextWake the first entry after now in each half.
+CREATE INDEX jobs_run_at ON jobs(due, run_at) WHERE state = 'QUEUED';
+`,
 }
 
 // migrate runs the migrations the database has not seen yet, each in its own

@@ -17,6 +17,8 @@ const (
 	qSupersede
 	qSubjectPut
 	qInsertJob
+	qDemote
+	qPromote
 	qClaimScan
 	qClaimJob
 	qInsertAttempt
@@ -67,19 +69,36 @@ var sqlText = [numStmts]string{
 
 	qInsertJob: `INSERT INTO jobs (id, queue, type, subject, generation, priority, state,
 		max_attempts, payload, command, cwd, env, run_at, deadline, ttl, backoff,
-		expires_at, created_at, finished_at, error)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		expires_at, created_at, finished_at, error, due)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 
-	// The claim query. INDEXED BY pins the plan: without statistics the
-	// planner might otherwise pick jobs_due and sort every due job, and if
-	// the index ever goes missing the statement fails to prepare instead of
-	// silently scanning. A job with a subject needs its subjects row to say
+	// Demote and promote run at the start of every claim, so that jobs_ready
+	// holds exactly the jobs due at the claim's now. Each reads one range of
+	// jobs_run_at: an empty range costs one index probe, whatever the number
+	// of scheduled jobs, and a full one costs the jobs it moves. Demotion
+	// only finds work when the clock has gone back since jobs were flagged;
+	// without it those jobs would sit in the claim's path until the clock
+	// caught up. INDEXED BY: the partial index is the only cheap way in, so
+	// the statement fails to prepare rather than scan if it ever goes.
+	qDemote: `UPDATE jobs INDEXED BY jobs_run_at SET due = 0
+		WHERE state = 'QUEUED' AND due = 1 AND run_at > ?`,
+
+	qPromote: `UPDATE jobs INDEXED BY jobs_run_at SET due = 1
+		WHERE state = 'QUEUED' AND due = 0 AND run_at <= ?`,
+
+	// The claim query, which walks only due jobs (see qPromote). INDEXED BY
+	// pins the plan: without statistics the planner might otherwise pick
+	// jobs_run_at and sort every due job, and if the index ever goes missing
+	// the statement fails to prepare instead of silently scanning. The
+	// run_at test is redundant after qDemote, but costs nothing (the index
+	// covers it) and keeps the "never before run_at" rule from resting on
+	// another statement. A job with a subject needs its subjects row to say
 	// that nothing of the key runs and no newer generation exists; one
 	// without a subject has no key and no such rule.
 	qClaimScan: `SELECT j.seq, j.queue, j.type, j.subject
 		FROM jobs AS j INDEXED BY jobs_ready
 		LEFT JOIN subjects AS s ON s.queue = j.queue AND s.type = j.type AND s.subject = j.subject
-		WHERE j.state = 'QUEUED' AND j.run_at <= ?1
+		WHERE j.state = 'QUEUED' AND j.due = 1 AND j.run_at <= ?1
 			AND (j.expires_at IS NULL OR j.expires_at > ?1)
 			AND (j.subject IS NULL OR (s.running = 0 AND s.max_gen <= j.generation))
 		ORDER BY j.priority DESC, j.seq`,
@@ -104,8 +123,8 @@ var sqlText = [numStmts]string{
 		WHERE job_seq = ? AND run = ?`,
 
 	qCompleteJob: `UPDATE jobs SET state = ?1, attempt = attempt - ?2, error = ?3, exit_code = ?4,
-		finished_at = ?5, run_at = coalesce(?6, run_at)
-		WHERE seq = ?7
+		finished_at = ?5, run_at = coalesce(?6, run_at), due = ?7
+		WHERE seq = ?8
 		RETURNING ` + jobCols,
 
 	qCancelQueued: `UPDATE jobs SET state = 'CANCELLED', error = ?, finished_at = ?
@@ -156,8 +175,15 @@ var sqlText = [numStmts]string{
 
 	qRunning: `SELECT ` + jobCols + ` FROM jobs WHERE state = 'RUNNING' ORDER BY seq`,
 
+	// The earliest run_at after now is looked for among due jobs too: the
+	// flags hold for the now of the last claim, not for this one, which may
+	// be earlier (a reader's clock, a clock turned back). Each half is one
+	// probe of jobs_run_at; the outer min skips the half that found none.
 	qNextWake: `SELECT
-		(SELECT min(run_at) FROM jobs WHERE state = 'QUEUED' AND run_at > ?1),
+		(SELECT min(run_at) FROM (
+			SELECT min(run_at) AS run_at FROM jobs WHERE state = 'QUEUED' AND due = 0 AND run_at > ?1
+			UNION ALL
+			SELECT min(run_at) FROM jobs WHERE state = 'QUEUED' AND due = 1 AND run_at > ?1)),
 		(SELECT min(expires_at) FROM jobs WHERE state = 'QUEUED' AND expires_at IS NOT NULL)`,
 
 	qStats: `SELECT queue, state, n FROM counts WHERE n > 0`,

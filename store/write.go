@@ -170,6 +170,9 @@ func (c *conn) enqueue(in *newJob, explicitGen bool, out *enqueued) error {
 		b.time(in.createdAt)
 	}
 	b.optText(out.errText)
+	// A job due on arrival goes straight into the claim's path; one
+	// scheduled for later waits for a claim to promote it.
+	b.bool(out.state == engine.StateQueued && !in.runAt.After(in.createdAt))
 	if b.check() != nil {
 		return b.err
 	}
@@ -270,6 +273,12 @@ func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.J
 }
 
 func (c *conn) claim(owner string, now time.Time, limit int) ([]*engine.Job, error) {
+	if err := c.setDue(qDemote, now); err != nil {
+		return nil, fmt.Errorf("demote jobs not yet due: %w", err)
+	}
+	if err := c.setDue(qPromote, now); err != nil {
+		return nil, fmt.Errorf("promote jobs that came due: %w", err)
+	}
 	scan, err := c.stmt(qClaimScan)
 	if err != nil {
 		return nil, err
@@ -334,6 +343,21 @@ func (c *conn) claim(owner string, now time.Time, limit int) ([]*engine.Job, err
 		jobs = append(jobs, r.job)
 	}
 	return jobs, nil
+}
+
+// setDue runs qDemote or qPromote for now, so that the due flags match now
+// before a claim walks the due jobs.
+func (c *conn) setDue(id stmtID, now time.Time) error {
+	st, err := c.stmt(id)
+	if err != nil {
+		return err
+	}
+	b := bind(st)
+	b.time(now)
+	if b.check() != nil {
+		return b.err
+	}
+	return st.Exec()
 }
 
 // insertAttempt records the attempt a claim has just started. Its run is
@@ -514,9 +538,13 @@ func (w *conn) complete(c *engine.Completion) (*engine.Job, error) {
 	if target == engine.StateQueued {
 		b.null() // a queued job has not finished
 		b.time(c.RunAt)
+		// An immediate retry or refund is due at once; a backed-off one
+		// waits for a claim to promote it.
+		b.bool(!c.RunAt.After(c.FinishedAt))
 	} else {
 		b.time(c.FinishedAt)
-		b.null() // keep run_at
+		b.null()      // keep run_at
+		b.bool(false) // due means nothing outside QUEUED
 	}
 	b.int64(cur.seq)
 	if b.check() != nil {

@@ -45,6 +45,7 @@ var cases = []struct {
 	{"claim takes higher priority first and then enqueue order", testClaimOrder},
 	{"claim starts the attempt and records it", testClaimFields},
 	{"claim leaves a job with a future run_at until it is due", testFutureRunAt},
+	{"scheduled jobs become claimable exactly when due, in priority order with jobs that were already due", testScheduledBecomeDue},
 	{"a job whose ttl passed is never claimed and expire_due expires it", testTTL},
 	{"a retried job no longer expires because it has started", testTTLAfterStart},
 	{"a running job blocks its key until it completes", testRunningBlocksKey},
@@ -533,6 +534,77 @@ func testFutureRunAt(f *fx) {
 	}
 	if got := f.claimOne(t0.Add(time.Minute)); got.ID != j.ID {
 		f.Fatalf("claim at run_at got %s", got.ID)
+	}
+}
+
+func testScheduledBecomeDue(f *fx) {
+	mk := func(prio int, runIn, ttl time.Duration) *engine.Job {
+		j := f.job("q", "t", "")
+		j.Priority, j.RunAt, j.TTL = prio, t0.Add(runIn), engine.Duration(ttl)
+		f.enqueue(j, false)
+		return j
+	}
+	wantClaim := func(now time.Time, limit int, want ...*engine.Job) {
+		f.Helper()
+		if got := f.claim(now, limit); !slices.Equal(ids(got), ids(want)) {
+			f.Fatalf("claim at t0+%s limit %d got %v, want %v", now.Sub(t0), limit, ids(got), ids(want))
+		}
+	}
+	wantWake := func(now, want time.Time) {
+		f.Helper()
+		w, err := f.s.NextWake(f.ctx, now)
+		if err != nil {
+			f.Fatalf("next wake: %v", err)
+		}
+		if !w.NextRunAt.Equal(want) {
+			f.Fatalf("next run at t0+%s is %s, want %s", now.Sub(t0), w.NextRunAt, want)
+		}
+	}
+	a := mk(0, 0, 0)
+	b := mk(5, time.Minute, 0)
+	c := mk(5, 0, 0)
+	d := mk(0, time.Minute, 0)
+	e := mk(10, 2*time.Minute, 0)
+	mk(0, time.Minute, 30*time.Second) // expires before it is due: never claimed
+	g := mk(0, 0, 0)
+
+	wantWake(t0, t0.Add(time.Minute))
+	wantClaim(t0, 1, c)
+	// A nanosecond early the priority-5 job b is not claimable, so the
+	// claim falls through to the priority-0 jobs that are due.
+	wantClaim(t0.Add(time.Minute-time.Nanosecond), 1, a)
+	// On time, b and d take their places in (priority, enqueue order) among
+	// the jobs that were due all along: d was enqueued before g.
+	wantClaim(t0.Add(time.Minute), 2, b, d)
+	wantWake(t0.Add(time.Minute), t0.Add(2*time.Minute))
+	wantClaim(t0.Add(time.Minute), 10, g)
+	wantClaim(t0.Add(2*time.Minute-time.Nanosecond), 10)
+	wantClaim(t0.Add(2*time.Minute), 10, e)
+
+	// A claim that finds two jobs due but may take one leaves the other
+	// queued; if the clock then goes back, that job is not due any more:
+	// it is not claimed before its run_at and still wakes the scheduler.
+	h := mk(0, 3*time.Minute, 0)
+	i := mk(0, 3*time.Minute, 0)
+	wantClaim(t0.Add(3*time.Minute), 1, h)
+	wantClaim(t0.Add(2*time.Minute), 10)
+	wantWake(t0.Add(2*time.Minute), i.RunAt)
+	wantClaim(t0.Add(3*time.Minute), 10, i)
+
+	// The same holds for a job enqueued with a created_at later than the
+	// now of the calls that follow, and for a retry finished later than
+	// that: due by the clock that stored them, not by the earlier one.
+	late := f.job("q", "t", "")
+	late.CreatedAt, late.RunAt = t0.Add(5*time.Minute), t0.Add(4*time.Minute)
+	f.enqueue(late, false)
+	wantWake(t0.Add(3*time.Minute), late.RunAt)
+	wantClaim(t0.Add(4*time.Minute-time.Nanosecond), 10)
+	run := f.claimOne(t0.Add(4 * time.Minute))
+	f.complete(retry(run, t0.Add(6*time.Minute), t0.Add(5*time.Minute)))
+	wantWake(t0.Add(4*time.Minute), t0.Add(5*time.Minute))
+	wantClaim(t0.Add(5*time.Minute-time.Nanosecond), 10)
+	if got := f.claimOne(t0.Add(5 * time.Minute)); got.ID != late.ID || got.Attempt != 2 {
+		f.Fatalf("claim of the retry got %s attempt %d, want %s attempt 2", got.ID, got.Attempt, late.ID)
 	}
 }
 
