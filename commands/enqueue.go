@@ -36,6 +36,11 @@ func (a *app) enqueueCommand() *cli.Command {
 			&cli.StringFlag{Name: "ttl", Usage: "expire the job if it has not started this long after enqueue"},
 			&cli.StringFlag{Name: "at", Usage: "run at TIME (RFC 3339, \"2006-01-02 15:04\", or \"15:04\" today, local time)"},
 			&cli.StringFlag{Name: "in", Usage: "run after DURATION"},
+			&cli.BoolFlag{Name: "wait-idle", Usage: "start only while system CPU use is below the idle threshold"},
+			&cli.BoolFlag{Name: "require-charging", Usage: "start only on AC power"},
+			&cli.StringFlag{Name: "debounce", Usage: "start only once no newer generation of the subject arrived for DURATION"},
+			&cli.BoolFlag{Name: "replace", Usage: "stop a running older generation of the subject (it ends SUPERSEDED) instead of waiting for it"},
+			&cli.StringSliceFlag{Name: "after", Usage: "start only after job ID is DONE; cancelled if it ends otherwise (repeatable)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the whole reply as JSON instead of the id"},
 		},
 		Action: a.enqueue,
@@ -118,6 +123,21 @@ func (a *app) enqueueRequest(c *cli.Context) (engine.EnqueueRequest, error) {
 		}
 		req.Env[k] = v
 	}
+	for _, f := range []struct {
+		name string
+		dst  **bool
+	}{{"wait-idle", &req.WaitIdle}, {"require-charging", &req.RequireCharging}, {"replace", &req.Replace}} {
+		if c.IsSet(f.name) {
+			v := c.Bool(f.name)
+			*f.dst = &v
+		}
+	}
+	for _, id := range c.StringSlice("after") {
+		if id == "" {
+			return req, usageErrorf("--after needs a job id")
+		}
+		req.After = append(req.After, id)
+	}
 	if c.IsSet("max-attempts") {
 		n := c.Int("max-attempts")
 		req.MaxAttempts = &n
@@ -125,7 +145,7 @@ func (a *app) enqueueRequest(c *cli.Context) (engine.EnqueueRequest, error) {
 	for _, f := range []struct {
 		name string
 		dst  **engine.Duration
-	}{{"backoff", &req.Backoff}, {"deadline", &req.Deadline}, {"ttl", &req.TTL}, {"in", &req.Delay}} {
+	}{{"backoff", &req.Backoff}, {"deadline", &req.Deadline}, {"ttl", &req.TTL}, {"in", &req.Delay}, {"debounce", &req.Debounce}} {
 		if !c.IsSet(f.name) {
 			continue
 		}

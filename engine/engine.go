@@ -50,6 +50,8 @@ type Config struct {
 	LogLimit int64
 	// Types holds per-type handlers and defaults from config.toml.
 	Types map[string]TypeConfig
+	// Queues holds per-queue concurrency caps and weights.
+	Queues map[string]QueueConfig
 }
 
 // Deps are the adapters an Engine drives.
@@ -59,8 +61,10 @@ type Deps struct {
 	InProcess  Executor
 	Registry   *Registry
 	Processes  Processes
-	Clock      Clock
-	Logger     *slog.Logger
+	// Probe answers "is the machine idle / on AC?"; nil means always.
+	Probe  Probe
+	Clock  Clock
+	Logger *slog.Logger
 }
 
 // Engine schedules and runs jobs. Create it with New, start it with Run;
@@ -72,6 +76,7 @@ type Engine struct {
 	inproc  Executor
 	reg     *Registry
 	procs   Processes
+	probe   Probe
 	clock   Clock
 	log     *slog.Logger
 	bus     *bus
@@ -165,6 +170,17 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	if d.Registry == nil {
 		d.Registry = NewRegistry()
 	}
+	if d.Probe == nil {
+		d.Probe = alwaysReady{}
+	}
+	for name, q := range cfg.Queues {
+		if err := checkName("queue", name); err != nil {
+			return nil, err
+		}
+		if q.Concurrency < 0 || q.Weight < 0 {
+			return nil, fmt.Errorf("queue %q: concurrency and weight must not be negative", name)
+		}
+	}
 	var seed [16]byte
 	_, _ = rand.Read(seed[:])
 	return &Engine{
@@ -174,6 +190,7 @@ func New(cfg Config, d Deps) (*Engine, error) {
 		inproc:  d.InProcess,
 		reg:     d.Registry,
 		procs:   d.Processes,
+		probe:   d.Probe,
 		clock:   d.Clock,
 		log:     d.Logger,
 		bus:     newBus(),
@@ -314,14 +331,68 @@ func (e *Engine) notify() {
 func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int) (int, error) {
 	e.claimMu.Lock()
 	defer e.claimMu.Unlock()
-	jobs, err := e.store.Claim(ctx, ClaimRequest{Owner: e.cfg.Owner, Now: now, Limit: limit})
-	if err != nil {
-		return 0, fmt.Errorf("claim: %w", err)
+	req := ClaimRequest{Owner: e.cfg.Owner, Now: now, Limit: limit, Idle: e.probe.Idle(), OnAC: e.probe.Power().OnAC}
+	for name, q := range e.cfg.Queues {
+		if q.Concurrency > 0 {
+			if req.QueueLimits == nil {
+				req.QueueLimits = make(map[string]int)
+			}
+			req.QueueLimits[name] = q.Concurrency
+		}
 	}
-	for _, j := range jobs {
-		e.start(jobsCtx, j)
+	claimed := 0
+	if quota, def, ok := e.shares(limit); ok {
+		// First pass: each queue gets its weighted share of the free
+		// workers. Second pass below fills what the shares left idle, so
+		// weights never keep a worker from a ready job.
+		req.Quota, req.DefaultQuota = quota, def
+		jobs, err := e.store.Claim(ctx, req)
+		if err != nil {
+			return 0, fmt.Errorf("claim: %w", err)
+		}
+		for _, j := range jobs {
+			e.start(jobsCtx, j)
+		}
+		claimed = len(jobs)
+		req.Quota, req.DefaultQuota = nil, 0
+		req.Limit = limit - claimed
 	}
-	return len(jobs), nil
+	if req.Limit > 0 {
+		jobs, err := e.store.Claim(ctx, req)
+		if err != nil {
+			return claimed, fmt.Errorf("claim: %w", err)
+		}
+		for _, j := range jobs {
+			e.start(jobsCtx, j)
+		}
+		claimed += len(jobs)
+	}
+	return claimed, nil
+}
+
+// shares splits free workers between queues by weight: configured queues
+// by their weight, every other queue with weight 1. It reports false when no
+// weights are configured, so the common case costs one claim.
+func (e *Engine) shares(free int) (map[string]int, int, bool) {
+	total := 1 // the unlisted queues together weigh 1 each; count one
+	weighted := false
+	for _, q := range e.cfg.Queues {
+		if q.Weight > 0 {
+			weighted = true
+			total += q.Weight
+		} else {
+			total++
+		}
+	}
+	if !weighted || free < 2 {
+		return nil, 0, false
+	}
+	share := func(w int) int { return max(1, free*w/total) }
+	quota := make(map[string]int, len(e.cfg.Queues))
+	for name, q := range e.cfg.Queues {
+		quota[name] = share(max(q.Weight, 1))
+	}
+	return quota, share(1), true
 }
 
 // start registers a claimed job as running and runs its attempt in a
@@ -401,9 +472,10 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 	e.mu.Lock()
 	delete(e.running, j.ID)
 	e.mu.Unlock()
-	if done != nil {
-		e.publishJob(done)
-		e.log.Debug("attempt ended", "job", j.ID, "attempt", j.Attempt, "state", done.State, "reason", c.Reason)
+	if done.Job != nil {
+		e.publishJobs(done.Job)
+		e.publishJobs(done.Cancelled...)
+		e.log.Debug("attempt ended", "job", j.ID, "attempt", j.Attempt, "state", done.Job.State, "reason", c.Reason)
 	}
 	e.notify()
 }
@@ -566,13 +638,16 @@ func (e *Engine) expire(ctx context.Context, now time.Time) {
 		e.log.Error("expire jobs", "err", err)
 		return
 	}
-	for _, j := range jobs {
-		e.publishJob(j)
-	}
+	e.publishJobs(jobs...)
 }
 
-func (e *Engine) publishJob(j *Job) {
-	if e.bus.active() {
+func (e *Engine) publishJob(j *Job) { e.publishJobs(j) }
+
+func (e *Engine) publishJobs(jobs ...*Job) {
+	if !e.bus.active() {
+		return
+	}
+	for _, j := range jobs {
 		e.bus.publish(Event{Kind: EventJob, JobID: j.ID, Job: j})
 	}
 }
@@ -641,11 +716,24 @@ func (e *Engine) Enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult
 	if req.Generation != nil {
 		j.Generation = *req.Generation
 	}
+	j.WaitIdle = pick(req.WaitIdle, tc.WaitIdle)
+	j.RequireCharging = pick(req.RequireCharging, tc.RequireCharging)
+	j.Replace = j.Subject != "" && pick(req.Replace, tc.ReplaceRunning)
+	j.After = req.After
 	switch {
 	case req.RunAt != nil:
 		j.RunAt = req.RunAt.UTC()
 	case req.Delay != nil:
 		j.RunAt = now.Add(time.Duration(*req.Delay))
+	}
+	if req.Debounce != nil {
+		// A newer generation supersedes this job, so delaying each
+		// generation by the window restarts the window on every arrival:
+		// only a generation left alone for that long ever starts.
+		j.Debounce = *req.Debounce
+		if at := now.Add(time.Duration(j.Debounce)); at.After(j.RunAt) {
+			j.RunAt = at
+		}
 	}
 	res, err := e.store.Enqueue(ctx, j, req.Generation != nil)
 	if err != nil {
@@ -656,9 +744,35 @@ func (e *Engine) Enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult
 		for _, id := range res.Superseded {
 			e.publishJob(&Job{ID: id, Queue: j.Queue, Type: j.Type, Subject: j.Subject, State: StateSuperseded})
 		}
+		e.publishJobs(res.Cancelled...)
+	}
+	if j.Replace && res.Job.State == StateQueued {
+		e.replaceRunning(res.Job)
 	}
 	e.notify()
 	return res, nil
+}
+
+func pick(v *bool, def bool) bool {
+	if v != nil {
+		return *v
+	}
+	return def
+}
+
+// replaceRunning stops the running older generations of a job's key: their
+// process groups are killed and they end SUPERSEDED. It does not wait; the
+// new job starts once the old one is recorded, as the one-running-per-key
+// rule says.
+func (e *Engine) replaceRunning(newer *Job) {
+	cause := fmt.Errorf("generation %d (job %s) arrived: %w", newer.Generation, newer.ID, errReplaced)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, a := range e.running {
+		if a.job.Key() == newer.Key() && a.job.Generation < newer.Generation {
+			a.cancel(cause)
+		}
+	}
 }
 
 // Get returns a job with its attempt history.
@@ -670,7 +784,94 @@ func (e *Engine) Get(ctx context.Context, id string) (*Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", id, err)
 	}
+	if err := e.annotate(ctx, []*Job{j}); err != nil {
+		return nil, err
+	}
 	return j, nil
+}
+
+// Reasons a QUEUED job is not running yet, as Job.Waiting reports them.
+const (
+	WaitRunAt       = "run_at"
+	WaitPaused      = "queue paused"
+	WaitQueueFull   = "queue full"
+	WaitOlderGen    = "older generation running"
+	WaitIdle        = "idle"
+	WaitPower       = "power"
+	WaitAfterPrefix = "after "
+)
+
+// annotate fills Job.Waiting for QUEUED jobs. It costs one query for the
+// running jobs and one per unfinished dependency, and only when a listed job
+// is QUEUED.
+func (e *Engine) annotate(ctx context.Context, jobs []*Job) error {
+	var queued []*Job
+	for _, j := range jobs {
+		if j.State == StateQueued {
+			queued = append(queued, j)
+		}
+	}
+	if len(queued) == 0 {
+		return nil
+	}
+	now := e.clock.Now()
+	running, err := e.store.List(ctx, ListFilter{States: []State{StateRunning}, Limit: 100000})
+	if err != nil {
+		return fmt.Errorf("list running jobs: %w", err)
+	}
+	paused, err := e.store.PausedQueues(ctx)
+	if err != nil {
+		return fmt.Errorf("read paused queues: %w", err)
+	}
+	runningKeys := make(map[Key]bool, len(running))
+	perQueue := make(map[string]int)
+	for _, r := range running {
+		if r.Subject != "" {
+			runningKeys[r.Key()] = true
+		}
+		perQueue[r.Queue]++
+	}
+	idle, onAC := e.probe.Idle(), e.probe.Power().OnAC
+	for _, j := range queued {
+		dep, err := e.pendingDependency(ctx, j)
+		if err != nil {
+			return err
+		}
+		switch {
+		case slices.Contains(paused, j.Queue):
+			j.Waiting = WaitPaused
+		case j.RunAt.After(now):
+			j.Waiting = WaitRunAt
+		case dep != "":
+			j.Waiting = WaitAfterPrefix + dep
+		case j.Subject != "" && runningKeys[j.Key()]:
+			j.Waiting = WaitOlderGen
+		case j.WaitIdle && !idle:
+			j.Waiting = WaitIdle
+		case j.RequireCharging && !onAC:
+			j.Waiting = WaitPower
+		case e.cfg.Queues[j.Queue].Concurrency > 0 && perQueue[j.Queue] >= e.cfg.Queues[j.Queue].Concurrency:
+			j.Waiting = WaitQueueFull
+		}
+	}
+	return nil
+}
+
+// pendingDependency returns the first job of j.After that is not DONE yet.
+func (e *Engine) pendingDependency(ctx context.Context, j *Job) (string, error) {
+	for _, id := range j.After {
+		d, err := e.store.Get(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue // pruned: it finished long ago
+		}
+		if err != nil {
+			return "", fmt.Errorf("read dependency %s: %w", id, err)
+		}
+		if d.State != StateDone {
+			return id, nil
+		}
+	}
+	return "", nil
 }
 
 // List returns jobs matching f, newest first.
@@ -686,6 +887,9 @@ func (e *Engine) List(ctx context.Context, f ListFilter) ([]*Job, error) {
 	jobs, err := e.store.List(ctx, f)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	if err := e.annotate(ctx, jobs); err != nil {
+		return nil, err
 	}
 	return jobs, nil
 }
@@ -784,10 +988,12 @@ func (e *Engine) cancelOne(ctx context.Context, id string) (*Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cancel %s: %w", id, err)
 	}
-	if len(changed) == 1 {
-		e.publishJob(changed[0])
-		e.notify()
-		return changed[0], nil
+	e.publishJobs(changed...)
+	for _, c := range changed {
+		if c.ID == id {
+			e.notify()
+			return c, nil
+		}
 	}
 	// Not QUEUED any more: it is running here, running elsewhere, or done.
 	e.mu.Lock()
@@ -871,6 +1077,45 @@ func (e *Engine) waitForChange(ctx context.Context, sub *Subscription, ids []str
 	}
 }
 
+// Pause stops a queue from starting new jobs; running ones finish. The
+// pause is stored, so it survives restarts.
+func (e *Engine) Pause(ctx context.Context, queue string) error {
+	if err := checkName("queue", queue); err != nil {
+		return err
+	}
+	if err := e.store.SetPaused(ctx, queue, true); err != nil {
+		return fmt.Errorf("pause %s: %w", queue, err)
+	}
+	return nil
+}
+
+// Resume lets a paused queue start jobs again.
+func (e *Engine) Resume(ctx context.Context, queue string) error {
+	if err := checkName("queue", queue); err != nil {
+		return err
+	}
+	if err := e.store.SetPaused(ctx, queue, false); err != nil {
+		return fmt.Errorf("resume %s: %w", queue, err)
+	}
+	e.notify()
+	return nil
+}
+
+// Retry re-queues a FAILED, CANCELLED or EXPIRED job as a new attempt
+// series (attempt 0, due now); its history is kept.
+func (e *Engine) Retry(ctx context.Context, id string) (*Job, error) {
+	if err := checkName("id", id); err != nil {
+		return nil, err
+	}
+	j, err := e.store.Retry(ctx, id, e.clock.Now())
+	if err != nil {
+		return nil, fmt.Errorf("retry %s: %w", id, err)
+	}
+	e.publishJob(j)
+	e.notify()
+	return j, nil
+}
+
 // Stats reports the daemon's state and job counts.
 func (e *Engine) Stats(ctx context.Context) (Stats, error) {
 	st, err := e.store.Stats(ctx)
@@ -924,18 +1169,19 @@ func (e *Engine) Recover(ctx context.Context) (RecoverReport, error) {
 		rnd := e.rng.Float64()
 		e.mu.Unlock()
 		c := Decide(j, AttemptEnd{Cause: errRecoverKill}, e.clock.Now(), rnd)
-		done, err := e.store.Complete(ctx, c)
+		res, err := e.store.Complete(ctx, c)
 		if errors.Is(err, ErrStale) {
 			continue // it ended meanwhile
 		}
 		if err != nil {
 			return rep, fmt.Errorf("recover job %s: %w", j.ID, err)
 		}
-		r.NewState = done.State
+		r.NewState = res.Job.State
 		rep.Recovered = append(rep.Recovered, r)
 		e.recovered.Add(1)
-		e.publishJob(done)
-		e.log.Info("recovered job", "job", j.ID, "pid", r.PID, "killed", r.Killed, "state", done.State)
+		e.publishJobs(res.Job)
+		e.publishJobs(res.Cancelled...)
+		e.log.Info("recovered job", "job", j.ID, "pid", r.PID, "killed", r.Killed, "state", res.Job.State)
 	}
 	if len(rep.Recovered) > 0 {
 		e.notify()

@@ -385,3 +385,68 @@ func TestUnknownTypeIsRejectedAtEnqueue(t *testing.T) {
 		t.Fatalf("enqueue of a type without handler: %v", err)
 	}
 }
+
+func TestDebounceRunsOnlyTheLastOfQuickGenerations(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 2})
+	window := engine.Duration(2 * time.Second)
+	var last *engine.Job
+	for i := 0; i < 10; i++ {
+		last = b.enqueue(t, engine.EnqueueRequest{Subject: "src/main.rs", Debounce: &window})
+		b.clock.Advance(200 * time.Millisecond) // a save every 200ms
+	}
+	// 1.8s after the last save: still inside its window.
+	b.clock.Advance(1600 * time.Millisecond)
+	if j, _ := b.eng.Get(context.Background(), last.ID); j.State != engine.StateQueued || j.Waiting != engine.WaitRunAt {
+		t.Fatalf("last generation is %s (waiting %q) inside its window", j.State, j.Waiting)
+	}
+	b.clock.Advance(200 * time.Millisecond)
+	c := b.next(t)
+	if c.run.Job.ID != last.ID || c.run.Job.Generation != 10 {
+		t.Fatalf("started generation %d, want the last (10)", c.run.Job.Generation)
+	}
+	c.result <- exit(0)
+	b.wait(t, last.ID)
+	done, err := b.eng.List(context.Background(), engine.ListFilter{States: []engine.State{engine.StateDone}})
+	if err != nil || len(done) != 1 {
+		t.Fatalf("%d jobs ran, want 1 (%v)", len(done), err)
+	}
+}
+
+func TestReplaceStopsTheRunningOlderGeneration(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 2})
+	old := b.enqueue(t, engine.EnqueueRequest{Subject: "build"})
+	c1 := b.next(t)
+	yes := true
+	newer := b.enqueue(t, engine.EnqueueRequest{Subject: "build", Replace: &yes})
+	<-c1.ctx.Done() // the older attempt is told to stop
+	c2 := b.next(t)
+	if c2.run.Job.ID != newer.ID {
+		t.Fatalf("started %s, want the replacing job", c2.run.Job.ID)
+	}
+	c2.result <- exit(0)
+	got := b.wait(t, old.ID)
+	if got.State != engine.StateSuperseded || got.Attempts[0].Outcome != engine.OutcomeSuperseded || !strings.Contains(got.Error, newer.ID) {
+		t.Fatalf("replaced job: %s %q %+v", got.State, got.Error, got.Attempts)
+	}
+	if j := b.wait(t, newer.ID); j.State != engine.StateDone {
+		t.Fatalf("replacing job ended %s", j.State)
+	}
+}
+
+func TestWithoutReplaceANewerGenerationWaits(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 2})
+	b.enqueue(t, engine.EnqueueRequest{Subject: "build"})
+	c1 := b.next(t)
+	newer := b.enqueue(t, engine.EnqueueRequest{Subject: "build"})
+	if j, _ := b.eng.Get(context.Background(), newer.ID); j.Waiting != engine.WaitOlderGen {
+		t.Fatalf("newer generation waiting %q, want %q", j.Waiting, engine.WaitOlderGen)
+	}
+	select {
+	case <-c1.ctx.Done():
+		t.Fatal("the older generation was stopped without --replace")
+	default:
+	}
+	c1.result <- exit(0)
+	b.next(t).result <- exit(0)
+	b.wait(t, newer.ID)
+}

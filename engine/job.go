@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -32,6 +33,23 @@ type Job struct {
 	FinishedAt  *time.Time        `json:"finished_at"`
 	ExitCode    *int              `json:"exit_code"`
 	Error       string            `json:"error"`
+	// WaitIdle holds the job until system CPU use is below the idle
+	// threshold; RequireCharging until the machine is on AC power.
+	WaitIdle        bool `json:"wait_idle"`
+	RequireCharging bool `json:"require_charging"`
+	// Debounce delays the start until no newer generation of the key has
+	// arrived for this long (each new generation restarts the window).
+	Debounce Duration `json:"debounce"`
+	// Replace makes this job, on arrival, stop a running older generation
+	// of its key (that job ends SUPERSEDED) instead of waiting for it.
+	Replace bool `json:"replace"`
+	// After lists jobs that must be DONE before this one starts.
+	After []string `json:"after"`
+	// Waiting says why a QUEUED job is not running yet ("run_at", "idle",
+	// "power", "queue paused", "queue full", "older generation running",
+	// "after <id>"); empty when it could start now or is not QUEUED. It is
+	// computed when the job is read, never stored.
+	Waiting string `json:"waiting"`
 	// Owner names the daemon that claimed the job's current attempt
 	// ("host/instance"). Recovery only touches jobs whose owner is a dead
 	// daemon of this host, which keeps a shared database safe.
@@ -70,6 +88,7 @@ const (
 	OutcomeSucceeded   Outcome = "succeeded"   // exit 0 / handler returned nil
 	OutcomeFailed      Outcome = "failed"      // non-zero exit, signal, handler error, deadline
 	OutcomeCancelled   Outcome = "cancelled"   // a user cancelled the job
+	OutcomeSuperseded  Outcome = "superseded"  // a newer generation replaced the running job
 	OutcomeInterrupted Outcome = "interrupted" // daemon shutdown; the attempt is not counted
 	OutcomeCrashed     Outcome = "crashed"     // the daemon died while it ran
 )
@@ -120,7 +139,12 @@ func ParseDuration(s string) (time.Duration, error) {
 	}
 	if n := len(s); s[n-1] == 'd' {
 		var days float64
-		if _, err := fmt.Sscanf(s[:n-1], "%g", &days); err == nil && days >= 0 {
+		if _, err := fmt.Sscanf(s[:n-1], "%g", &days); err == nil {
+			// Bound before converting: a float past int64 (or NaN) turns
+			// into a negative or arbitrary Duration.
+			if !(days >= 0 && days*float64(24*time.Hour) < float64(math.MaxInt64)) {
+				return 0, fmt.Errorf("duration %q is out of range", s)
+			}
 			return time.Duration(days * float64(24*time.Hour)), nil
 		}
 	}

@@ -37,7 +37,18 @@ type EnqueueRequest struct {
 	TTL         *Duration         `json:"ttl,omitempty"`
 	Backoff     *Duration         `json:"backoff,omitempty"`
 	MaxAttempts *int              `json:"max_attempts,omitempty"`
+	// WaitIdle, RequireCharging, Debounce and Replace: see Job. Left out,
+	// they take the job type's configured defaults.
+	WaitIdle        *bool     `json:"wait_idle,omitempty"`
+	RequireCharging *bool     `json:"require_charging,omitempty"`
+	Debounce        *Duration `json:"debounce,omitempty"`
+	Replace         *bool     `json:"replace,omitempty"`
+	// After names jobs that must end DONE before this one starts.
+	After []string `json:"after,omitempty"`
 }
+
+// MaxAfter bounds the dependencies of one job.
+const MaxAfter = 256
 
 // TypeConfig holds the defaults and handler for one job type, from the
 // [handlers.TYPE] tables of config.toml.
@@ -51,6 +62,20 @@ type TypeConfig struct {
 	// (run the in-process handler registered for Handler, or for the type).
 	Mode    string
 	Handler string
+	// WaitIdle, RequireCharging and ReplaceRunning are defaults for jobs of
+	// the type that do not say.
+	WaitIdle        bool
+	RequireCharging bool
+	ReplaceRunning  bool
+}
+
+// QueueConfig limits one queue, from [queues.NAME] in config.toml.
+type QueueConfig struct {
+	// Concurrency caps the queue's RUNNING jobs; 0 means no cap.
+	Concurrency int
+	// Weight shares free workers between queues with ready jobs: a queue
+	// of weight 2 gets about twice the claims of a queue of weight 1.
+	Weight int
 }
 
 // Execution modes of a job type.
@@ -143,6 +168,20 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 			return err
 		}
 	}
+	if len(r.After) > MaxAfter {
+		return fmt.Errorf("%w: %d dependencies, over the limit of %d", ErrInvalid, len(r.After), MaxAfter)
+	}
+	for _, id := range r.After {
+		if err := checkName("after", id); err != nil {
+			return err
+		}
+	}
+	if r.Debounce != nil && r.Subject == "" {
+		return fmt.Errorf("%w: debounce needs a subject", ErrInvalid)
+	}
+	if r.Replace != nil && *r.Replace && r.Subject == "" {
+		return fmt.Errorf("%w: replace needs a subject", ErrInvalid)
+	}
 	if r.RunAt != nil && r.Delay != nil {
 		return fmt.Errorf("%w: give run_at or delay, not both", ErrInvalid)
 	}
@@ -152,7 +191,7 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 	for _, d := range []struct {
 		name string
 		v    *Duration
-	}{{"delay", r.Delay}, {"deadline", r.Deadline}, {"ttl", r.TTL}, {"backoff", r.Backoff}} {
+	}{{"delay", r.Delay}, {"deadline", r.Deadline}, {"ttl", r.TTL}, {"backoff", r.Backoff}, {"debounce", r.Debounce}} {
 		if d.v != nil && *d.v < 0 {
 			return fmt.Errorf("%w: %s must not be negative", ErrInvalid, d.name)
 		}

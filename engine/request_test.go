@@ -88,6 +88,9 @@ func TestParseDuration(t *testing.T) {
 		{"ten", 0, false},
 		{"-5s", 0, false},
 		{"5", 0, false},
+		{"1e300d", 0, false},
+		{"NaNd", 0, false},
+		{"-1d", 0, false},
 	}
 	for _, tt := range tests {
 		got, err := ParseDuration(tt.in)

@@ -53,6 +53,7 @@ type AttemptEnd struct {
 var (
 	errDeadline    = errors.New("deadline exceeded")
 	errCancelled   = errors.New("cancelled")
+	errReplaced    = errors.New("replaced by a newer generation")
 	errShutdown    = errors.New("daemon shutting down")
 	errRecoverKill = errors.New("daemon crashed")
 )
@@ -66,6 +67,10 @@ func Decide(job *Job, end AttemptEnd, now time.Time, rnd float64) Completion {
 	switch {
 	case errors.Is(end.Cause, errCancelled):
 		c.State, c.Outcome, c.Reason = StateCancelled, OutcomeCancelled, "cancelled"
+		return c
+	case errors.Is(end.Cause, errReplaced):
+		c.State, c.Outcome = StateSuperseded, OutcomeSuperseded
+		c.Reason = end.Cause.Error()
 		return c
 	case errors.Is(end.Cause, errShutdown):
 		c.State, c.Outcome, c.Reason = StateQueued, OutcomeInterrupted, "interrupted by daemon shutdown"

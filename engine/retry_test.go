@@ -80,6 +80,7 @@ func TestDecide(t *testing.T) {
 		{"a cancel ends the job", job(1, 3), AttemptEnd{Result: Result{Signal: "SIGTERM"}, Cause: errCancelled}, StateCancelled, OutcomeCancelled, "cancelled", time.Time{}, false, nil},
 		{"a cancel wins over a clean exit", job(1, 3), AttemptEnd{Result: Result{ExitCode: intp(0)}, Cause: errCancelled}, StateCancelled, OutcomeCancelled, "cancelled", time.Time{}, false, intp(0)},
 		{"shutdown requeues now and refunds the attempt", job(3, 3), AttemptEnd{Result: Result{Signal: "SIGTERM"}, Cause: errShutdown}, StateQueued, OutcomeInterrupted, "interrupted by daemon shutdown", now, true, nil},
+		{"a replacing newer generation supersedes the running job", job(1, 3), AttemptEnd{Result: Result{Signal: "SIGTERM"}, Cause: fmt.Errorf("generation 4 (id j9) arrived: %w", errReplaced)}, StateSuperseded, OutcomeSuperseded, "generation 4 (id j9) arrived: replaced by a newer generation", time.Time{}, false, nil},
 		{"a crash with attempts left retries", job(1, 3), AttemptEnd{Cause: errRecoverKill}, StateQueued, OutcomeCrashed, "daemon crashed", now.Add(time.Second), false, nil},
 		{"a crash on the last attempt fails", job(3, 3), AttemptEnd{Cause: errRecoverKill}, StateFailed, OutcomeCrashed, "daemon crashed", time.Time{}, false, nil},
 	}

@@ -48,11 +48,16 @@ var transitions = map[State][]State{
 		StateFailed,     // attempt failed with no attempts left, or permanently
 		StateQueued,     // attempt failed and will be retried, or was interrupted
 		StateCancelled,  // cancelled while running: the process group is killed
-		StateSuperseded, // retry found a newer generation waiting
+		StateSuperseded, // retry found a newer generation waiting, or --replace
 	},
+	// `stq retry` starts a new attempt series for a job that did not succeed.
+	StateFailed:    {StateQueued},
+	StateCancelled: {StateQueued},
+	StateExpired:   {StateQueued},
 }
 
-// Terminal reports whether a job in state s will never change again.
+// Terminal reports whether a job in state s has ended: nothing changes it
+// again except an explicit `stq retry` of a FAILED, CANCELLED or EXPIRED job.
 func (s State) Terminal() bool {
 	return s != StateQueued && s != StateRunning
 }

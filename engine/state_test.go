@@ -20,6 +20,9 @@ func TestTransitions(t *testing.T) {
 		{StateRunning, StateQueued}:     true,
 		{StateRunning, StateCancelled}:  true,
 		{StateRunning, StateSuperseded}: true,
+		{StateFailed, StateQueued}:      true,
+		{StateCancelled, StateQueued}:   true,
+		{StateExpired, StateQueued}:     true,
 	}
 	for _, from := range States {
 		for _, to := range States {
@@ -38,12 +41,16 @@ func TestTransitions(t *testing.T) {
 	}
 }
 
-func TestTerminalStatesHaveNoWayOut(t *testing.T) {
+func TestOnlyRetryLeavesATerminalState(t *testing.T) {
 	t.Parallel()
 	for _, s := range States {
-		hasOut := len(transitions[s]) > 0
-		if s.Terminal() == hasOut {
-			t.Errorf("state %s: Terminal()=%v but has %d outgoing transitions", s, s.Terminal(), len(transitions[s]))
+		if !s.Terminal() {
+			continue
+		}
+		for _, to := range transitions[s] {
+			if to != StateQueued || s == StateDone || s == StateSuperseded {
+				t.Errorf("terminal state %s may move to %s", s, to)
+			}
 		}
 	}
 }

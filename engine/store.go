@@ -15,7 +15,10 @@ import (
 // Implementations must be safe for concurrent use.
 type Store interface {
 	// Enqueue stores a new QUEUED job and applies the supersede rules in the
-	// same transaction. For a job with a subject:
+	// same transaction. Every id in job.After must name an existing job
+	// (else an error wrapping ErrInvalid); if one of them already ended in
+	// a terminal state other than DONE, the job is stored CANCELLED with a
+	// reason naming it. For a job with a subject:
 	//   - without explicitGen, the job gets the highest generation seen for
 	//     its key plus one;
 	//   - a generation lower than or equal to the highest seen for its key is
@@ -30,7 +33,11 @@ type Store interface {
 	// descending, then enqueue order. It never returns a job whose run_at is
 	// after req.Now, whose TTL has passed, whose key already has a RUNNING
 	// job, or whose key has a newer generation; it never returns two jobs of
-	// one key. A job is claimed at most once.
+	// one key. It skips jobs of paused queues, jobs with a dependency not
+	// DONE, jobs waiting for idleness or AC power when req says the machine
+	// is not, and jobs of a queue at its req.QueueLimits cap (RUNNING jobs
+	// of all owners count) or at its req.Quota for this call. Skipped jobs
+	// never block the ones behind them. A job is claimed at most once.
 	Claim(ctx context.Context, req ClaimRequest) ([]*Job, error)
 
 	// MarkStarted records the process of a running attempt, so that recovery
@@ -41,14 +48,18 @@ type Store interface {
 	// c.State. A retry (State QUEUED) of a job whose key has a newer
 	// generation becomes SUPERSEDED instead. It returns ErrStale if the job
 	// is not RUNNING that attempt, and ErrNotFound for an unknown id.
-	Complete(ctx context.Context, c Completion) (*Job, error)
+	// When the job ends in any terminal state but DONE, its QUEUED
+	// dependents (jobs whose After names it, transitively) become CANCELLED
+	// in the same transaction, and are returned in Cancelled.
+	Complete(ctx context.Context, c Completion) (CompleteResult, error)
 
 	// CancelQueued moves the listed jobs that are still QUEUED to CANCELLED
-	// and returns those it changed.
+	// and returns those it changed, followed by their dependents it
+	// cancelled as a consequence.
 	CancelQueued(ctx context.Context, ids []string, reason string, now time.Time) ([]*Job, error)
 
 	// ExpireDue moves QUEUED jobs whose TTL has passed at now to EXPIRED and
-	// returns them.
+	// returns them, followed by their dependents it cancelled.
 	ExpireDue(ctx context.Context, now time.Time) ([]*Job, error)
 
 	// Get returns a job with its attempt history, or ErrNotFound.
@@ -70,6 +81,24 @@ type Store interface {
 	// Logs returns up to limit lines of a job's log with Seq > afterSeq.
 	Logs(ctx context.Context, id string, afterSeq int64, limit int) ([]LogLine, error)
 
+	// SetPaused pauses or resumes a queue. A paused queue's jobs are never
+	// claimed; the setting is durable.
+	SetPaused(ctx context.Context, queue string, paused bool) error
+	// PausedQueues lists the paused queues.
+	PausedQueues(ctx context.Context) ([]string, error)
+	// Retry starts a new attempt series for a FAILED, CANCELLED or EXPIRED
+	// job: QUEUED, due at now, attempt 0, history kept. Other states get
+	// ErrInvalidTransition; an unknown id ErrNotFound.
+	Retry(ctx context.Context, id string, now time.Time) (*Job, error)
+	// Prune deletes finished jobs (terminal states) with their attempts and
+	// logs: those finished before req.Before, and beyond the newest
+	// req.Keep finished ones; at most req.Limit per call. It returns how
+	// many it deleted. The per-key highest generation survives.
+	Prune(ctx context.Context, req PruneRequest) (int, error)
+	// Checkpoint folds the write-ahead log into the database and shrinks
+	// it, where the store has one.
+	Checkpoint(ctx context.Context) error
+
 	Close() error
 }
 
@@ -80,6 +109,15 @@ type EnqueueResult struct {
 	Job *Job `json:"job"`
 	// Superseded lists the ids of older QUEUED jobs this one superseded.
 	Superseded []string `json:"superseded,omitempty"`
+	// Cancelled lists dependents of the superseded jobs that were
+	// cancelled with them.
+	Cancelled []*Job `json:"-"`
+}
+
+// CompleteResult is what Complete did.
+type CompleteResult struct {
+	Job       *Job
+	Cancelled []*Job
 }
 
 // ClaimRequest asks for jobs to run.
@@ -87,6 +125,18 @@ type ClaimRequest struct {
 	Owner string
 	Now   time.Time
 	Limit int
+	// Idle and OnAC are the machine's conditions now: jobs that wait for
+	// idleness or AC power are claimable only when these hold.
+	Idle bool
+	OnAC bool
+	// QueueLimits caps the RUNNING jobs per queue (across all owners);
+	// queues not listed are unlimited.
+	QueueLimits map[string]int
+	// Quota caps how many jobs of each queue this one claim may take;
+	// DefaultQuota applies to queues not listed. Zero means no cap. The
+	// engine uses it to share free workers between queues by weight.
+	Quota        map[string]int
+	DefaultQuota int
 }
 
 // Completion ends one attempt.
@@ -103,6 +153,13 @@ type Completion struct {
 	// Refund gives the attempt back: an interrupted attempt (shutdown) does
 	// not count against max_attempts.
 	Refund bool
+}
+
+// PruneRequest says which finished jobs Prune deletes.
+type PruneRequest struct {
+	Before time.Time
+	Keep   int
+	Limit  int
 }
 
 // ListFilter selects jobs for List. Zero fields match everything.

@@ -454,9 +454,9 @@ func (s *Store) MarkStarted(ctx context.Context, id string, attempt int, pid int
 // required, and so is c.RunAt for a retry. A retry that finds a newer
 // generation of its key becomes SUPERSEDED; Refund still gives the attempt
 // back then.
-func (s *Store) Complete(ctx context.Context, c engine.Completion) (*engine.Job, error) {
+func (s *Store) Complete(ctx context.Context, c engine.Completion) (engine.CompleteResult, error) {
 	if err := checkCompletion(&c); err != nil {
-		return nil, fmt.Errorf("complete job %s attempt %d: %w", c.ID, c.Attempt, err)
+		return engine.CompleteResult{}, fmt.Errorf("complete job %s attempt %d: %w", c.ID, c.Attempt, err)
 	}
 	var job *engine.Job
 	err := s.write(ctx, func(w *conn) (err error) {
@@ -464,9 +464,9 @@ func (s *Store) Complete(ctx context.Context, c engine.Completion) (*engine.Job,
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("complete job %s attempt %d: %w", c.ID, c.Attempt, err)
+		return engine.CompleteResult{}, fmt.Errorf("complete job %s attempt %d: %w", c.ID, c.Attempt, err)
 	}
-	return job, nil
+	return engine.CompleteResult{Job: job}, nil
 }
 
 func checkCompletion(c *engine.Completion) error {

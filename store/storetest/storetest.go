@@ -125,11 +125,11 @@ func (f *fx) claimOne(now time.Time) *engine.Job {
 
 func (f *fx) complete(c engine.Completion) *engine.Job {
 	f.Helper()
-	j, err := f.s.Complete(f.ctx, c)
+	res, err := f.s.Complete(f.ctx, c)
 	if err != nil {
 		f.Fatalf("complete %s attempt %d: %v", c.ID, c.Attempt, err)
 	}
-	return j
+	return res.Job
 }
 
 func (f *fx) get(id string) *engine.Job {
