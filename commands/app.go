@@ -57,6 +57,7 @@ func (a *app) cli() *cli.App {
 		a.recoverCommand(),
 		a.benchCommand(),
 	}
+	cmds = append(cmds, a.queueCommands()...)
 	// urfave/cli's own usage-error handling prints help and exits 1 (or 3
 	// for an unknown help topic); stq's contract is exit 2 with one line.
 	onUsage := func(_ *cli.Context, err error, _ bool) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -17,8 +18,21 @@ import (
 // fileConfig is config.toml. Every key is optional; an unknown key is an
 // error so a typo never silently does nothing.
 type fileConfig struct {
-	Daemon   daemonConfig             `toml:"daemon"`
-	Handlers map[string]handlerConfig `toml:"handlers"`
+	Daemon    daemonConfig             `toml:"daemon"`
+	Handlers  map[string]handlerConfig `toml:"handlers"`
+	Queues    map[string]queueConfig   `toml:"queues"`
+	Retention retentionConfig          `toml:"retention"`
+}
+
+type queueConfig struct {
+	Concurrency int `toml:"concurrency"`
+	Weight      int `toml:"weight"`
+}
+
+type retentionConfig struct {
+	MaxAge   string `toml:"max_age"`
+	Keep     *int   `toml:"keep"`
+	Interval string `toml:"interval"`
 }
 
 type daemonConfig struct {
@@ -29,8 +43,9 @@ type daemonConfig struct {
 	LogLimit        int64  `toml:"log_limit"`
 	MaxPayload      int    `toml:"max_payload"`
 	Durability      string `toml:"durability"`
-	MaxConnections  int    `toml:"max_connections"`
-	MaxRequestBytes int    `toml:"max_request_bytes"`
+	MaxConnections  int     `toml:"max_connections"`
+	MaxRequestBytes int     `toml:"max_request_bytes"`
+	IdleThreshold   float64 `toml:"idle_threshold"`
 }
 
 type handlerConfig struct {
@@ -38,8 +53,11 @@ type handlerConfig struct {
 	Deadline    string   `toml:"deadline"`
 	MaxAttempts *int     `toml:"max_attempts"`
 	Backoff     string   `toml:"backoff"`
-	Mode        string   `toml:"mode"`
-	Handler     string   `toml:"handler"`
+	Mode            string   `toml:"mode"`
+	Handler         string   `toml:"handler"`
+	WaitForIdle     bool     `toml:"wait_for_idle"`
+	RequireCharging bool     `toml:"require_charging"`
+	ReplaceRunning  bool     `toml:"replace_running"`
 }
 
 // Config is config.toml, checked and converted to the types the daemon uses.
@@ -53,7 +71,10 @@ type Config struct {
 	Durability      string
 	MaxConnections  int
 	MaxRequestBytes int
+	IdleThreshold   float64
 	Types           map[string]engine.TypeConfig
+	Queues          map[string]engine.QueueConfig
+	Retention       engine.RetentionConfig
 }
 
 // loadConfig reads the config file; a missing file is an empty config.
@@ -85,6 +106,9 @@ func parseConfig(text string) (Config, error) {
 		}
 		return Config{}, fmt.Errorf("unknown config key %s", strings.Join(keys, ", "))
 	}
+	if k, ok := inexactKey(md.Keys()); ok {
+		return Config{}, fmt.Errorf("unknown config key %s (keys are case-sensitive)", k)
+	}
 	d := fc.Daemon
 	cfg := Config{
 		Workers:         d.Workers,
@@ -93,7 +117,45 @@ func parseConfig(text string) (Config, error) {
 		Durability:      d.Durability,
 		MaxConnections:  d.MaxConnections,
 		MaxRequestBytes: d.MaxRequestBytes,
+		IdleThreshold:   d.IdleThreshold,
 		Types:           map[string]engine.TypeConfig{},
+		Queues:          map[string]engine.QueueConfig{},
+	}
+	if !(d.IdleThreshold >= 0 && d.IdleThreshold <= 100) { // NaN too
+		return Config{}, errors.New("daemon.idle_threshold: a CPU percentage between 0 and 100")
+	}
+	for name, q := range fc.Queues {
+		if q.Concurrency < 0 || q.Weight < 0 {
+			return Config{}, fmt.Errorf("queues.%s: concurrency and weight must not be negative", name)
+		}
+		cfg.Queues[name] = engine.QueueConfig{Concurrency: q.Concurrency, Weight: q.Weight}
+	}
+	r := fc.Retention
+	if r.Keep != nil {
+		if *r.Keep < 0 {
+			return Config{}, errors.New("retention.keep: must not be negative (0 keeps every finished job)")
+		}
+		cfg.Retention.Keep = *r.Keep
+		if *r.Keep == 0 {
+			cfg.Retention.Keep = -1 // 0 in the file: no count limit
+		}
+	}
+	for _, f := range []struct {
+		name string
+		in   string
+		out  *time.Duration
+	}{{"retention.max_age", r.MaxAge, &cfg.Retention.MaxAge}, {"retention.interval", r.Interval, &cfg.Retention.Interval}} {
+		if f.in == "" {
+			continue
+		}
+		v, err := parseConfigDuration(f.in)
+		if err != nil {
+			return Config{}, fmt.Errorf("%s: %w", f.name, err)
+		}
+		*f.out = v
+	}
+	if r.MaxAge != "" && cfg.Retention.MaxAge == 0 {
+		cfg.Retention.MaxAge = -1 // "0": no age limit
 	}
 	if d.Workers < 0 || d.LogLimit < 0 || d.MaxPayload < 0 || d.MaxConnections < 0 || d.MaxRequestBytes < 0 {
 		return Config{}, errors.New("daemon: numbers must not be negative")
@@ -116,7 +178,7 @@ func parseConfig(text string) (Config, error) {
 		if f.in == "" {
 			continue
 		}
-		v, err := engine.ParseDuration(f.in)
+		v, err := parseConfigDuration(f.in)
 		if err != nil {
 			return Config{}, fmt.Errorf("%s: %w", f.name, err)
 		}
@@ -126,7 +188,8 @@ func parseConfig(text string) (Config, error) {
 		cfg.DefaultDeadline = -1 // "0" in the file means no deadline
 	}
 	for name, h := range fc.Handlers {
-		tc := engine.TypeConfig{Command: h.Command, MaxAttempts: h.MaxAttempts, Mode: h.Mode, Handler: h.Handler}
+		tc := engine.TypeConfig{Command: h.Command, MaxAttempts: h.MaxAttempts, Mode: h.Mode, Handler: h.Handler,
+			WaitIdle: h.WaitForIdle, RequireCharging: h.RequireCharging, ReplaceRunning: h.ReplaceRunning}
 		for _, f := range []struct {
 			key string
 			in  string
@@ -135,7 +198,7 @@ func parseConfig(text string) (Config, error) {
 			if f.in == "" {
 				continue
 			}
-			v, err := engine.ParseDuration(f.in)
+			v, err := parseConfigDuration(f.in)
 			if err != nil {
 				return Config{}, fmt.Errorf("handlers.%s.%s: %w", name, f.key, err)
 			}
@@ -147,10 +210,75 @@ func parseConfig(text string) (Config, error) {
 		if len(h.Command) > 0 && h.Command[0] == "" {
 			return Config{}, fmt.Errorf("handlers.%s.command: the program name is empty", name)
 		}
+		for i, a := range h.Command {
+			if strings.IndexByte(a, 0) >= 0 {
+				return Config{}, fmt.Errorf("handlers.%s.command[%d]: contains a NUL character", name, i)
+			}
+		}
 		if len(h.Command) == 0 && h.Mode != engine.ModeInProcess {
 			return Config{}, fmt.Errorf("handlers.%s: needs a command (or mode = \"inprocess\")", name)
 		}
 		cfg.Types[name] = tc
 	}
 	return cfg, nil
+}
+
+// parseConfigDuration is engine.ParseDuration that never returns a negative
+// duration: ParseDuration refuses "-1s", but a number of days too large for
+// a time.Duration ("1e300d", "infd") used to come back negative, and the
+// config must not depend on that staying fixed.
+func parseConfigDuration(s string) (time.Duration, error) {
+	v, err := engine.ParseDuration(s)
+	if err != nil {
+		return 0, err
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("duration %q is out of range", s)
+	}
+	return v, nil
+}
+
+// inexactKey returns a key of the file that names a setting only when case
+// is ignored. The toml package falls back to such matches, so "Workers = 3"
+// would be read as workers, and with both "workers" and "wOrkers" in one
+// file which of them wins would depend on map iteration order.
+func inexactKey(keys []toml.Key) (toml.Key, bool) {
+	root := reflect.TypeFor[fileConfig]()
+next:
+	for _, k := range keys {
+		t := root
+		for _, part := range k {
+			for t.Kind() == reflect.Pointer {
+				t = t.Elem()
+			}
+			switch t.Kind() {
+			case reflect.Map: // [handlers.NAME]: any name
+				t = t.Elem()
+			case reflect.Struct:
+				f, ok := tomlField(t, part)
+				if !ok {
+					return k, true
+				}
+				t = f.Type
+			default:
+				continue next
+			}
+		}
+	}
+	return nil, false
+}
+
+// tomlField is the field of struct type t whose toml name is exactly name.
+func tomlField(t reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if tag == "" {
+			tag = f.Name
+		}
+		if tag == name {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }

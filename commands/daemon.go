@@ -110,6 +110,7 @@ func (a *app) runDaemon(c *cli.Context) error {
 		return err
 	}
 	host, _ := os.Hostname()
+	probe := exec.NewSystemProbe(cfg.IdleThreshold)
 	eng, err := engine.New(engine.Config{
 		Workers:         cfg.Workers,
 		Host:            host,
@@ -119,12 +120,15 @@ func (a *app) runDaemon(c *cli.Context) error {
 		MaxPayload:      cfg.MaxPayload,
 		LogLimit:        cfg.LogLimit,
 		Types:           cfg.Types,
+		Queues:          cfg.Queues,
+		Retention:       cfg.Retention,
 	}, engine.Deps{
 		Store:      st,
 		Subprocess: exec.Subprocess{},
 		InProcess:  exec.InProcess{Registry: reg},
 		Registry:   reg,
 		Processes:  exec.Processes{},
+		Probe:      probe,
 		Logger:     log,
 	})
 	if err != nil {
@@ -146,6 +150,9 @@ func (a *app) runDaemon(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	probeDone := make(chan struct{})
+	go func() { probe.Run(ctx); close(probeDone) }()
+	defer func() { <-probeDone }()
 	engDone := make(chan error, 1)
 	go func() { engDone <- eng.Run(ctx) }()
 	srvDone := make(chan error, 1)

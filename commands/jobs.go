@@ -129,10 +129,14 @@ func (a *app) list(c *cli.Context) error {
 		if j.Subject != "" {
 			gen = fmt.Sprint(j.Generation)
 		}
+		note := j.Error
+		if j.Waiting != "" {
+			note = "waiting: " + j.Waiting
+		}
 		rows = append(rows, []string{j.ID, j.Queue, j.Type, clip(orDash(j.Subject), 40), gen, string(j.State),
-			fmt.Sprintf("%d/%d", j.Attempt, j.MaxAttempts), fmt.Sprint(j.Priority), fmtTime(j.CreatedAt), clip(orDash(j.Error), 50)})
+			fmt.Sprintf("%d/%d", j.Attempt, j.MaxAttempts), fmt.Sprint(j.Priority), fmtTime(j.CreatedAt), clip(orDash(note), 50)})
 	}
-	a.styles().writeTable(a.stdout, []string{"ID", "QUEUE", "TYPE", "SUBJECT", "GEN", "STATE", "ATTEMPT", "PRIO", "CREATED", "ERROR"}, rows, 5)
+	a.styles().writeTable(a.stdout, []string{"ID", "QUEUE", "TYPE", "SUBJECT", "GEN", "STATE", "ATTEMPT", "PRIO", "CREATED", "NOTE"}, rows, 5)
 	return nil
 }
 
@@ -191,6 +195,28 @@ func (a *app) show(c *cli.Context) error {
 		field("ttl", j.TTL.String())
 	}
 	field("backoff", j.Backoff.String())
+	if j.Waiting != "" {
+		field("waiting", j.Waiting)
+	}
+	var conds []string
+	if j.WaitIdle {
+		conds = append(conds, "idle")
+	}
+	if j.RequireCharging {
+		conds = append(conds, "on AC")
+	}
+	if len(conds) > 0 {
+		field("only when", strings.Join(conds, ", "))
+	}
+	if j.Debounce > 0 {
+		field("debounce", j.Debounce.String())
+	}
+	if j.Replace {
+		field("replace", "stops a running older generation")
+	}
+	if len(j.After) > 0 {
+		field("after", strings.Join(j.After, ", "))
+	}
 	field("exit code", fmtIntPtr(j.ExitCode))
 	if j.Error != "" {
 		field("error", j.Error)

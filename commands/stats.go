@@ -3,6 +3,7 @@ package commands
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -46,6 +47,9 @@ func (a *app) stats(c *cli.Context) error {
 	field("daemon", fmt.Sprintf("%s, up %s", st.Owner, time.Since(st.Started).Truncate(time.Second)))
 	field("workers", fmt.Sprintf("%d (%d running)", st.Workers, st.Running))
 	field("recovered", fmt.Sprint(st.Recovered))
+	field("paused", orDash(strings.Join(st.Paused, ", ")))
+	field("machine", machineText(st))
+	field("retention", retentionText(st.Retention))
 	fmt.Fprintln(w)
 	queues := make([]string, 0, len(st.Queues))
 	for q := range st.Queues {
@@ -90,6 +94,92 @@ func (a *app) recoverCommand() *cli.Command {
 				fmt.Fprintf(a.stdout, "%s\t%s\t%s\n", r.ID, r.NewState, killed)
 			}
 			return nil
+		},
+	}
+}
+
+// machineText says what --wait-idle and --require-charging jobs see.
+func machineText(st engine.Stats) string {
+	idle := "busy"
+	if st.Idle {
+		idle = "idle"
+	}
+	power := "on battery"
+	if st.Power.OnAC {
+		power = "on AC"
+	}
+	if !st.Power.Known {
+		power = "power state unknown (treated as on AC)"
+	}
+	if st.Power.Note != "" {
+		power += " (" + st.Power.Note + ")"
+	}
+	return idle + ", " + power
+}
+
+func retentionText(r engine.RetentionStats) string {
+	age := "any age"
+	if r.MaxAge > 0 {
+		age = "up to " + r.MaxAge.String()
+	}
+	keep := "no count limit"
+	if r.Keep > 0 {
+		keep = fmt.Sprintf("at most %d", r.Keep)
+	}
+	return fmt.Sprintf("finished jobs kept %s, %s", age, keep)
+}
+
+func (a *app) queueCommands() []*cli.Command {
+	queueArg := func(c *cli.Context) (string, error) {
+		if c.NArg() != 1 || c.Args().First() == "" {
+			return "", usageErrorf("give exactly one queue name")
+		}
+		return c.Args().First(), nil
+	}
+	return []*cli.Command{
+		{
+			Name:      "pause",
+			Usage:     "stop a queue from starting jobs; running ones finish; survives restarts",
+			ArgsUsage: "QUEUE",
+			Action: func(c *cli.Context) error {
+				q, err := queueArg(c)
+				if err != nil {
+					return err
+				}
+				return a.call(c, "admin.pause.v1", map[string]string{"queue": q}, &struct{}{})
+			},
+		},
+		{
+			Name:      "resume",
+			Usage:     "let a paused queue start jobs again",
+			ArgsUsage: "QUEUE",
+			Action: func(c *cli.Context) error {
+				q, err := queueArg(c)
+				if err != nil {
+					return err
+				}
+				return a.call(c, "admin.resume.v1", map[string]string{"queue": q}, &struct{}{})
+			},
+		},
+		{
+			Name:      "retry",
+			Usage:     "re-queue a FAILED, CANCELLED or EXPIRED job as a new attempt series",
+			ArgsUsage: "ID",
+			Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the job as JSON"}},
+			Action: func(c *cli.Context) error {
+				if c.NArg() != 1 {
+					return usageErrorf("retry needs exactly one job id")
+				}
+				var j engine.Job
+				if err := a.call(c, "dev.retry.v1", map[string]string{"id": c.Args().First()}, &j); err != nil {
+					return err
+				}
+				if c.Bool("json") {
+					return writeJSON(a.stdout, &j)
+				}
+				fmt.Fprintln(a.stdout, j.ID)
+				return nil
+			},
 		},
 	}
 }

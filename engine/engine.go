@@ -52,7 +52,26 @@ type Config struct {
 	Types map[string]TypeConfig
 	// Queues holds per-queue concurrency caps and weights.
 	Queues map[string]QueueConfig
+	// Retention bounds the finished history; see RetentionConfig.
+	Retention RetentionConfig
 }
+
+// RetentionConfig says how much finished history to keep. Finished jobs
+// (with their attempts and logs) are pruned once older than MaxAge or beyond
+// the newest Keep; the write-ahead log is checkpointed on the same beat, so
+// the database stops growing under a steady load.
+type RetentionConfig struct {
+	MaxAge   time.Duration // default 7 days; negative: no age limit
+	Keep     int           // default 100,000; negative: no count limit
+	Interval time.Duration // default 1 minute
+}
+
+// Retention defaults.
+const (
+	DefaultRetentionAge      = 7 * 24 * time.Hour
+	DefaultRetentionKeep     = 100000
+	DefaultRetentionInterval = time.Minute
+)
 
 // Deps are the adapters an Engine drives.
 type Deps struct {
@@ -137,6 +156,15 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	if cfg.Host == "" {
 		cfg.Host = "localhost"
 	}
+	if cfg.Retention.MaxAge == 0 {
+		cfg.Retention.MaxAge = DefaultRetentionAge
+	}
+	if cfg.Retention.Keep == 0 {
+		cfg.Retention.Keep = DefaultRetentionKeep
+	}
+	if cfg.Retention.Interval <= 0 {
+		cfg.Retention.Interval = DefaultRetentionInterval
+	}
 	if cfg.Owner == "" {
 		cfg.Owner = cfg.Host + "/" + newInstanceID()
 	}
@@ -220,6 +248,12 @@ func (e *Engine) Run(ctx context.Context) error {
 		defer close(flushDone)
 		e.flushLoop(flushCtx)
 	}()
+	maintDone := make(chan struct{})
+	go func() {
+		defer close(maintDone)
+		e.maintain(ctx)
+	}()
+	defer func() { <-maintDone }()
 
 	e.dispatch(ctx, jobsCtx)
 
@@ -630,6 +664,52 @@ func (e *Engine) flushLoop(ctx context.Context) {
 		}
 		t.Reset(logFlushInterval)
 	}
+}
+
+// maintain prunes finished history and checkpoints the store every
+// Retention.Interval until ctx ends.
+func (e *Engine) maintain(ctx context.Context) {
+	t := e.clock.NewTimer(e.cfg.Retention.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		if _, err := e.Maintain(ctx); err != nil && ctx.Err() == nil {
+			e.log.Warn("maintenance", "err", err)
+		}
+		t.Reset(e.cfg.Retention.Interval)
+	}
+}
+
+// Maintain runs one round of retention now: it prunes finished jobs past
+// the configured age and count, in bounded batches, then checkpoints the
+// store. It returns how many jobs it pruned.
+func (e *Engine) Maintain(ctx context.Context) (int, error) {
+	req := PruneRequest{Keep: max(e.cfg.Retention.Keep, 0), Limit: 10000}
+	if e.cfg.Retention.MaxAge > 0 {
+		req.Before = e.clock.Now().Add(-e.cfg.Retention.MaxAge)
+	}
+	total := 0
+	for {
+		n, err := e.store.Prune(ctx, req)
+		if err != nil {
+			return total, fmt.Errorf("prune: %w", err)
+		}
+		total += n
+		if n < req.Limit {
+			break
+		}
+	}
+	if total > 0 {
+		e.log.Info("pruned finished jobs", "count", total)
+	}
+	if err := e.store.Checkpoint(ctx); err != nil {
+		return total, fmt.Errorf("checkpoint: %w", err)
+	}
+	return total, nil
 }
 
 func (e *Engine) expire(ctx context.Context, now time.Time) {
@@ -1122,6 +1202,10 @@ func (e *Engine) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("read stats: %w", err)
 	}
+	paused, err := e.store.PausedQueues(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("read paused queues: %w", err)
+	}
 	return Stats{
 		StoreStats: st,
 		Workers:    e.cfg.Workers,
@@ -1129,6 +1213,13 @@ func (e *Engine) Stats(ctx context.Context) (Stats, error) {
 		Owner:      e.cfg.Owner,
 		Started:    e.started,
 		Recovered:  e.recovered.Load(),
+		Paused:     paused,
+		Idle:       e.probe.Idle(),
+		Power:      e.probe.Power(),
+		Retention: RetentionStats{
+			MaxAge: Duration(max(e.cfg.Retention.MaxAge, 0)),
+			Keep:   max(e.cfg.Retention.Keep, 0),
+		},
 	}, nil
 }
 

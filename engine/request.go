@@ -234,6 +234,20 @@ type Stats struct {
 	Started time.Time `json:"started"`
 	// Recovered counts jobs found RUNNING from a dead daemon since start.
 	Recovered int64 `json:"recovered"`
+	// Paused lists paused queues.
+	Paused []string `json:"paused"`
+	// Idle and Power are the conditions jobs with --wait-idle and
+	// --require-charging wait for, as last measured.
+	Idle  bool       `json:"idle"`
+	Power PowerState `json:"power"`
+	// Retention is what finished history is kept (0: no limit).
+	Retention RetentionStats `json:"retention"`
+}
+
+// RetentionStats reports the retention settings in force.
+type RetentionStats struct {
+	MaxAge Duration `json:"max_age"`
+	Keep   int      `json:"keep"`
 }
 
 // RecoverReport says what a recovery scan did.
