@@ -36,23 +36,23 @@ type retentionConfig struct {
 }
 
 type daemonConfig struct {
-	Workers         int    `toml:"workers"`
-	Grace           string `toml:"grace"`
-	KillGrace       string `toml:"kill_grace"`
-	DefaultDeadline string `toml:"default_deadline"`
-	LogLimit        int64  `toml:"log_limit"`
-	MaxPayload      int    `toml:"max_payload"`
-	Durability      string `toml:"durability"`
+	Workers         int     `toml:"workers"`
+	Grace           string  `toml:"grace"`
+	KillGrace       string  `toml:"kill_grace"`
+	DefaultDeadline string  `toml:"default_deadline"`
+	LogLimit        int64   `toml:"log_limit"`
+	MaxPayload      int     `toml:"max_payload"`
+	Durability      string  `toml:"durability"`
 	MaxConnections  int     `toml:"max_connections"`
 	MaxRequestBytes int     `toml:"max_request_bytes"`
 	IdleThreshold   float64 `toml:"idle_threshold"`
 }
 
 type handlerConfig struct {
-	Command     []string `toml:"command"`
-	Deadline    string   `toml:"deadline"`
-	MaxAttempts *int     `toml:"max_attempts"`
-	Backoff     string   `toml:"backoff"`
+	Command         []string `toml:"command"`
+	Deadline        string   `toml:"deadline"`
+	MaxAttempts     *int     `toml:"max_attempts"`
+	Backoff         string   `toml:"backoff"`
 	Mode            string   `toml:"mode"`
 	Handler         string   `toml:"handler"`
 	WaitForIdle     bool     `toml:"wait_for_idle"`
