@@ -293,7 +293,7 @@ func columnState(s *sqlite3.Stmt, col int) engine.State {
 
 var outcomes = []engine.Outcome{
 	engine.OutcomeRunning, engine.OutcomeSucceeded, engine.OutcomeFailed,
-	engine.OutcomeCancelled, engine.OutcomeInterrupted, engine.OutcomeCrashed,
+	engine.OutcomeCancelled, engine.OutcomeSuperseded, engine.OutcomeInterrupted, engine.OutcomeCrashed,
 }
 
 func columnOutcome(s *sqlite3.Stmt, col int) engine.Outcome {
@@ -322,7 +322,8 @@ func columnStream(s *sqlite3.Stmt, col int) string {
 // order scanJob reads it.
 const jobCols = `seq, id, queue, type, subject, generation, priority, state, attempt, max_attempts,
 	payload, command, cwd, env, run_at, deadline, ttl, backoff, created_at, started_at,
-	finished_at, exit_code, error, owner, log_truncated, runs, last_log_seq`
+	finished_at, exit_code, error, owner, log_truncated, runs, last_log_seq,
+	wait_idle, require_charging, debounce, replace_running, after_ids`
 
 // jobRow is a scanned job with the row's internal keys.
 type jobRow struct {
@@ -357,6 +358,11 @@ func (c *conn) scanJob(s *sqlite3.Stmt) (jobRow, error) {
 		Owner:        s.ColumnText(23),
 		LogTruncated: s.ColumnBool(24),
 		LogSeq:       s.ColumnInt64(26),
+
+		WaitIdle:        s.ColumnBool(27),
+		RequireCharging: s.ColumnBool(28),
+		Debounce:        engine.Duration(s.ColumnInt64(29)),
+		Replace:         s.ColumnBool(30),
 	}
 	r := jobRow{job: j, seq: s.ColumnInt64(0), runs: s.ColumnInt64(25)}
 	if b := s.ColumnRawText(11); len(b) > 0 {
@@ -367,6 +373,11 @@ func (c *conn) scanJob(s *sqlite3.Stmt) (jobRow, error) {
 	if b := s.ColumnRawText(13); len(b) > 0 {
 		if err := json.Unmarshal(b, &j.Env); err != nil {
 			return r, fmt.Errorf("decode env of job %s: %w", j.ID, err)
+		}
+	}
+	if b := s.ColumnRawText(31); len(b) > 0 {
+		if err := json.Unmarshal(b, &j.After); err != nil {
+			return r, fmt.Errorf("decode after of job %s: %w", j.ID, err)
 		}
 	}
 	return r, s.Err()

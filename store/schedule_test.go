@@ -42,7 +42,7 @@ func measureClaim(t *testing.T, w *conn, now time.Time, limit int) ([]*engine.Jo
 	if err := w.exec(qBegin); err != nil {
 		t.Fatal(err)
 	}
-	jobs, err := w.claim("o", now, limit)
+	jobs, err := w.claim(&engine.ClaimRequest{Owner: "o", Now: now, Limit: limit})
 	if err != nil {
 		t.Fatalf("claim at %s: %v", now, err)
 	}

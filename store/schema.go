@@ -183,6 +183,47 @@ CREATE INDEX jobs_ready ON jobs(priority DESC, seq, run_at, expires_at) WHERE st
 -- now) range, NextWake the first entry after now in each half.
 CREATE INDEX jobs_run_at ON jobs(due, run_at) WHERE state = 'QUEUED';
 `,
+
+	// 3: queue control. Jobs learn when they may start (idle, on AC power),
+	// the debounce window and replace flag they were enqueued with, and the
+	// jobs they run after; queues can be paused; finished history can be
+	// pruned without scanning the jobs that are still live.
+	//
+	// after_ids keeps the job's After list as given (JSON, in order), so it
+	// reads back unchanged even once the jobs it names are pruned. job_deps
+	// is the same list as rows, for the two questions that must not scan:
+	// "are all of this job's dependencies DONE?" (claim, by job_seq) and
+	// "which jobs wait for this one?" (the cancel cascade, by dep_seq). Both
+	// ends cascade on delete: a pruned dependency ended long ago and
+	// counts as satisfied, and a reused seq never inherits stale rows.
+	//
+	// Column names avoid the SQL keywords REPLACE and AFTER.
+	`
+ALTER TABLE jobs ADD COLUMN wait_idle INTEGER NOT NULL DEFAULT 0 CHECK (wait_idle IN (0, 1));
+ALTER TABLE jobs ADD COLUMN require_charging INTEGER NOT NULL DEFAULT 0 CHECK (require_charging IN (0, 1));
+ALTER TABLE jobs ADD COLUMN debounce INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN replace_running INTEGER NOT NULL DEFAULT 0 CHECK (replace_running IN (0, 1));
+ALTER TABLE jobs ADD COLUMN after_ids TEXT; -- JSON array; NULL: no dependencies
+
+CREATE TABLE job_deps (
+	job_seq INTEGER NOT NULL REFERENCES jobs(seq) ON DELETE CASCADE,
+	dep_seq INTEGER NOT NULL REFERENCES jobs(seq) ON DELETE CASCADE,
+	PRIMARY KEY (job_seq, dep_seq)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX job_deps_dep ON job_deps(dep_seq);
+
+-- A row per queue that has ever had a setting; a resumed queue keeps its
+-- row with paused = 0.
+CREATE TABLE queue_settings (
+	queue  TEXT    NOT NULL PRIMARY KEY,
+	paused INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1))
+) STRICT, WITHOUT ROWID;
+
+-- Prune walks finished jobs oldest first and stops at the first one it
+-- keeps, so its cost is the jobs it deletes, not the history it keeps. Every
+-- terminal job has finished_at set by the statement that ended it.
+CREATE INDEX jobs_finished ON jobs(finished_at) WHERE state IN ('DONE', 'FAILED', 'CANCELLED', 'SUPERSEDED', 'EXPIRED');
+`,
 }
 
 // migrate runs the migrations the database has not seen yet, each in its own

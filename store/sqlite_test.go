@@ -170,9 +170,37 @@ func TestQueryPlans(t *testing.T) {
 		id   stmtID
 		plan []string
 	}{
+		// The paused-queue list is built once per claim (a tiny table);
+		// the dependency check is one probe per candidate that has any.
 		{qClaimScan, []string{
 			"SCAN j USING INDEX jobs_ready",
+			"LIST SUBQUERY 1",
+			"SCAN queue_settings",
+			"CREATE BLOOM FILTER",
+			"CORRELATED SCALAR SUBQUERY 2",
+			"SEARCH d USING PRIMARY KEY (job_seq=?)",
+			"SEARCH p USING INTEGER PRIMARY KEY (rowid=?)",
 			"SEARCH s USING PRIMARY KEY (queue=? AND type=? AND subject=?) LEFT-JOIN",
+		}},
+		{qCancelDependents, []string{
+			"SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)",
+			"LIST SUBQUERY 1",
+			"SEARCH job_deps USING COVERING INDEX job_deps_dep (dep_seq=?)",
+		}},
+		{qFailedDep, []string{
+			"SEARCH d USING PRIMARY KEY (job_seq=?)",
+			"SEARCH p USING INTEGER PRIMARY KEY (rowid=?)",
+		}},
+		{qQueueRunning, []string{"SEARCH counts USING PRIMARY KEY (queue=? AND state=?)"}},
+		// Oldest finished first straight off the partial index: no sort.
+		{qPruneScan, []string{"SCAN jobs USING INDEX jobs_finished"}},
+		// The delete's foreign-key cascades each use an index.
+		{qPruneJob, []string{
+			"SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)",
+			"SEARCH job_deps USING COVERING INDEX job_deps_dep (dep_seq=?)",
+			"SEARCH job_deps USING PRIMARY KEY (job_seq=?)",
+			"SEARCH job_logs USING PRIMARY KEY (job_seq=?)",
+			"SEARCH attempts USING PRIMARY KEY (job_seq=?)",
 		}},
 		{qDemote, []string{"SEARCH jobs USING INDEX jobs_run_at (due=? AND run_at>?)"}},
 		{qPromote, []string{"SEARCH jobs USING INDEX jobs_run_at (due=? AND run_at<?)"}},

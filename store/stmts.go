@@ -15,6 +15,16 @@ const (
 
 	qSubjectGen
 	qSupersede
+	qDepState
+	qInsertDep
+	qCancelDependents
+	qFailedDep
+	qQueueRunning
+	qRetryJob
+	qSetPaused
+	qPruneScan
+	qPruneJob
+	qFinishedCount
 	qSubjectPut
 	qInsertJob
 	qDemote
@@ -45,6 +55,7 @@ const (
 	qStats
 	qDBSize
 	qLogs
+	qPaused
 
 	numStmts
 )
@@ -62,15 +73,60 @@ var sqlText = [numStmts]string{
 
 	qSupersede: `UPDATE jobs SET state = 'SUPERSEDED', finished_at = ?, error = ?
 		WHERE queue = ? AND type = ? AND subject = ? AND state = 'QUEUED' AND generation < ?
-		RETURNING id`,
+		RETURNING seq, id`,
+
+	qDepState: `SELECT seq, state FROM jobs WHERE id = ?`,
+
+	// OR IGNORE: an After list that names a job twice records it once.
+	qInsertDep: `INSERT OR IGNORE INTO job_deps (job_seq, dep_seq) VALUES (?, ?)`,
+
+	// The cancel cascade, one level: the QUEUED jobs waiting for job ?3.
+	qCancelDependents: `UPDATE jobs SET state = 'CANCELLED', error = ?1, finished_at = ?2
+		WHERE state = 'QUEUED' AND seq IN (SELECT job_seq FROM job_deps WHERE dep_seq = ?3)
+		RETURNING ` + jobCols,
+
+	// A dependency of job ?1 that ended without succeeding.
+	qFailedDep: `SELECT p.id, p.state FROM job_deps AS d JOIN jobs AS p ON p.seq = d.dep_seq
+		WHERE d.job_seq = ?1 AND p.state NOT IN ('QUEUED', 'RUNNING', 'DONE')
+		ORDER BY d.dep_seq LIMIT 1`,
+
+	// RUNNING jobs of a queue, all owners, from the maintained counters.
+	qQueueRunning: `SELECT n FROM counts WHERE queue = ? AND state = 'RUNNING'`,
+
+	// A retry starts a new attempt series: due at once, nothing of the last
+	// run left on the job itself (the attempts rows keep it), and no TTL:
+	// the TTL measures from created_at and guards only the first start.
+	qRetryJob: `UPDATE jobs SET state = 'QUEUED', attempt = 0, run_at = ?1, due = 1,
+		expires_at = NULL, started_at = NULL, finished_at = NULL, exit_code = NULL,
+		error = NULL, owner = NULL
+		WHERE seq = ?2
+		RETURNING ` + jobCols,
+
+	qSetPaused: `INSERT INTO queue_settings (queue, paused) VALUES (?1, ?2)
+		ON CONFLICT (queue) DO UPDATE SET paused = excluded.paused`,
+
+	// Finished jobs oldest first, in the order jobs_finished holds them
+	// (its entries end with the rowid), so no sort. INDEXED BY: without the
+	// index this would sort the whole history, so fail to prepare instead.
+	qPruneScan: `SELECT seq, finished_at FROM jobs INDEXED BY jobs_finished
+		WHERE state IN ('DONE', 'FAILED', 'CANCELLED', 'SUPERSEDED', 'EXPIRED')
+		ORDER BY finished_at, seq LIMIT ?`,
+
+	// Attempts, logs and dependency rows go with the job (ON DELETE
+	// CASCADE); the jobs_delete trigger keeps counts exact.
+	qPruneJob: `DELETE FROM jobs WHERE seq = ?`,
+
+	qFinishedCount: `SELECT coalesce(sum(n), 0) FROM counts
+		WHERE state IN ('DONE', 'FAILED', 'CANCELLED', 'SUPERSEDED', 'EXPIRED')`,
 
 	qSubjectPut: `INSERT INTO subjects (queue, type, subject, max_gen) VALUES (?, ?, ?, ?)
 		ON CONFLICT (queue, type, subject) DO UPDATE SET max_gen = max(max_gen, excluded.max_gen)`,
 
 	qInsertJob: `INSERT INTO jobs (id, queue, type, subject, generation, priority, state,
 		max_attempts, payload, command, cwd, env, run_at, deadline, ttl, backoff,
-		expires_at, created_at, finished_at, error, due)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		expires_at, created_at, finished_at, error, due,
+		wait_idle, require_charging, debounce, replace_running, after_ids)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 
 	// Demote and promote run at the start of every claim, so that jobs_ready
 	// holds exactly the jobs due at the claim's now. Each reads one range of
@@ -95,12 +151,25 @@ var sqlText = [numStmts]string{
 	// another statement. A job with a subject needs its subjects row to say
 	// that nothing of the key runs and no newer generation exists; one
 	// without a subject has no key and no such rule.
+	//
+	// The filters that depend on the request or on other rows follow: the
+	// machine's conditions (?2 idle, ?3 on AC), paused queues (a list read
+	// once per claim, not per row), and dependencies, which cost one probe
+	// of job_deps and only for a job that has any. A job a filter rejects is
+	// stepped over and the walk goes on, so it never blocks the jobs behind
+	// it. Per-queue caps (QueueLimits, Quota) change as the claim takes jobs,
+	// so the caller applies them to the rows this returns.
 	qClaimScan: `SELECT j.seq, j.queue, j.type, j.subject
 		FROM jobs AS j INDEXED BY jobs_ready
 		LEFT JOIN subjects AS s ON s.queue = j.queue AND s.type = j.type AND s.subject = j.subject
 		WHERE j.state = 'QUEUED' AND j.due = 1 AND j.run_at <= ?1
 			AND (j.expires_at IS NULL OR j.expires_at > ?1)
 			AND (j.subject IS NULL OR (s.running = 0 AND s.max_gen <= j.generation))
+			AND (?2 OR j.wait_idle = 0) AND (?3 OR j.require_charging = 0)
+			AND j.queue NOT IN (SELECT queue FROM queue_settings WHERE paused = 1)
+			AND (j.after_ids IS NULL OR NOT EXISTS (
+				SELECT 1 FROM job_deps AS d JOIN jobs AS p ON p.seq = d.dep_seq
+				WHERE d.job_seq = j.seq AND p.state <> 'DONE'))
 		ORDER BY j.priority DESC, j.seq`,
 
 	// The TTL only guards a job that has never started, so the first claim
@@ -192,4 +261,6 @@ var sqlText = [numStmts]string{
 
 	qLogs: `SELECT seq, ts, attempt, stream, text FROM job_logs
 		WHERE job_seq = ? AND seq > ? ORDER BY seq LIMIT ?`,
+
+	qPaused: `SELECT queue FROM queue_settings WHERE paused = 1 ORDER BY queue`,
 }

@@ -231,10 +231,14 @@ func (s *Store) closeConns() error {
 // not touch again, because a caller whose context ends stops waiting while
 // fn may still run.
 type op struct {
-	ctx  context.Context
-	fn   func(*conn) error
-	err  error
-	done chan error
+	ctx context.Context
+	fn  func(*conn) error
+	// direct ops run on the connection outside any transaction, after the
+	// batch's transaction has committed (a checkpoint cannot run inside
+	// one). They are not counted as writes.
+	direct bool
+	err    error
+	done   chan error
 }
 
 // write hands fn to the writer and waits until the transaction holding it
@@ -243,6 +247,17 @@ type op struct {
 // "unknown", not "not done". Writes must therefore be safe to retry, which
 // the engine's ids and attempt numbers make them.
 func (s *Store) write(ctx context.Context, fn func(*conn) error) error {
+	return s.submit(&op{ctx: ctx, fn: fn})
+}
+
+// writeDirect is write for an op that must run outside a transaction; the
+// writer runs it between transactions, so it never races one.
+func (s *Store) writeDirect(ctx context.Context, fn func(*conn) error) error {
+	return s.submit(&op{ctx: ctx, fn: fn, direct: true})
+}
+
+func (s *Store) submit(o *op) error {
+	ctx := o.ctx
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -251,7 +266,7 @@ func (s *Store) write(ctx context.Context, fn func(*conn) error) error {
 		return engine.ErrClosed
 	default:
 	}
-	o := &op{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	o.done = make(chan error, 1)
 	select {
 	case s.ops <- o:
 	case <-s.closing:
@@ -328,10 +343,11 @@ func (s *Store) failQueued() {
 // runBatch runs the ops in one IMMEDIATE transaction, each inside its own
 // savepoint so that a failing op undoes only itself, and commits once. It
 // records each op's result for answer, which runs after the commit, so
-// nobody hears back before their change is durable. It returns how many ops
-// it ran in the transaction.
+// nobody hears back before their change is durable. Direct ops run after
+// the commit, outside any transaction. It returns how many ops it ran in
+// the transaction.
 func (c *conn) runBatch(batch []*op) int {
-	live := 0
+	live, direct := 0, 0
 	for _, o := range batch {
 		if err := o.ctx.Err(); err != nil {
 			// The caller has gone; skip the work.
@@ -339,14 +355,25 @@ func (c *conn) runBatch(batch []*op) int {
 			o.fn = nil
 			continue
 		}
-		live++
+		if o.direct {
+			direct++
+		} else {
+			live++
+		}
 	}
 	if live > 0 {
 		if err := c.runTxn(batch, live > 1); err != nil {
 			for _, o := range batch {
-				if o.fn != nil {
+				if o.fn != nil && !o.direct {
 					o.err = err
 				}
+			}
+		}
+	}
+	if direct > 0 {
+		for _, o := range batch {
+			if o.fn != nil && o.direct {
+				o.err = c.call(o.fn)
 			}
 		}
 	}
@@ -375,7 +402,7 @@ func (c *conn) runTxn(batch []*op, savepoints bool) (err error) {
 		}
 	}()
 	for _, o := range batch {
-		if o.fn == nil {
+		if o.fn == nil || o.direct {
 			continue
 		}
 		if !savepoints {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -28,6 +29,11 @@ type newJob struct {
 	runAt, createdAt        time.Time
 	deadline, ttl, backoff  int64
 	expiresAt               int64 // 0: no TTL
+	waitIdle, requireAC     bool
+	replace                 bool
+	debounce                int64
+	after                   []string // the After ids, as given
+	afterJSON               []byte   // nil when there are none
 }
 
 // enqueued is what the writer decided about a new job.
@@ -36,13 +42,26 @@ type enqueued struct {
 	state      engine.State
 	errText    string
 	superseded []string
+	cancelled  []*engine.Job // dependents of the superseded jobs
 }
 
-// Enqueue stores a new job and applies the supersede rules (see
-// engine.Store). Only the job's definition is taken from job: ID, Queue,
-// Type, Subject, Generation (with explicitGen), Priority, MaxAttempts,
-// Payload, Command, Cwd, Env, RunAt, Deadline, TTL, Backoff and CreatedAt.
-// Its run-time fields start empty. job itself is not modified.
+// Enqueue stores a new job and applies the supersede and dependency rules
+// (see engine.Store). Only the job's definition is taken from job: ID,
+// Queue, Type, Subject, Generation (with explicitGen), Priority,
+// MaxAttempts, Payload, Command, Cwd, Env, RunAt, Deadline, TTL, Backoff,
+// CreatedAt, WaitIdle, RequireCharging, Debounce, Replace and After. Its
+// run-time fields start empty, Waiting included. job itself is not
+// modified.
+//
+// A job whose dependency already ended without succeeding is stored
+// CANCELLED, finished at its CreatedAt. It still takes part in the
+// supersede rules as the newest generation of its key: it gets its
+// generation and supersedes the key's older QUEUED jobs like any other
+// arrival. Leaving them queued instead would either strand them (behind a
+// recorded newer generation) or hand the next arrival the same generation
+// number; and the newest request for a key is the one that counts. A job
+// whose generation is outdated on arrival is stored SUPERSEDED, whatever
+// its dependencies.
 func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) (engine.EnqueueResult, error) {
 	if job == nil {
 		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w: no job", engine.ErrInvalid)
@@ -58,6 +77,8 @@ func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) 
 		Cwd: job.Cwd, Env: maps.Clone(job.Env), RunAt: job.RunAt.UTC(),
 		Deadline: job.Deadline, TTL: job.TTL, Backoff: job.Backoff,
 		CreatedAt: job.CreatedAt.UTC(), Attempts: []engine.Attempt{},
+		WaitIdle: job.WaitIdle, RequireCharging: job.RequireCharging,
+		Debounce: job.Debounce, Replace: job.Replace, After: slices.Clone(in.after),
 	}
 	var out enqueued
 	err = s.write(ctx, func(c *conn) error { return c.enqueue(&in, explicitGen, &out) })
@@ -71,7 +92,7 @@ func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) 
 		t := stored.CreatedAt
 		stored.FinishedAt = &t
 	}
-	return engine.EnqueueResult{Job: stored, Superseded: out.superseded}, nil
+	return engine.EnqueueResult{Job: stored, Superseded: out.superseded, Cancelled: out.cancelled}, nil
 }
 
 func encodeJob(j *engine.Job) (newJob, error) {
@@ -102,6 +123,14 @@ func encodeJob(j *engine.Job) (newJob, error) {
 			return newJob{}, fmt.Errorf("encode env: %w", err)
 		}
 	}
+	in.waitIdle, in.requireAC, in.replace = j.WaitIdle, j.RequireCharging, j.Replace
+	in.debounce = int64(j.Debounce)
+	if len(j.After) > 0 {
+		in.after = slices.Clone(j.After)
+		if in.afterJSON, err = json.Marshal(in.after); err != nil {
+			return newJob{}, fmt.Errorf("encode after: %w", err)
+		}
+	}
 	if in.ttl > 0 {
 		created := j.CreatedAt.UnixNano()
 		in.expiresAt = created + in.ttl
@@ -115,6 +144,12 @@ func encodeJob(j *engine.Job) (newJob, error) {
 func (c *conn) enqueue(in *newJob, explicitGen bool, out *enqueued) error {
 	out.generation = in.generation
 	out.state = engine.StateQueued
+	// Dependencies first: an unknown id rejects the job before anything
+	// else changes.
+	depSeqs, failed, err := c.resolveDeps(in.after)
+	if err != nil {
+		return err
+	}
 	if in.subject != "" {
 		maxGen, found, err := c.subjectGen(in.queue, in.typ, in.subject)
 		if err != nil {
@@ -128,13 +163,26 @@ func (c *conn) enqueue(in *newJob, explicitGen bool, out *enqueued) error {
 			out.errText = fmt.Sprintf("superseded on arrival: generation %d already seen", maxGen)
 		}
 		if out.state == engine.StateQueued {
-			if out.superseded, err = c.supersede(in, out.generation); err != nil {
+			superseded, err := c.supersede(in, out.generation)
+			if err != nil {
+				return err
+			}
+			roots := make([]ended, len(superseded))
+			for i, sj := range superseded {
+				out.superseded = append(out.superseded, sj.id)
+				roots[i] = ended{seq: sj.seq, id: sj.id, state: engine.StateSuperseded}
+			}
+			if out.cancelled, err = c.cancelDependents(roots, in.createdAt); err != nil {
 				return err
 			}
 			if err := c.putSubject(in.queue, in.typ, in.subject, out.generation); err != nil {
 				return err
 			}
 		}
+	}
+	if out.state == engine.StateQueued && failed.id != "" {
+		out.state = engine.StateCancelled
+		out.errText = dependencyError(failed)
 	}
 
 	st, err := c.stmt(qInsertJob)
@@ -173,6 +221,11 @@ func (c *conn) enqueue(in *newJob, explicitGen bool, out *enqueued) error {
 	// A job due on arrival goes straight into the claim's path; one
 	// scheduled for later waits for a claim to promote it.
 	b.bool(out.state == engine.StateQueued && !in.runAt.After(in.createdAt))
+	b.bool(in.waitIdle)
+	b.bool(in.requireAC)
+	b.int64(in.debounce)
+	b.bool(in.replace)
+	b.optJSONText(in.afterJSON)
 	if b.check() != nil {
 		return b.err
 	}
@@ -182,7 +235,120 @@ func (c *conn) enqueue(in *newJob, explicitGen bool, out *enqueued) error {
 		}
 		return fmt.Errorf("insert job: %w", err)
 	}
+	if len(depSeqs) == 0 {
+		return nil
+	}
+	// The rows are kept whatever the job's state, so that a retry of a job
+	// cancelled on arrival still waits for its dependencies.
+	seq := c.db.LastInsertRowID()
+	ins, err := c.stmt(qInsertDep)
+	if err != nil {
+		return err
+	}
+	for _, dep := range depSeqs {
+		b := bind(ins)
+		b.int64(seq)
+		b.int64(dep)
+		if b.check() != nil {
+			return b.err
+		}
+		if err := ins.Exec(); err != nil {
+			return fmt.Errorf("record dependency: %w", err)
+		}
+	}
 	return nil
+}
+
+// ended is a job that has just reached a terminal state, as the cancel
+// cascade needs it.
+type ended struct {
+	seq   int64
+	id    string
+	state engine.State
+}
+
+func dependencyError(dep ended) string {
+	return fmt.Sprintf("dependency %s ended %s", dep.id, dep.state)
+}
+
+// resolveDeps looks up the jobs an After list names. It returns their seqs
+// and the first of them, in list order, that ended without succeeding (zero
+// when none did). An id that names no job is an error wrapping
+// engine.ErrInvalid.
+func (c *conn) resolveDeps(after []string) (seqs []int64, failed ended, err error) {
+	if len(after) == 0 {
+		return nil, ended{}, nil
+	}
+	st, err := c.stmt(qDepState)
+	if err != nil {
+		return nil, ended{}, err
+	}
+	seqs = make([]int64, 0, len(after))
+	for _, id := range after {
+		b := bind(st)
+		b.text(id)
+		if b.check() != nil {
+			return nil, ended{}, b.err
+		}
+		if !st.Step() {
+			if err := st.Reset(); err != nil {
+				return nil, ended{}, fmt.Errorf("read dependency %s: %w", id, err)
+			}
+			return nil, ended{}, fmt.Errorf("%w: after: unknown job %s", engine.ErrInvalid, id)
+		}
+		seq, state := st.ColumnInt64(0), columnState(st, 1)
+		if err := st.Reset(); err != nil {
+			return nil, ended{}, fmt.Errorf("read dependency %s: %w", id, err)
+		}
+		seqs = append(seqs, seq)
+		if failed.id == "" && state.Terminal() && state != engine.StateDone {
+			failed = ended{seq: seq, id: id, state: state}
+		}
+	}
+	return seqs, failed, nil
+}
+
+// cancelDependents cancels the QUEUED jobs that wait for any of roots, jobs
+// that have just ended in a terminal state other than DONE, and then, level
+// by level, the QUEUED jobs that wait for those. Each gets the error
+// "dependency <id> ended <STATE>" naming the job it waited for directly,
+// and finishes at now. It returns them in that order, each level in
+// enqueue order, with their attempt history. A job is cancelled once
+// however many of its dependencies end: the second finds it no longer
+// QUEUED.
+func (c *conn) cancelDependents(roots []ended, now time.Time) ([]*engine.Job, error) {
+	var out []*engine.Job
+	for len(roots) > 0 {
+		var next []ended
+		for _, root := range roots {
+			st, err := c.stmt(qCancelDependents)
+			if err != nil {
+				return nil, err
+			}
+			b := bind(st)
+			b.text(dependencyError(root))
+			b.time(now)
+			b.int64(root.seq)
+			if b.check() != nil {
+				return nil, b.err
+			}
+			rows, err := c.queryRows(st)
+			if err != nil {
+				return nil, fmt.Errorf("cancel dependents of %s: %w", root.id, err)
+			}
+			// RETURNING has no defined order.
+			slices.SortFunc(rows, func(a, b jobRow) int { return cmp.Compare(a.seq, b.seq) })
+			for _, r := range rows {
+				if err := c.loadAttempts(r); err != nil {
+					return nil, err
+				}
+				out = append(out, r.job)
+				next = append(next, ended{seq: r.seq, id: r.job.ID, state: engine.StateCancelled})
+			}
+		}
+		roots = next
+	}
+	return out, nil
 }
 
 // subjectGen returns the highest generation seen for a key.
@@ -208,7 +374,7 @@ func (c *conn) subjectGen(queue, typ, subject string) (maxGen int64, found bool,
 }
 
 // supersede moves the key's QUEUED jobs below gen to SUPERSEDED.
-func (c *conn) supersede(in *newJob, gen int64) ([]string, error) {
+func (c *conn) supersede(in *newJob, gen int64) ([]ended, error) {
 	st, err := c.stmt(qSupersede)
 	if err != nil {
 		return nil, err
@@ -223,14 +389,16 @@ func (c *conn) supersede(in *newJob, gen int64) ([]string, error) {
 	if b.check() != nil {
 		return nil, b.err
 	}
-	var ids []string
+	var jobs []ended
 	for st.Step() {
-		ids = append(ids, st.ColumnText(0))
+		jobs = append(jobs, ended{seq: st.ColumnInt64(0), id: st.ColumnText(1), state: engine.StateSuperseded})
 	}
 	if err := st.Reset(); err != nil {
 		return nil, fmt.Errorf("supersede older generations: %w", err)
 	}
-	return ids, nil
+	// RETURNING has no defined order; report the ids in enqueue order.
+	slices.SortFunc(jobs, func(a, b ended) int { return cmp.Compare(a.seq, b.seq) })
+	return jobs, nil
 }
 
 func (c *conn) putSubject(queue, typ, subject string, gen int64) error {
@@ -254,6 +422,10 @@ func (c *conn) putSubject(queue, typ, subject string, gen int64) error {
 
 // Claim starts the next attempt of up to req.Limit due jobs (see
 // engine.Store). The returned jobs carry their attempt history.
+//
+// A QueueLimits or Quota entry of zero or less means no cap, as for
+// DefaultQuota; an entry in Quota, even zero, overrides DefaultQuota for its
+// queue.
 func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.Job, error) {
 	if err := checkTime("now", req.Now, true); err != nil {
 		return nil, fmt.Errorf("claim jobs: %w", err)
@@ -261,9 +433,13 @@ func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.J
 	if req.Limit <= 0 {
 		return []*engine.Job{}, nil
 	}
+	// The writer must not read the caller's maps, which the caller may
+	// change once it stops waiting.
+	req.QueueLimits = maps.Clone(req.QueueLimits)
+	req.Quota = maps.Clone(req.Quota)
 	var jobs []*engine.Job
 	err := s.write(ctx, func(c *conn) (err error) {
-		jobs, err = c.claim(req.Owner, req.Now, req.Limit)
+		jobs, err = c.claim(&req)
 		return err
 	})
 	if err != nil {
@@ -272,7 +448,14 @@ func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.J
 	return jobs, nil
 }
 
-func (c *conn) claim(owner string, now time.Time, limit int) ([]*engine.Job, error) {
+// queueUse is what a claim knows about one queue while it walks.
+type queueUse struct {
+	running int64 // RUNNING jobs of all owners before this claim; -1: not read yet
+	taken   int   // jobs this claim has taken
+}
+
+func (c *conn) claim(req *engine.ClaimRequest) ([]*engine.Job, error) {
+	now, limit := req.Now, req.Limit
 	if err := c.setDue(qDemote, now); err != nil {
 		return nil, fmt.Errorf("demote jobs not yet due: %w", err)
 	}
@@ -285,28 +468,63 @@ func (c *conn) claim(owner string, now time.Time, limit int) ([]*engine.Job, err
 	}
 	b := bind(scan)
 	b.time(now)
+	b.bool(req.Idle)
+	b.bool(req.OnAC)
 	if b.check() != nil {
 		return nil, b.err
 	}
+	capped := len(req.QueueLimits) > 0 || len(req.Quota) > 0 || req.DefaultQuota > 0
+	var queues map[string]*queueUse
 	// The candidates are collected before any is updated: changing rows of
 	// the index a statement is walking has undefined results in SQLite.
 	seqs := make([]int64, 0, min(limit, 64))
 	var keys map[engine.Key]struct{}
 	for len(seqs) < limit && scan.Step() {
-		if scan.ColumnType(3) == sqlite3.NULL {
-			seqs = append(seqs, scan.ColumnInt64(0))
-			continue
+		var use *queueUse
+		if capped {
+			q := c.name(scan, 1)
+			if use = queues[q]; use == nil {
+				if queues == nil {
+					queues = make(map[string]*queueUse)
+				}
+				use = &queueUse{running: -1}
+				queues[q] = use
+			}
+			quota, listed := req.Quota[q]
+			if !listed {
+				quota = req.DefaultQuota
+			}
+			if quota > 0 && use.taken >= quota {
+				continue
+			}
+			if ceiling := req.QueueLimits[q]; ceiling > 0 {
+				if use.running < 0 {
+					if use.running, err = c.queueRunning(q); err != nil {
+						_ = scan.Reset()
+						return nil, err
+					}
+				}
+				if use.running+int64(use.taken) >= int64(ceiling) {
+					continue
+				}
+			}
 		}
-		// Supersede leaves at most one QUEUED job per key, but a claim must
-		// not start two of one key even if that ever failed to hold.
-		k := engine.Key{Queue: c.name(scan, 1), Type: c.name(scan, 2), Subject: scan.ColumnText(3)}
-		if keys == nil {
-			keys = make(map[engine.Key]struct{})
+		if scan.ColumnType(3) != sqlite3.NULL {
+			// Supersede leaves at most one QUEUED job per key, but a claim
+			// must not start two of one key even if that ever failed to
+			// hold.
+			k := engine.Key{Queue: c.name(scan, 1), Type: c.name(scan, 2), Subject: scan.ColumnText(3)}
+			if keys == nil {
+				keys = make(map[engine.Key]struct{})
+			}
+			if _, dup := keys[k]; dup {
+				continue
+			}
+			keys[k] = struct{}{}
 		}
-		if _, dup := keys[k]; dup {
-			continue
+		if use != nil {
+			use.taken++
 		}
-		keys[k] = struct{}{}
 		seqs = append(seqs, scan.ColumnInt64(0))
 	}
 	if err := scan.Reset(); err != nil {
@@ -321,7 +539,7 @@ func (c *conn) claim(owner string, now time.Time, limit int) ([]*engine.Job, err
 		}
 		b := bind(st)
 		b.time(now)
-		b.optText(owner)
+		b.optText(req.Owner)
 		b.int64(seq)
 		if b.check() != nil {
 			return nil, b.err
@@ -343,6 +561,28 @@ func (c *conn) claim(owner string, now time.Time, limit int) ([]*engine.Job, err
 		jobs = append(jobs, r.job)
 	}
 	return jobs, nil
+}
+
+// queueRunning reads how many jobs of a queue are RUNNING, for every owner,
+// from the counters the triggers keep.
+func (c *conn) queueRunning(queue string) (int64, error) {
+	st, err := c.stmt(qQueueRunning)
+	if err != nil {
+		return 0, err
+	}
+	b := bind(st)
+	b.text(queue)
+	if b.check() != nil {
+		return 0, b.err
+	}
+	var n int64
+	if st.Step() {
+		n = st.ColumnInt64(0)
+	}
+	if err := st.Reset(); err != nil {
+		return 0, fmt.Errorf("count running jobs of queue %s: %w", queue, err)
+	}
+	return n, nil
 }
 
 // setDue runs qDemote or qPromote for now, so that the due flags match now
@@ -453,20 +693,21 @@ func (s *Store) MarkStarted(ctx context.Context, id string, attempt int, pid int
 // Complete ends a running attempt (see engine.Store). c.FinishedAt is
 // required, and so is c.RunAt for a retry. A retry that finds a newer
 // generation of its key becomes SUPERSEDED; Refund still gives the attempt
-// back then.
+// back then. A job that ends FAILED, CANCELLED or SUPERSEDED takes its
+// QUEUED dependents with it, cancelled at c.FinishedAt.
 func (s *Store) Complete(ctx context.Context, c engine.Completion) (engine.CompleteResult, error) {
 	if err := checkCompletion(&c); err != nil {
 		return engine.CompleteResult{}, fmt.Errorf("complete job %s attempt %d: %w", c.ID, c.Attempt, err)
 	}
-	var job *engine.Job
+	var res engine.CompleteResult
 	err := s.write(ctx, func(w *conn) (err error) {
-		job, err = w.complete(&c)
+		res, err = w.complete(&c)
 		return err
 	})
 	if err != nil {
 		return engine.CompleteResult{}, fmt.Errorf("complete job %s attempt %d: %w", c.ID, c.Attempt, err)
 	}
-	return engine.CompleteResult{Job: job}, nil
+	return res, nil
 }
 
 func checkCompletion(c *engine.Completion) error {
@@ -486,13 +727,29 @@ func checkCompletion(c *engine.Completion) error {
 	return nil
 }
 
-func (w *conn) complete(c *engine.Completion) (*engine.Job, error) {
+func (w *conn) complete(c *engine.Completion) (engine.CompleteResult, error) {
+	r, err := w.completeJob(c)
+	if err != nil {
+		return engine.CompleteResult{}, err
+	}
+	res := engine.CompleteResult{Job: r.job}
+	if st := r.job.State; st.Terminal() && st != engine.StateDone {
+		root := ended{seq: r.seq, id: r.job.ID, state: st}
+		if res.Cancelled, err = w.cancelDependents([]ended{root}, c.FinishedAt); err != nil {
+			return engine.CompleteResult{}, err
+		}
+	}
+	return res, nil
+}
+
+func (w *conn) completeJob(c *engine.Completion) (jobRow, error) {
+	var none jobRow
 	cur, err := w.current(c.ID)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	if cur.state != engine.StateRunning || cur.attempt != c.Attempt {
-		return nil, fmt.Errorf("%w: job is %s at attempt %d", engine.ErrStale, cur.state, cur.attempt)
+		return none, fmt.Errorf("%w: job is %s at attempt %d", engine.ErrStale, cur.state, cur.attempt)
 	}
 	target, errText := c.State, c.Reason
 	switch {
@@ -506,12 +763,12 @@ func (w *conn) complete(c *engine.Completion) (*engine.Job, error) {
 		}
 	}
 	if err := engine.CheckTransition(cur.state, target); err != nil {
-		return nil, err
+		return none, err
 	}
 
 	st, err := w.stmt(qFinishAttempt)
 	if err != nil {
-		return nil, err
+		return none, err
 	}
 	b := bind(st)
 	b.time(c.FinishedAt)
@@ -521,14 +778,14 @@ func (w *conn) complete(c *engine.Completion) (*engine.Job, error) {
 	b.int64(cur.seq)
 	b.int64(cur.runs)
 	if b.check() != nil {
-		return nil, b.err
+		return none, b.err
 	}
 	if err := st.Exec(); err != nil {
-		return nil, fmt.Errorf("end attempt: %w", err)
+		return none, fmt.Errorf("end attempt: %w", err)
 	}
 
 	if st, err = w.stmt(qCompleteJob); err != nil {
-		return nil, err
+		return none, err
 	}
 	b = bind(st)
 	b.text(string(target))
@@ -548,23 +805,26 @@ func (w *conn) complete(c *engine.Completion) (*engine.Job, error) {
 	}
 	b.int64(cur.seq)
 	if b.check() != nil {
-		return nil, b.err
+		return none, b.err
 	}
 	rows, err := w.queryRows(st)
 	if err != nil {
-		return nil, fmt.Errorf("update job: %w", err)
+		return none, fmt.Errorf("update job: %w", err)
 	}
 	if len(rows) != 1 {
-		return nil, fmt.Errorf("update job: %w", engine.ErrNotFound)
+		return none, fmt.Errorf("update job: %w", engine.ErrNotFound)
 	}
 	if err := w.loadAttempts(rows[0]); err != nil {
-		return nil, err
+		return none, err
 	}
-	return rows[0].job, nil
+	return rows[0], nil
 }
 
 // CancelQueued cancels the listed jobs that are still QUEUED and returns
-// them; unknown ids and jobs in other states are left alone.
+// them, followed by their QUEUED dependents, which it cancels too (see
+// cancelDependents); unknown ids and jobs in other states are left alone.
+// A dependent that is itself listed counts as listed: it gets reason, not
+// the dependency's error.
 func (s *Store) CancelQueued(ctx context.Context, ids []string, reason string, now time.Time) ([]*engine.Job, error) {
 	if err := checkTime("now", now, true); err != nil {
 		return nil, fmt.Errorf("cancel queued jobs: %w", err)
@@ -576,6 +836,7 @@ func (s *Store) CancelQueued(ctx context.Context, ids []string, reason string, n
 	var jobs []*engine.Job
 	err := s.write(ctx, func(c *conn) error {
 		jobs = make([]*engine.Job, 0, len(ids))
+		var roots []ended
 		for _, id := range ids {
 			st, err := c.stmt(qCancelQueued)
 			if err != nil {
@@ -588,13 +849,21 @@ func (s *Store) CancelQueued(ctx context.Context, ids []string, reason string, n
 			if b.check() != nil {
 				return b.err
 			}
-			got, err := c.queryJobs(st, true)
+			rows, err := c.queryRows(st)
 			if err != nil {
 				return fmt.Errorf("cancel job %s: %w", id, err)
 			}
-			jobs = append(jobs, got...)
+			for _, r := range rows {
+				if err := c.loadAttempts(r); err != nil {
+					return err
+				}
+				jobs = append(jobs, r.job)
+				roots = append(roots, ended{seq: r.seq, id: r.job.ID, state: engine.StateCancelled})
+			}
 		}
-		return nil
+		deps, err := c.cancelDependents(roots, now)
+		jobs = append(jobs, deps...)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cancel queued jobs: %w", err)
@@ -602,7 +871,8 @@ func (s *Store) CancelQueued(ctx context.Context, ids []string, reason string, n
 	return jobs, nil
 }
 
-// ExpireDue moves QUEUED jobs whose TTL has passed at now to EXPIRED.
+// ExpireDue moves QUEUED jobs whose TTL has passed at now to EXPIRED and
+// returns them, followed by their QUEUED dependents, which it cancels.
 func (s *Store) ExpireDue(ctx context.Context, now time.Time) ([]*engine.Job, error) {
 	if err := checkTime("now", now, true); err != nil {
 		return nil, fmt.Errorf("expire jobs: %w", err)
@@ -627,6 +897,7 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time) ([]*engine.Job, er
 			return fmt.Errorf("find expired jobs: %w", err)
 		}
 		jobs = make([]*engine.Job, 0, len(dues))
+		var roots []ended
 		for _, d := range dues {
 			st, err := c.stmt(qExpireJob)
 			if err != nil {
@@ -639,13 +910,21 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time) ([]*engine.Job, er
 			if b.check() != nil {
 				return b.err
 			}
-			got, err := c.queryJobs(st, true)
+			rows, err := c.queryRows(st)
 			if err != nil {
 				return fmt.Errorf("expire job: %w", err)
 			}
-			jobs = append(jobs, got...)
+			for _, r := range rows {
+				if err := c.loadAttempts(r); err != nil {
+					return err
+				}
+				jobs = append(jobs, r.job)
+				roots = append(roots, ended{seq: r.seq, id: r.job.ID, state: engine.StateExpired})
+			}
 		}
-		return nil
+		deps, err := c.cancelDependents(roots, now)
+		jobs = append(jobs, deps...)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("expire jobs: %w", err)

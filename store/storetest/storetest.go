@@ -67,6 +67,27 @@ var cases = []struct {
 	{"a job remembers its highest log sequence so the next attempt continues it", testLogSeq},
 	{"list filters by state queue type and subject newest first up to the limit", testList},
 	{"get of an unknown id is not found", testGetUnknown},
+	{"the start conditions and dependencies round-trip through every read and claim", testQueueFieldsRoundTrip},
+	{"enqueue after an unknown job fails and stores nothing", testAfterUnknown},
+	{"a job enqueued after a job that already ended unsuccessfully is stored cancelled", testAfterAlreadyFailed},
+	{"a dependent is not claimed until every dependency is done and then it is", testDependentWaits},
+	{"a failed or cancelled job cancels its queued dependents transitively and reports them", testCascadeComplete},
+	{"cancel_queued cancels the dependents too and reports them after the jobs it was given", testCascadeCancelQueued},
+	{"expire_due cancels the dependents of the jobs it expires", testCascadeExpire},
+	{"a superseded job cancels its dependents whether an enqueue or its own retry supersedes it", testCascadeSuperseded},
+	{"a dependency pruned after it succeeded counts as satisfied", testPrunedDependency},
+	{"claim skips a paused queue and takes its jobs again once it is resumed", testPause},
+	{"jobs that wait for idleness or ac power are claimed only when the machine is idle or on ac", testIdleAndPower},
+	{"queue limits count the running jobs of every owner", testQueueLimits},
+	{"quota caps the jobs one claim takes per queue and default quota covers the unlisted ones", testQuota},
+	{"jobs a claim filter skips never block the jobs behind them", testSkippedDoNotBlock},
+	{"retry requeues a failed cancelled or expired job as a new attempt series", testRetry},
+	{"retry refuses other states unknown ids and outdated generations", testRetryRefused},
+	{"retry revives no dependents and refuses a job whose dependency ended unsuccessfully", testRetryDependencies},
+	{"prune deletes finished jobs older than the cutoff with their history and counts stay exact", testPruneByAge},
+	{"prune keeps the newest finished jobs and deletes at most its limit per call", testPruneByCount},
+	{"prune keeps each key's highest generation so numbering continues from it", testPruneKeepsGeneration},
+	{"checkpoint succeeds on a store in use", testCheckpoint},
 }
 
 // fx is one test's store and helpers. Helpers fail the test on error.
@@ -276,6 +297,18 @@ func diffJob(got, want *engine.Job) []string {
 	if got.LogTruncated != want.LogTruncated {
 		add("LogTruncated", got.LogTruncated, want.LogTruncated)
 	}
+	if got.WaitIdle != want.WaitIdle || got.RequireCharging != want.RequireCharging || got.Replace != want.Replace {
+		add("WaitIdle/RequireCharging/Replace", []bool{got.WaitIdle, got.RequireCharging, got.Replace}, []bool{want.WaitIdle, want.RequireCharging, want.Replace})
+	}
+	if got.Debounce != want.Debounce {
+		add("Debounce", got.Debounce, want.Debounce)
+	}
+	if !slices.Equal(got.After, want.After) {
+		add("After", got.After, want.After)
+	}
+	if got.Waiting != "" {
+		add("Waiting", got.Waiting, "(never stored)")
+	}
 	if want.Attempts != nil {
 		if got.Attempts == nil {
 			add("Attempts", "nil", "[]")
@@ -323,7 +356,9 @@ func testRoundTrip(f *fx) {
 		Env:     map[string]string{"GOFLAGS": "-mod=mod", "EMPTY": "", "UNI": "ünï"},
 		RunAt:   t0.Add(90 * time.Second), CreatedAt: t0,
 		Deadline: engine.Duration(45 * time.Minute), TTL: engine.Duration(36 * time.Hour),
-		Backoff: engine.Duration(1500 * time.Millisecond),
+		Backoff:  engine.Duration(1500 * time.Millisecond),
+		WaitIdle: true, RequireCharging: true, Replace: true,
+		Debounce: engine.Duration(2500 * time.Millisecond),
 	}
 	bare := &engine.Job{ID: "bare", Queue: "q", Type: "t", CreatedAt: t0, RunAt: t0}
 	for _, j := range []*engine.Job{full, bare} {
@@ -348,9 +383,10 @@ func testRoundTrip(f *fx) {
 	dirty := f.job("q", "t", "")
 	dirty.State, dirty.Attempt, dirty.Error, dirty.Owner = engine.StateDone, 2, "old", "someone"
 	dirty.StartedAt, dirty.FinishedAt, dirty.ExitCode = ptr(t0), ptr(t0), ptr(3)
+	dirty.Waiting = "idle" // computed on reads, never stored
 	got := f.enqueue(dirty, false).Job
 	want := *dirty
-	want.State, want.Attempt, want.Error, want.Owner = engine.StateQueued, 0, "", ""
+	want.State, want.Attempt, want.Error, want.Owner, want.Waiting = engine.StateQueued, 0, "", "", ""
 	want.StartedAt, want.FinishedAt, want.ExitCode = nil, nil, nil
 	want.Attempts = []engine.Attempt{}
 	f.wantJob("job enqueued with run-time fields set", f.get(dirty.ID), &want)
