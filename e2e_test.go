@@ -239,6 +239,7 @@ type job struct {
 	FinishedAt  *time.Time        `json:"finished_at"`
 	ExitCode    *int              `json:"exit_code"`
 	Error       string            `json:"error"`
+	Waiting     string            `json:"waiting"`
 	Attempts    []attempt         `json:"attempts"`
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"reflect"
 	"slices"
@@ -13,6 +14,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"stq/engine"
+	"stq/ipc"
 )
 
 // fileConfig is config.toml. Every key is optional; an unknown key is an
@@ -22,6 +24,14 @@ type fileConfig struct {
 	Handlers  map[string]handlerConfig `toml:"handlers"`
 	Queues    map[string]queueConfig   `toml:"queues"`
 	Retention retentionConfig          `toml:"retention"`
+	Limits    limitsConfig             `toml:"limits"`
+}
+
+type limitsConfig struct {
+	EnqueueRate      float64 `toml:"enqueue_rate"`
+	EnqueueBurst     float64 `toml:"enqueue_burst"`
+	ConnEnqueueRate  float64 `toml:"conn_enqueue_rate"`
+	ConnEnqueueBurst float64 `toml:"conn_enqueue_burst"`
 }
 
 type queueConfig struct {
@@ -75,6 +85,7 @@ type Config struct {
 	Types           map[string]engine.TypeConfig
 	Queues          map[string]engine.QueueConfig
 	Retention       engine.RetentionConfig
+	Limits          ipc.RateLimits
 }
 
 // loadConfig reads the config file; a missing file is an empty config.
@@ -130,6 +141,14 @@ func parseConfig(text string) (Config, error) {
 		}
 		cfg.Queues[name] = engine.QueueConfig{Concurrency: q.Concurrency, Weight: q.Weight}
 	}
+	l := fc.Limits
+	for _, v := range []float64{l.EnqueueRate, l.EnqueueBurst, l.ConnEnqueueRate, l.ConnEnqueueBurst} {
+		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+			return Config{}, errors.New("limits: rates and bursts must be finite and not negative")
+		}
+	}
+	cfg.Limits = ipc.RateLimits{EnqueueRate: l.EnqueueRate, EnqueueBurst: l.EnqueueBurst,
+		ConnEnqueueRate: l.ConnEnqueueRate, ConnEnqueueBurst: l.ConnEnqueueBurst}
 	r := fc.Retention
 	if r.Keep != nil {
 		if *r.Keep < 0 {

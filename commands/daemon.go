@@ -144,6 +144,7 @@ func (a *app) runDaemon(c *cli.Context) error {
 		Version:      a.version,
 		MaxConns:     cfg.MaxConnections,
 		MaxLineBytes: cfg.MaxRequestBytes,
+		Limits:       cfg.Limits,
 		Logger:       log,
 	})
 

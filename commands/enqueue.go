@@ -2,6 +2,7 @@ package commands
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"stq/engine"
+	"stq/ipc"
 )
 
 func (a *app) enqueueCommand() *cli.Command {
@@ -53,7 +55,7 @@ func (a *app) enqueue(c *cli.Context) error {
 		return err
 	}
 	var res engine.EnqueueResult
-	if err := a.call(c, "dev.enqueue.v1", req, &res); err != nil {
+	if err := a.enqueueWithRetry(c, req, &res); err != nil {
 		return err
 	}
 	if c.Bool("json") {
@@ -219,4 +221,43 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// rateLimitPatience bounds how long `stq enqueue` waits out the daemon's
+// rate limit before it gives up.
+const rateLimitPatience = 5 * time.Second
+
+// enqueueWithRetry sends the request and, when the daemon answers "rate
+// limited", waits as long as it says (within rateLimitPatience) and tries
+// again on the same connection.
+func (a *app) enqueueWithRetry(c *cli.Context, req engine.EnqueueRequest, res *engine.EnqueueResult) error {
+	cl, _, err := a.client(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	give := time.Now().Add(rateLimitPatience)
+	for {
+		err := cl.Call(c.Context, "dev.enqueue.v1", req, res)
+		var re *ipc.RPCError
+		if err == nil || !errors.As(err, &re) || re.Code != ipc.CodeRateLimited {
+			if err != nil {
+				return rpcFailure(err)
+			}
+			return nil
+		}
+		wait := 100 * time.Millisecond
+		var data ipc.RateLimitedData
+		if json.Unmarshal(re.Data, &data) == nil && data.RetryAfterMS > 0 {
+			wait = time.Duration(data.RetryAfterMS) * time.Millisecond
+		}
+		if time.Now().Add(wait).After(give) {
+			return failf("the daemon is rate-limiting enqueues and asked to wait %s; gave up after trying for %s", wait, rateLimitPatience)
+		}
+		select {
+		case <-time.After(wait):
+		case <-c.Context.Done():
+			return c.Context.Err()
+		}
+	}
 }

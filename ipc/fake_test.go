@@ -24,6 +24,7 @@ type fakeBackend struct {
 	subs    []*testSub
 	fail    error // when set, every method but Subscribe returns it
 	waiting int   // calls blocked in Wait
+	paused  map[string]bool
 }
 
 func newFake() *fakeBackend {
@@ -380,4 +381,46 @@ func (f *fakeBackend) cutAll(lagged bool) {
 	for _, s := range subs {
 		s.cut(lagged)
 	}
+}
+
+func (f *fakeBackend) Pause(ctx context.Context, queue string) error {
+	if err := f.failing(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.paused == nil {
+		f.paused = map[string]bool{}
+	}
+	f.paused[queue] = true
+	return nil
+}
+
+func (f *fakeBackend) Resume(ctx context.Context, queue string) error {
+	if err := f.failing(); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.paused, queue)
+	return nil
+}
+
+func (f *fakeBackend) Retry(ctx context.Context, id string) (*engine.Job, error) {
+	if err := f.failing(); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	j, ok := f.jobs[id]
+	if !ok {
+		return nil, fmt.Errorf("retry %s: %w", id, engine.ErrNotFound)
+	}
+	if !engine.CanTransition(j.State, engine.StateQueued) || !j.State.Terminal() {
+		return nil, fmt.Errorf("retry %s: %w: job is %s", id, engine.ErrInvalidTransition, j.State)
+	}
+	j.State, j.Attempt = engine.StateQueued, 0
+	f.changedLocked()
+	cp := *j
+	return &cp, nil
 }

@@ -10,35 +10,57 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"stq/engine"
 )
 
-// dispatch decodes a request's params, calls the backend and returns the
-// result to encode. Errors are mapped to codes by the caller.
-func (c *conn) dispatch(ctx context.Context, req *request) (any, error) {
-	b := c.srv.backend
+// Params of the methods without params of their own: distinct types, so
+// decodeCall's result says which method it is for.
+type (
+	statsParams   struct{}
+	recoverParams struct{}
+)
+
+// QueueParams are the params of admin.pause.v1 and admin.resume.v1.
+type QueueParams struct {
+	Queue string `json:"queue"`
+}
+
+// RetryParams are the params of dev.retry.v1.
+type RetryParams struct {
+	ID string `json:"id"`
+}
+
+// pauseParams and resumeParams tell the two queue methods apart.
+type (
+	pauseParams  QueueParams
+	resumeParams QueueParams
+)
+
+// decodeCall decodes a request's params strictly into the method's own type
+// and checks everything about them that needs no backend. It is pure: the
+// server calls it before anything reaches the backend, so a request it
+// rejects never does. The result is one of *engine.EnqueueRequest,
+// *engine.CancelRequest, *GetParams, *engine.ListFilter (limit and states
+// already checked and defaulted), *WaitParams, *TailParams, *statsParams or
+// *recoverParams. Errors map to codes with toRPCError (CodeInvalidParams;
+// CodeMethodNotFound for a method the server does not answer).
+func decodeCall(req *request) (any, error) {
 	switch req.Method {
 	case MethodEnqueue:
 		var p engine.EnqueueRequest
 		if err := decodeParams(req.Params, &p); err != nil {
 			return nil, err
 		}
-		res, err := b.Enqueue(ctx, p)
-		if err != nil {
-			return nil, err
-		}
-		return &res, nil
+		return &p, nil
 
 	case MethodCancel:
 		var p engine.CancelRequest
 		if err := decodeParams(req.Params, &p); err != nil {
 			return nil, err
 		}
-		jobs, err := b.Cancel(ctx, p)
-		if err != nil {
-			return nil, err
-		}
-		return &JobsResult{Jobs: nonNil(jobs)}, nil
+		return &p, nil
 
 	case MethodGet:
 		var p GetParams
@@ -48,44 +70,90 @@ func (c *conn) dispatch(ctx context.Context, req *request) (any, error) {
 		if p.ID == "" {
 			return nil, invalidParams("id is required")
 		}
-		return b.Get(ctx, p.ID)
+		return &p, nil
 
 	case MethodList:
-		return c.list(ctx, req.Params)
+		return decodeList(req.Params)
 
 	case MethodWait:
-		return c.wait(ctx, req.Params)
+		var p WaitParams
+		if err := decodeParams(req.Params, &p); err != nil {
+			return nil, err
+		}
+		switch {
+		case len(p.IDs) == 0:
+			return nil, invalidParams("ids must not be empty")
+		case len(p.IDs) > MaxWaitIDs:
+			return nil, invalidParams("ids has %d entries, over the limit of %d", len(p.IDs), MaxWaitIDs)
+		case p.Timeout != nil && *p.Timeout < 0:
+			// engine.Duration refuses "-1s"; this also catches a days value
+			// that overflows ("1e300d", "infd") should ParseDuration ever
+			// let one through as negative again.
+			return nil, invalidParams("timeout is negative or out of range")
+		}
+		for i, id := range p.IDs {
+			if id == "" {
+				return nil, invalidParams("ids[%d] must not be empty", i)
+			}
+		}
+		return &p, nil
 
 	case MethodTail:
-		return c.tail(ctx, req.Params)
+		var p TailParams
+		if err := decodeParams(req.Params, &p); err != nil {
+			return nil, err
+		}
+		switch {
+		case p.AfterSeq < 0:
+			return nil, invalidParams("after_seq must not be negative, got %d", p.AfterSeq)
+		case p.JobID != "" && p.Queue != "":
+			return nil, invalidParams("give job_id or queue, not both")
+		case !p.Follow && p.JobID == "":
+			return nil, invalidParams("job_id is required unless follow is true")
+		}
+		return &p, nil
 
 	case MethodStats:
-		if err := decodeParams(req.Params, &struct{}{}); err != nil {
+		var p statsParams
+		if err := decodeParams(req.Params, &p); err != nil {
 			return nil, err
 		}
-		st, err := b.Stats(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return &st, nil
+		return &p, nil
 
 	case MethodRecover:
-		if err := decodeParams(req.Params, &struct{}{}); err != nil {
+		var p recoverParams
+		if err := decodeParams(req.Params, &p); err != nil {
 			return nil, err
 		}
-		rep, err := b.Recover(ctx)
-		if err != nil {
+		return &p, nil
+
+	case MethodPause, MethodResume:
+		var p QueueParams
+		if err := decodeParams(req.Params, &p); err != nil {
 			return nil, err
 		}
-		if rep.Recovered == nil {
-			rep.Recovered = []engine.RecoveredJob{}
+		if p.Queue == "" {
+			return nil, invalidParams("queue is required")
 		}
-		return &rep, nil
+		if req.Method == MethodPause {
+			return (*pauseParams)(&p), nil
+		}
+		return (*resumeParams)(&p), nil
+
+	case MethodRetry:
+		var p RetryParams
+		if err := decodeParams(req.Params, &p); err != nil {
+			return nil, err
+		}
+		if p.ID == "" {
+			return nil, invalidParams("id is required")
+		}
+		return &p, nil
 	}
 	return nil, rpcErr(CodeMethodNotFound, "method not found: %q", req.Method)
 }
 
-func (c *conn) list(ctx context.Context, raw json.RawMessage) (any, error) {
+func decodeList(raw json.RawMessage) (*engine.ListFilter, error) {
 	var p ListParams
 	if err := decodeParams(raw, &p); err != nil {
 		return nil, err
@@ -106,32 +174,90 @@ func (c *conn) list(ctx context.Context, raw json.RawMessage) (any, error) {
 		}
 		f.States = append(f.States, st)
 	}
-	jobs, err := c.srv.backend.List(ctx, f)
+	return &f, nil
+}
+
+// dispatch decodes a request's params, calls the backend and returns the
+// result to encode. Errors are mapped to codes by the caller.
+func (c *conn) dispatch(ctx context.Context, req *request) (any, error) {
+	params, err := decodeCall(req)
 	if err != nil {
 		return nil, err
 	}
-	return &JobsResult{Jobs: nonNil(jobs)}, nil
+	b := c.srv.backend
+	switch p := params.(type) {
+	case *engine.EnqueueRequest:
+		if err := c.admitEnqueue(); err != nil {
+			return nil, err
+		}
+		res, err := b.Enqueue(ctx, *p)
+		if err != nil {
+			return nil, err
+		}
+		return &res, nil
+
+	case *engine.CancelRequest:
+		jobs, err := b.Cancel(ctx, *p)
+		if err != nil {
+			return nil, err
+		}
+		return &JobsResult{Jobs: nonNil(jobs)}, nil
+
+	case *GetParams:
+		return b.Get(ctx, p.ID)
+
+	case *engine.ListFilter:
+		jobs, err := b.List(ctx, *p)
+		if err != nil {
+			return nil, err
+		}
+		return &JobsResult{Jobs: nonNil(jobs)}, nil
+
+	case *WaitParams:
+		return c.wait(ctx, p)
+
+	case *TailParams:
+		return c.tail(ctx, p)
+
+	case *statsParams:
+		st, err := b.Stats(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &st, nil
+
+	case *recoverParams:
+		rep, err := b.Recover(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if rep.Recovered == nil {
+			rep.Recovered = []engine.RecoveredJob{}
+		}
+		return &rep, nil
+
+	case *pauseParams:
+		if err := b.Pause(ctx, p.Queue); err != nil {
+			return nil, err
+		}
+		return &QueueResult{Queue: p.Queue, Paused: true}, nil
+
+	case *resumeParams:
+		if err := b.Resume(ctx, p.Queue); err != nil {
+			return nil, err
+		}
+		return &QueueResult{Queue: p.Queue, Paused: false}, nil
+
+	case *RetryParams:
+		return b.Retry(ctx, p.ID)
+	}
+	return nil, rpcErr(CodeInternal, "no handler for method %q", req.Method)
 }
 
 // wait blocks until every job is terminal, the timeout passes (a result with
 // timed_out, not an error: running out of patience is an answer) or the
-// connection ends.
-func (c *conn) wait(ctx context.Context, raw json.RawMessage) (any, error) {
-	var p WaitParams
-	if err := decodeParams(raw, &p); err != nil {
-		return nil, err
-	}
-	switch {
-	case len(p.IDs) == 0:
-		return nil, invalidParams("ids must not be empty")
-	case len(p.IDs) > MaxWaitIDs:
-		return nil, invalidParams("ids has %d entries, over the limit of %d", len(p.IDs), MaxWaitIDs)
-	}
-	for i, id := range p.IDs {
-		if id == "" {
-			return nil, invalidParams("ids[%d] must not be empty", i)
-		}
-	}
+// connection ends. p has passed decodeCall.
+func (c *conn) wait(ctx context.Context, p *WaitParams) (any, error) {
 	b := c.srv.backend
 	wctx := ctx
 	if p.Timeout != nil {
@@ -239,4 +365,33 @@ func jsonKind(t reflect.Type) string {
 		return "an object"
 	}
 	return "another type"
+}
+
+// QueueResult is the result of admin.pause.v1 and admin.resume.v1.
+type QueueResult struct {
+	Queue  string `json:"queue"`
+	Paused bool   `json:"paused"`
+}
+
+// admitEnqueue applies the connection's and the server's enqueue buckets.
+// A refused request consumes nothing from either.
+func (c *conn) admitEnqueue() error {
+	now := time.Now()
+	for _, l := range []*rate.Limiter{c.enqLimit, c.srv.enqLimit} {
+		if l == nil {
+			continue // a conn or server built without limits (tests)
+		}
+		if d := take(l, now); d > 0 {
+			return rateLimited(d)
+		}
+	}
+	return nil
+}
+
+func rateLimited(d time.Duration) *RPCError {
+	// Round up: a client that waits exactly this long must get through.
+	ms := max(int64((d+time.Millisecond-1)/time.Millisecond), 1)
+	e := rpcErr(CodeRateLimited, "rate limited: too many enqueues; retry in %dms", ms)
+	e.Data, _ = json.Marshal(RateLimitedData{RetryAfterMS: ms})
+	return e
 }

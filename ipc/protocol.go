@@ -22,6 +22,9 @@ type Backend interface {
 	Subscribe(f engine.EventFilter) *engine.Subscription
 	Stats(ctx context.Context) (engine.Stats, error)
 	Recover(ctx context.Context) (engine.RecoverReport, error)
+	Pause(ctx context.Context, queue string) error
+	Resume(ctx context.Context, queue string) error
+	Retry(ctx context.Context, id string) (*engine.Job, error)
 }
 
 // JSON-RPC error codes. The -327xx/-326xx ones are the standard's; the
@@ -39,8 +42,8 @@ const (
 	CodeConflict      = -32003 // the job already finished
 	CodeUnavailable   = -32004 // the daemon is shutting down
 	CodeLimitExceeded = -32005 // a size, count or rate bound was hit
-	// CodeRateLimited is reserved for per-client rate limiting; nothing
-	// returns it yet, but clients may already treat it as "retry later".
+	// CodeRateLimited: over the enqueue rate limit; the error data's
+	// retry_after_ms says when to try again.
 	CodeRateLimited = -32006
 )
 
@@ -56,6 +59,9 @@ const (
 	MethodTail    = "logs.tail.v1"
 	MethodStats   = "admin.stats.v1"
 	MethodRecover = "admin.recover.v1"
+	MethodPause   = "admin.pause.v1"
+	MethodResume  = "admin.resume.v1"
+	MethodRetry   = "dev.retry.v1"
 
 	// NotifyLogsEvent is the method of the notifications logs.tail.v1 sends;
 	// their params are an engine.Event.
@@ -66,14 +72,16 @@ const (
 func Methods() []string {
 	return []string{
 		MethodAuth, MethodEnqueue, MethodCancel, MethodGet, MethodList,
-		MethodWait, MethodTail, MethodStats, MethodRecover,
+		MethodWait, MethodTail, MethodStats, MethodRecover, MethodPause,
+		MethodResume, MethodRetry,
 	}
 }
 
 func isMethod(m string) bool {
 	switch m {
 	case MethodAuth, MethodEnqueue, MethodCancel, MethodGet, MethodList,
-		MethodWait, MethodTail, MethodStats, MethodRecover:
+		MethodWait, MethodTail, MethodStats, MethodRecover, MethodPause,
+		MethodResume, MethodRetry:
 		return true
 	}
 	return false
@@ -213,7 +221,10 @@ func toRPCError(err error, shutdown bool) *RPCError {
 	switch {
 	case errors.As(err, &re):
 		return re
-	case errors.Is(err, engine.ErrInvalid):
+	case errors.Is(err, engine.ErrInvalid),
+		// A request the job's state does not allow (dev.retry.v1 of a
+		// QUEUED job): the caller's mistake, not a daemon failure.
+		errors.Is(err, engine.ErrInvalidTransition):
 		return &RPCError{Code: CodeInvalidParams, Message: err.Error()}
 	case errors.Is(err, engine.ErrNotFound):
 		return &RPCError{Code: CodeNotFound, Message: err.Error()}

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 	"unicode/utf8"
 )
 
@@ -68,6 +70,8 @@ type ServerOptions struct {
 	// ShutdownTimeout bounds how long Serve waits for connections to end
 	// after its context is cancelled, before closing them hard.
 	ShutdownTimeout time.Duration
+	// Limits are the token buckets on enqueues and failed auths.
+	Limits RateLimits
 	// Logger receives refusals and errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -81,6 +85,9 @@ type Server struct {
 	// err is a configuration error, reported by Serve: a server without a
 	// token or a backend must not serve anyone.
 	err error
+
+	enqLimit  *rate.Limiter // enqueues, all connections
+	authLimit *rate.Limiter // failed auths, all connections
 }
 
 // NewServer returns a server for backend. A missing token or backend is
@@ -110,6 +117,9 @@ func NewServer(backend Backend, opts ServerOptions) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	l := opts.Limits
+	s.enqLimit = newLimiter(l.EnqueueRate, l.EnqueueBurst, DefaultEnqueueRate, DefaultEnqueueBurst)
+	s.authLimit = newLimiter(l.AuthFailureRate, l.AuthFailureBurst, DefaultAuthFailureRate, DefaultAuthFailureBurst)
 	s.tokenHash = sha256.Sum256([]byte(opts.Token))
 	opts.Token = "" // keep only the hash
 	s.opts = opts
@@ -273,6 +283,8 @@ type conn struct {
 	nc  net.Conn
 	lr  *lineReader
 	uid uint32
+	// enqLimit is this connection's enqueue bucket.
+	enqLimit *rate.Limiter
 
 	// srvCtx ends when the server stops; ctx when the connection ends;
 	// streamCtx also when the client stops sending (EOF), which cancels the
@@ -300,7 +312,9 @@ type conn struct {
 }
 
 func newConn(s *Server, base context.Context, nc net.Conn, uid uint32) *conn {
-	c := &conn{srv: s, nc: nc, uid: uid, srvCtx: base}
+	l := s.opts.Limits
+	c := &conn{srv: s, nc: nc, uid: uid, srvCtx: base,
+		enqLimit: newLimiter(l.ConnEnqueueRate, l.ConnEnqueueBurst, DefaultConnEnqueueRate, DefaultConnEnqueueBurst)}
 	c.lr = newLineReader(nc, min(authLineMax, s.opts.MaxLineBytes))
 	c.ctx, c.cancel = context.WithCancel(base)
 	c.streamCtx, c.cancelStream = context.WithCancel(c.ctx)
@@ -369,7 +383,17 @@ func (c *conn) authenticate() bool {
 			ok = decodeParams(req.Params, &p) == nil && s.checkToken(p.Token)
 		}
 		if !ok {
-			s.log.Warn("ipc: authentication failed", "uid", c.uid)
+			// Failed attempts draw on one server-wide bucket: a guesser
+			// gets the same answer, only slower, and every try is logged.
+			if d := take(s.authLimit, time.Now()); d > 0 {
+				s.log.Warn("ipc: authentication failed; slowing down repeated failures", "uid", c.uid, "delay", d)
+				select {
+				case <-time.After(d):
+				case <-c.ctx.Done():
+				}
+			} else {
+				s.log.Warn("ipc: authentication failed", "uid", c.uid)
+			}
 			c.reply(id, nil, rpcErr(CodeUnauthorized, "unauthorized"))
 			return false
 		}
@@ -393,16 +417,9 @@ func (c *conn) readLoop() (eof bool) {
 		if isBlank(line) {
 			continue
 		}
-		req, id, perr := parseRequest(line)
-		switch {
-		case perr != nil:
+		req, id, perr := parseCall(line)
+		if perr != nil {
 			c.reply(id, nil, perr)
-			continue
-		case req.Method == MethodAuth:
-			c.reply(id, nil, rpcErr(CodeInvalidRequest, "already authenticated"))
-			continue
-		case !isMethod(req.Method):
-			c.reply(id, nil, rpcErr(CodeMethodNotFound, "method not found: %q", req.Method))
 			continue
 		}
 		if c.inflight.Add(1) > max {
@@ -496,6 +513,23 @@ func (c *conn) write(v any) error {
 		return fmt.Errorf("write: %w", err)
 	}
 	return nil
+}
+
+// parseCall is what an authenticated connection's read loop does with a
+// non-blank line: parseRequest, then the checks that need no params (auth.v1
+// again, an unknown method). A request it returns is ready for decodeCall;
+// on error it returns the id the error response carries.
+func parseCall(line []byte) (*request, json.RawMessage, *RPCError) {
+	req, id, perr := parseRequest(line)
+	switch {
+	case perr != nil:
+		return nil, id, perr
+	case req.Method == MethodAuth:
+		return nil, id, rpcErr(CodeInvalidRequest, "already authenticated")
+	case !isMethod(req.Method):
+		return nil, id, rpcErr(CodeMethodNotFound, "method not found: %q", req.Method)
+	}
+	return req, id, nil
 }
 
 // parseRequest decodes and checks one request line. On error it still

@@ -2,7 +2,6 @@ package ipc
 
 import (
 	"context"
-	"encoding/json"
 
 	"stq/engine"
 )
@@ -13,20 +12,8 @@ const tailPage = 1000
 // maxQueueCache bounds the job-id → queue memo of a queue-filtered follow.
 const maxQueueCache = 4096
 
-// tail serves logs.tail.v1.
-func (c *conn) tail(ctx context.Context, raw json.RawMessage) (any, error) {
-	var p TailParams
-	if err := decodeParams(raw, &p); err != nil {
-		return nil, err
-	}
-	switch {
-	case p.AfterSeq < 0:
-		return nil, invalidParams("after_seq must not be negative, got %d", p.AfterSeq)
-	case p.JobID != "" && p.Queue != "":
-		return nil, invalidParams("give job_id or queue, not both")
-	case !p.Follow && p.JobID == "":
-		return nil, invalidParams("job_id is required unless follow is true")
-	}
+// tail serves logs.tail.v1. p has passed decodeCall.
+func (c *conn) tail(ctx context.Context, p *TailParams) (any, error) {
 	if !p.Follow {
 		return c.storedLines(ctx, p.JobID, p.AfterSeq)
 	}
