@@ -235,3 +235,28 @@ func dbBytes(t *testing.T, e *testEnv) int64 {
 	}
 	return total
 }
+
+func TestRateLimitedEnqueuesWaitOrFailClearlyAndLoseNothing(t *testing.T) {
+	e := newEnv(t)
+	e.configure("[limits]\nenqueue_rate = 5\nenqueue_burst = 2\n")
+	e.startDaemon()
+	// Six quick enqueues against 2 + 5/s: the CLI waits as told and all
+	// get through.
+	var ids []string
+	for i := 0; i < 6; i++ {
+		ids = append(ids, e.ok("enqueue", "--type", "noop"))
+	}
+	e.ok(append([]string{"wait"}, ids...)...)
+
+	e2 := newEnv(t)
+	e2.configure("[limits]\nenqueue_rate = 0.1\nenqueue_burst = 1\n")
+	e2.startDaemon()
+	first := e2.ok("enqueue", "--type", "noop")
+	r := e2.run("enqueue", "--type", "noop")
+	if r.code != 1 || !strings.Contains(r.stderr, "rate-limiting") {
+		t.Fatalf("enqueue far over the limit: exit %d %q", r.code, r.stderr)
+	}
+	if js := e2.list(); len(js) != 1 || js[0].ID != first {
+		t.Fatalf("stored %d jobs, want only the admitted one", len(js))
+	}
+}
