@@ -124,7 +124,7 @@ func (a *app) runDaemon(c *cli.Context) error {
 		Retention:       cfg.Retention,
 	}, engine.Deps{
 		Store:      st,
-		Subprocess: exec.Subprocess{},
+		Subprocess: exec.Subprocess{Gate: true},
 		InProcess:  exec.InProcess{Registry: reg},
 		Registry:   reg,
 		Processes:  exec.Processes{},

@@ -599,9 +599,9 @@ func (e *Engine) output(a *activeJob, stream, text string) {
 	a.seq++
 	line := LogLine{Seq: a.seq, Time: now, Attempt: a.job.Attempt, Stream: stream, Text: text}
 	a.pending = append(a.pending, line)
-	a.pendBytes += int64(len(text))
+	a.pendBytes += int64(len(text)) + LogLineOverhead
 	for a.pendBytes > e.cfg.LogLimit && len(a.pending) > 1 {
-		a.pendBytes -= int64(len(a.pending[0].Text))
+		a.pendBytes -= int64(len(a.pending[0].Text)) + LogLineOverhead
 		a.pending[0] = LogLine{}
 		a.pending = a.pending[1:]
 		a.dropped++
@@ -637,7 +637,7 @@ func (e *Engine) flushJob(a *activeJob) {
 	a.mu.Lock()
 	i := 0
 	for i < len(a.pending) && a.pending[i].Seq <= last {
-		a.pendBytes -= int64(len(a.pending[i].Text))
+		a.pendBytes -= int64(len(a.pending[i].Text)) + LogLineOverhead
 		i++
 	}
 	a.pending = slices.Delete(a.pending, 0, i)
@@ -1076,9 +1076,13 @@ func (e *Engine) cancelOne(ctx context.Context, id string) (*Job, error) {
 		}
 	}
 	// Not QUEUED any more: it is running here, running elsewhere, or done.
+	// claimMu makes sure a job whose claim just committed is registered in
+	// e.running before we look, so it is never taken for another daemon's.
+	e.claimMu.Lock()
 	e.mu.Lock()
 	a := e.running[id]
 	e.mu.Unlock()
+	e.claimMu.Unlock()
 	if a != nil {
 		a.cancel(errCancelled)
 		select {
@@ -1096,6 +1100,9 @@ func (e *Engine) cancelOne(ctx context.Context, id string) (*Job, error) {
 		return j, nil
 	case j.State.Terminal():
 		return nil, fmt.Errorf("%w: job %s is %s", ErrFinished, id, j.State)
+	case j.State == StateRunning && j.Owner == e.cfg.Owner:
+		// Ours in the store but not running here: its completion was lost.
+		return nil, fmt.Errorf("%w: job %s is marked RUNNING but this daemon is not running it; run `stq recover`", ErrInvalid, id)
 	case j.State == StateRunning:
 		return nil, fmt.Errorf("%w: job %s is running under another daemon (%s)", ErrInvalid, id, j.Owner)
 	default:

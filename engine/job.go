@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -138,8 +140,12 @@ func ParseDuration(s string) (time.Duration, error) {
 		return 0, errors.New("empty duration")
 	}
 	if n := len(s); s[n-1] == 'd' {
-		var days float64
-		if _, err := fmt.Sscanf(s[:n-1], "%g", &days); err == nil {
+		num := s[:n-1]
+		if num != "" && strings.Trim(num, "0123456789.") == "" {
+			days, err := strconv.ParseFloat(num, 64)
+			if err != nil {
+				return 0, fmt.Errorf("invalid duration %q (examples: 500ms, 30s, 5m, 2h, 1d)", s)
+			}
 			// Bound before converting: a float past int64 (or NaN) turns
 			// into a negative or arbitrary Duration.
 			if !(days >= 0 && days*float64(24*time.Hour) < float64(math.MaxInt64)) {

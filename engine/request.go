@@ -133,6 +133,9 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 		if !json.Valid(r.Payload) {
 			return fmt.Errorf("%w: payload is not valid JSON", ErrInvalid)
 		}
+		if !utf8.Valid(r.Payload) {
+			return fmt.Errorf("%w: payload is not valid UTF-8", ErrInvalid)
+		}
 		if strings.Contains(string(r.Payload), `\u0000`) {
 			return fmt.Errorf("%w: payload contains a NUL character", ErrInvalid)
 		}
@@ -181,6 +184,9 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 	}
 	if r.Replace != nil && *r.Replace && r.Subject == "" {
 		return fmt.Errorf("%w: replace needs a subject", ErrInvalid)
+	}
+	if r.RunAt != nil && (r.RunAt.Year() < 1970 || r.RunAt.Year() > 2200) {
+		return fmt.Errorf("%w: run_at %s is outside the years 1970-2200", ErrInvalid, r.RunAt.Format(time.RFC3339))
 	}
 	if r.RunAt != nil && r.Delay != nil {
 		return fmt.Errorf("%w: give run_at or delay, not both", ErrInvalid)

@@ -75,8 +75,9 @@ type Store interface {
 	Stats(ctx context.Context) (StoreStats, error)
 
 	// AppendLog adds output lines to a job's log, dropping the oldest lines
-	// once the log holds more than maxBytes of text, and marking the job's
-	// log truncated when it does.
+	// once the log holds more than maxBytes, and marking the job's log
+	// truncated when it does. Each line counts as its text plus
+	// LogLineOverhead bytes, so empty lines cannot grow a log without bound.
 	AppendLog(ctx context.Context, id string, lines []LogLine, maxBytes int64) error
 	// Logs returns up to limit lines of a job's log with Seq > afterSeq.
 	Logs(ctx context.Context, id string, afterSeq int64, limit int) ([]LogLine, error)
@@ -184,6 +185,10 @@ type StoreStats struct {
 	// DBBytes is the size of the database on disk, where the store knows it.
 	DBBytes int64 `json:"db_bytes"`
 }
+
+// LogLineOverhead is what one log line costs beyond its text, in memory
+// and on disk, for the purpose of the log limit.
+const LogLineOverhead = 64
 
 // LogLine is one line of a job's output.
 type LogLine struct {

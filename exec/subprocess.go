@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	osexec "os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -32,7 +33,22 @@ type Subprocess struct {
 	// the group (setsid) can hold a pipe open forever; after this the pipes
 	// are closed on it. Zero means DefaultDrainTimeout.
 	DrainTimeout time.Duration
+	// Gate holds the command back until run.Started has returned, that is
+	// until the daemon has durably recorded the PID. The child starts as
+	// /bin/sh waiting on a pipe, then execs the command in place (same PID,
+	// same start time). If the daemon dies before opening the gate, the
+	// pipe closes and the child exits 125 without running anything, so a
+	// crash can never leave behind a process that recovery cannot find.
+	Gate bool
 }
+
+// gateScript waits for a line on fd 3 and then becomes the command; EOF
+// (the daemon died before recording the PID) means "do not run".
+const gateScript = `IFS= read -r _ <&3 || exit 125; exec 3<&-; exec "$@"`
+
+// ExitGateClosed is the status of a gated child whose daemon died before
+// letting it run.
+const ExitGateClosed = 125
 
 var _ engine.Executor = Subprocess{}
 
@@ -55,6 +71,7 @@ func (s Subprocess) Execute(ctx context.Context, run *engine.Run) engine.Result 
 		pidStart, _ := StartTime(p.pid)
 		run.Started(p.pid, pidStart)
 	}
+	p.openGate()
 	grace := run.Grace
 	if grace <= 0 {
 		grace = DefaultGrace
@@ -75,6 +92,10 @@ type proc struct {
 	// grandchild still holds, and so that we can close them to stop a drain.
 	stdout, stderr *os.File
 	readers        sync.WaitGroup
+
+	// gate is the write end of the start gate, nil without one.
+	gate     *os.File
+	gateOnce sync.Once
 
 	// stdin is the write end of the payload pipe, nil without a payload.
 	stdin      *os.File
@@ -114,6 +135,24 @@ func (s Subprocess) start(run *engine.Run) (*proc, error) {
 	}
 
 	cmd := osexec.Command(name, run.Command[1:]...)
+	var gateR, gateW *os.File
+	if s.Gate {
+		// Look the program up now, as os/exec would, so that a missing
+		// one still fails to start with a clear error instead of as the
+		// shell's exit 127.
+		if !strings.Contains(name, "/") {
+			if _, err := osexec.LookPath(name); err != nil {
+				closeAll(outR, outW, errR, errW, inR, inW)
+				return nil, startError(name, cwd, err)
+			}
+		}
+		if gateR, gateW, err = os.Pipe(); err != nil {
+			closeAll(outR, outW, errR, errW, inR, inW)
+			return nil, fmt.Errorf("create start gate: %w", err)
+		}
+		cmd = osexec.Command("/bin/sh", append([]string{"-c", gateScript, "stq-gate"}, run.Command...)...)
+		cmd.ExtraFiles = []*os.File{gateR} // fd 3
+	}
 	cmd.Dir = cwd
 	// Later entries win in os/exec, so the run's additions override.
 	cmd.Env = append(os.Environ(), run.Env...)
@@ -128,9 +167,9 @@ func (s Subprocess) start(run *engine.Run) (*proc, error) {
 	err = cmd.Start()
 	// The child holds its own copies now; ours would keep the readers from
 	// ever seeing EOF.
-	closeAll(outW, errW, inR)
+	closeAll(outW, errW, inR, gateR)
 	if err != nil {
-		closeAll(outR, errR, inW)
+		closeAll(outR, errR, inW, gateW)
 		return nil, startError(name, cwd, err)
 	}
 
@@ -143,6 +182,7 @@ func (s Subprocess) start(run *engine.Run) (*proc, error) {
 		stdout: outR,
 		stderr: errR,
 		stdin:  inW,
+		gate:   gateW,
 		exited: make(chan struct{}),
 	}
 	out := newSink(run.Output)
@@ -168,6 +208,17 @@ func (s Subprocess) start(run *engine.Run) (*proc, error) {
 		p.reaped = true
 	}()
 	return p, nil
+}
+
+// openGate lets a gated child run its command; closing without the line
+// (as a dying daemon does) would make it exit instead.
+func (p *proc) openGate() {
+	p.gateOnce.Do(func() {
+		if p.gate != nil {
+			_, _ = p.gate.Write([]byte("\n"))
+			_ = p.gate.Close()
+		}
+	})
 }
 
 func (s *Subprocess) defaults() {

@@ -1,5 +1,11 @@
 package store
 
+import (
+	"strconv"
+
+	"stq/engine"
+)
+
 // stmtID names a statement in a connection's cache; an array index is
 // cheaper than hashing the SQL text on every use.
 type stmtID int
@@ -214,7 +220,7 @@ var sqlText = [numStmts]string{
 	// expired on an append that did commit) harmless.
 	qInsertLog: `INSERT OR IGNORE INTO job_logs (job_seq, seq, ts, attempt, stream, text) VALUES (?, ?, ?, ?, ?, ?)`,
 
-	qLogSizes: `SELECT seq, octet_length(text) FROM job_logs WHERE job_seq = ? ORDER BY seq`,
+	qLogSizes: `SELECT seq, octet_length(text) + ` + logLineOverhead + ` FROM job_logs WHERE job_seq = ? ORDER BY seq`,
 
 	qTrimLog: `DELETE FROM job_logs WHERE job_seq = ? AND seq <= ?`,
 
@@ -264,3 +270,6 @@ var sqlText = [numStmts]string{
 
 	qPaused: `SELECT queue FROM queue_settings WHERE paused = 1 ORDER BY queue`,
 }
+
+// logLineOverhead is engine.LogLineOverhead as SQL text.
+var logLineOverhead = strconv.Itoa(engine.LogLineOverhead)

@@ -39,7 +39,7 @@ const (
 	busyTimeout = 10 * time.Second
 	// walSizeLimit truncates the WAL after checkpoints, so a burst does not
 	// leave a large file behind for good.
-	walSizeLimit = 64 << 20
+	walSizeLimit = 4 << 20
 )
 
 // Store is the SQLite engine.Store. It is safe for concurrent use.

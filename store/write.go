@@ -995,7 +995,7 @@ func (c *conn) appendLog(id string, lines []engine.LogLine, maxBytes int64) erro
 			return fmt.Errorf("insert log line %d: %w", l.Seq, err)
 		}
 		if c.db.Changes() > 0 {
-			total += int64(len(l.Text))
+			total += int64(len(l.Text)) + engine.LogLineOverhead
 		}
 		lastSeq = max(lastSeq, l.Seq)
 	}

@@ -1168,7 +1168,7 @@ func testStats(f *fx) {
 func textBytes(lines []engine.LogLine) int64 {
 	var n int64
 	for _, l := range lines {
-		n += int64(len(l.Text))
+		n += int64(len(l.Text)) + engine.LogLineOverhead
 	}
 	return n
 }
@@ -1176,7 +1176,9 @@ func textBytes(lines []engine.LogLine) int64 {
 func testAppendLogTrim(f *fx) {
 	j := f.add("q", "t", "")
 	f.claimOne(t0)
-	const maxBytes = 40
+	// Each line costs its text plus the overhead: room for four short lines.
+	const o = engine.LogLineOverhead
+	const maxBytes = 40 + 4*o
 	var seq int64
 	mk := func(texts ...string) []engine.LogLine {
 		var out []engine.LogLine
@@ -1192,12 +1194,13 @@ func testAppendLogTrim(f *fx) {
 		truncated bool
 	}{
 		{mk("0123456789", "0123456789"), []int64{1, 2}, false},
-		{mk("0123456789", "01234567"), []int64{1, 2, 3, 4}, false},  // 38 bytes: fits
-		{mk("ab"), []int64{1, 2, 3, 4, 5}, false},                   // exactly 40
-		{mk("x"), []int64{2, 3, 4, 5, 6}, true},                     // 41: drop the oldest
-		{mk(strings.Repeat("y", 19)), []int64{3, 4, 5, 6, 7}, true}, // 50: the oldest 10 bytes are exactly enough
-		{mk("ééééé", "0123456789"), []int64{6, 7, 8, 9}, true},      // é is two bytes; 60 bytes, 20 to drop
-		{mk(strings.Repeat("z", 39)), []int64{10}, true},            // one big line pushes all older out
+		{mk("0123456789", "01234567"), []int64{1, 2, 3, 4}, false}, // 38 + 4o: fits
+		{mk("ab"), []int64{2, 3, 4, 5}, true},                      // 40 + 5o: drop the oldest
+		{mk("x"), []int64{3, 4, 5, 6}, true},
+		{mk(strings.Repeat("y", 19)), []int64{4, 5, 6, 7}, true},
+		{mk("ééééé", "0123456789"), []int64{6, 7, 8, 9}, true}, // é is two bytes
+		{mk(strings.Repeat("z", 39)), []int64{8, 9, 10}, true},
+		{mk("", "", "", "", "", ""), []int64{13, 14, 15, 16}, true}, // empty lines count too
 	} {
 		if err := f.s.AppendLog(f.ctx, j.ID, step.lines, maxBytes); err != nil {
 			f.Fatalf("append: %v", err)
