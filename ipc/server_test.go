@@ -179,8 +179,8 @@ func TestInvalidRequests(t *testing.T) {
 		{req(23, MethodEnqueue, `{"queue":"q","colour":"red"}`), `unknown field "colour"`, CodeInvalidParams, "23"},
 		{req(24, MethodCancel, `{"id":"j1","force":true}`), `unknown field "force"`, CodeInvalidParams, "24"},
 		{req(25, MethodRecover, `null`), "", 0, "25"}, // null params mean {}
-		{req(26, MethodWait, `{"ids":["j1"],"timeout":"infd"}`), "out of range", CodeInvalidParams, "26"},
-		{req(27, MethodWait, `{"ids":["j1"],"timeout":"1e300d"}`), "out of range", CodeInvalidParams, "27"},
+		{req(26, MethodWait, `{"ids":["j1"],"timeout":"infd"}`), "invalid duration", CodeInvalidParams, "26"},
+		{req(27, MethodWait, `{"ids":["j1"],"timeout":"1e300d"}`), "invalid duration", CodeInvalidParams, "27"},
 	}
 	for _, tc := range cases {
 		c.send(tc.line)
