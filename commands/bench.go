@@ -33,6 +33,7 @@ func (a *app) benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "durability", Value: "full", Usage: "daemon durability mode"},
 			&cli.BoolFlag{Name: "quick", Usage: "a smoke run: few jobs, one repetition (CI uses it so the benchmark cannot rot)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the rows as JSON"},
+			&cli.StringFlag{Name: "profile-dir", Usage: "write a CPU profile of each row's daemon to DIR (ROW.pprof)"},
 		},
 		Action: a.bench,
 	}
@@ -98,12 +99,18 @@ func (a *app) bench(c *cli.Context) error {
 	}
 	ctx := c.Context
 	durability := c.String("durability")
+	profilePath := func(row string) string {
+		if dir := c.String("profile-dir"); dir != "" {
+			return filepath.Join(dir, row+".pprof")
+		}
+		return ""
+	}
 
 	// Enqueue rows: jobs scheduled an hour out, so only the enqueue path runs.
 	for _, clients := range []int{1, 16} {
 		var vals []float64
 		for rep := 0; rep < reps; rep++ {
-			v, err := withBenchDaemon(ctx, self, durability, 4, func(env *benchEnv) (float64, error) {
+			v, err := withBenchDaemon(ctx, self, durability, 4, profilePath(fmt.Sprintf("enqueue-%dclients-rep%d", clients, rep)), func(env *benchEnv) (float64, error) {
 				return env.enqueueRate(ctx, clients, jobs)
 			})
 			if err != nil {
@@ -117,7 +124,7 @@ func (a *app) bench(c *cli.Context) error {
 
 	var noop []float64
 	for rep := 0; rep < reps; rep++ {
-		v, err := withBenchDaemon(ctx, self, durability, 4, func(env *benchEnv) (float64, error) {
+		v, err := withBenchDaemon(ctx, self, durability, 4, profilePath(fmt.Sprintf("noop-rep%d", rep)), func(env *benchEnv) (float64, error) {
 			return env.noopRate(ctx, jobs)
 		})
 		if err != nil {
@@ -129,7 +136,7 @@ func (a *app) bench(c *cli.Context) error {
 		fmt.Sprintf("%d jobs queued first, all due at one instant", jobs), noop))
 
 	var lat []float64
-	if _, err := withBenchDaemon(ctx, self, durability, 4, func(env *benchEnv) (float64, error) {
+	if _, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
 		var err error
 		lat, err = env.startLatency(ctx, samples)
 		return 0, err
@@ -141,7 +148,7 @@ func (a *app) bench(c *cli.Context) error {
 	add(benchRow{Name: "enqueue->start latency p99, idle daemon", Unit: "ms", Median: percentile(lat, 0.99), Min: lat[0], Max: lat[len(lat)-1], Note: fmt.Sprintf("%d samples", len(lat))})
 
 	var procs, forks []float64
-	if _, err := withBenchDaemon(ctx, self, durability, 4, func(env *benchEnv) (float64, error) {
+	if _, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
 		var err error
 		procs, forks, err = env.processWallTime(ctx, samples)
 		return 0, err
@@ -164,7 +171,7 @@ func (a *app) bench(c *cli.Context) error {
 
 // withBenchDaemon runs fn against a fresh daemon on a temporary home and
 // stops the daemon afterwards.
-func withBenchDaemon(ctx context.Context, self, durability string, workers int, fn func(*benchEnv) (float64, error)) (float64, error) {
+func withBenchDaemon(ctx context.Context, self, durability string, workers int, profile string, fn func(*benchEnv) (float64, error)) (float64, error) {
 	dir, err := os.MkdirTemp("", "stqb")
 	if err != nil {
 		return 0, fmt.Errorf("make bench home: %w", err)
@@ -175,7 +182,11 @@ func withBenchDaemon(ctx context.Context, self, durability string, workers int, 
 	if err != nil {
 		return 0, err
 	}
-	d := osexec.Command(self, "--home", home, "daemon", "--workers", fmt.Sprint(workers), "--durability", durability, "--log-level", "error")
+	args := []string{"--home", home, "daemon", "--workers", fmt.Sprint(workers), "--durability", durability, "--log-level", "error"}
+	if profile != "" {
+		args = append(args, "--cpu-profile", profile)
+	}
+	d := osexec.Command(self, args...)
 	d.Stderr = os.Stderr
 	if err := d.Start(); err != nil {
 		return 0, fmt.Errorf("start bench daemon: %w", err)

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,6 +38,7 @@ func (a *app) daemonCommand() *cli.Command {
 			&cli.StringFlag{Name: "grace", Usage: "on SIGTERM/SIGINT, how long running jobs get to finish before they are killed and requeued (default 10s)"},
 			&cli.StringFlag{Name: "durability", Usage: `"full": fsync every commit, an acknowledged job survives power loss (default); "normal": survives a daemon crash, not power loss`},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "cpu-profile", Usage: "write a Go CPU profile of the daemon's whole run to FILE (for docs/PERFORMANCE.md)"},
 		},
 		Action: a.runDaemon,
 	}
@@ -64,6 +66,17 @@ func (a *app) runDaemon(c *cli.Context) error {
 
 	if err := p.ensureDirs(); err != nil {
 		return err
+	}
+	if path := c.String("cpu-profile"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return fmt.Errorf("create cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("start cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	unlock, err := lockHome(p)
 	if err != nil {
