@@ -28,6 +28,9 @@ const (
 	// claimRetryDelay spaces out claims after a store error so a broken disk
 	// does not turn the dispatcher into a busy loop.
 	claimRetryDelay = 500 * time.Millisecond
+	// conditionRecheck is how often the dispatcher looks again while the
+	// machine is busy or on battery (the probe samples once a second).
+	conditionRecheck = time.Second
 )
 
 // Config tunes an Engine. Zero values take the defaults.
@@ -325,6 +328,12 @@ func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 		}
 		if retry > 0 && retry < d {
 			d = retry
+		}
+		// Nothing signals the machine turning idle or going on AC, so
+		// while either condition is unmet, look again each probe beat:
+		// held jobs start within a second of their condition holding.
+		if d > conditionRecheck && (!e.probe.Idle() || !e.probe.Power().OnAC) {
+			d = conditionRecheck
 		}
 		if !timer.Stop() {
 			select {

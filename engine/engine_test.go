@@ -450,3 +450,91 @@ func TestWithoutReplaceANewerGenerationWaits(t *testing.T) {
 	b.next(t).result <- exit(0)
 	b.wait(t, newer.ID)
 }
+
+// fakeProbe is a machine whose idleness and power the test sets.
+type fakeProbe struct {
+	mu   sync.Mutex
+	idle bool
+	ac   bool
+}
+
+func (p *fakeProbe) Idle() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.idle
+}
+
+func (p *fakeProbe) Power() engine.PowerState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return engine.PowerState{OnAC: p.ac, Known: true}
+}
+
+func (p *fakeProbe) set(idle, ac bool) {
+	p.mu.Lock()
+	p.idle, p.ac = idle, ac
+	p.mu.Unlock()
+}
+
+func TestConditionalJobsWaitForTheMachineAndNeverBlockOthers(t *testing.T) {
+	probe := &fakeProbe{}
+	st, err := store.Open(filepath.Join(t.TempDir(), "stq.db"), store.Options{Synchronous: "normal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	b := &bundle{store: st, exec: &fakeExec{started: make(chan *call, 100)}, clock: engine.NewManualClock(t0), procs: &fakeProcs{}, done: make(chan error, 1)}
+	b.eng, err = engine.New(engine.Config{Workers: 2, Host: "localhost"}, engine.Deps{Store: st, Subprocess: b.exec, InProcess: b.exec, Processes: b.procs, Probe: probe, Clock: b.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { b.done <- b.eng.Run(ctx) }()
+	t.Cleanup(func() { cancel(); b.clock.Advance(time.Hour); <-b.done })
+
+	yes := true
+	idleJob := b.enqueue(t, engine.EnqueueRequest{WaitIdle: &yes})
+	acJob := b.enqueue(t, engine.EnqueueRequest{RequireCharging: &yes})
+	plain := b.enqueue(t, engine.EnqueueRequest{})
+	if c := b.next(t); c.run.Job.ID != plain.ID {
+		t.Fatalf("started %s before the unconditional job", c.run.Job.ID)
+	} else {
+		c.result <- exit(0)
+	}
+	b.wait(t, plain.ID)
+	for id, want := range map[string]string{idleJob.ID: engine.WaitIdle, acJob.ID: engine.WaitPower} {
+		if j, _ := b.eng.Get(context.Background(), id); j.State != engine.StateQueued || j.Waiting != want {
+			t.Fatalf("job %s is %s waiting %q, want %q", id, j.State, j.Waiting, want)
+		}
+	}
+	probe.set(true, false) // the machine goes idle, still on battery
+	if c := b.advanceUntilStarted(t, time.Second); c.run.Job.ID != idleJob.ID {
+		t.Fatalf("started %s when the machine went idle", c.run.Job.ID)
+	} else {
+		c.result <- exit(0)
+	}
+	probe.set(true, true) // plugged in
+	if c := b.advanceUntilStarted(t, time.Second); c.run.Job.ID != acJob.ID {
+		t.Fatalf("started %s on AC", c.run.Job.ID)
+	} else {
+		c.result <- exit(0)
+	}
+	b.wait(t, acJob.ID)
+}
+
+// advanceUntilStarted moves the clock a step at a time until an attempt
+// starts. Stepping (rather than one jump) does not depend on when the
+// dispatcher armed its timer; the test still fails if nothing starts.
+func (b *bundle) advanceUntilStarted(t *testing.T, step time.Duration) *call {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		b.clock.Advance(step)
+		select {
+		case c := <-b.exec.started:
+			return c
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatal("no attempt started")
+	return nil
+}
