@@ -538,3 +538,46 @@ func (b *bundle) advanceUntilStarted(t *testing.T, step time.Duration) *call {
 	t.Fatal("no attempt started")
 	return nil
 }
+
+func TestClockJumpsNeitherLoseNorDoubleRunScheduledJobs(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 2})
+	in := engine.Duration(10 * time.Minute)
+	scheduled := b.enqueue(t, engine.EnqueueRequest{Delay: &in})
+	bo := engine.Duration(time.Minute)
+	backedOff := b.enqueue(t, engine.EnqueueRequest{Backoff: &bo})
+	c := b.next(t)
+	c.result <- exit(1) // fails; retries after about a minute
+	b.waitState(t, backedOff.ID, engine.StateQueued)
+
+	// The wall clock jumps back an hour: nothing is due, nothing is lost.
+	b.clock.Set(t0.Add(-time.Hour))
+	for _, id := range []string{scheduled.ID, backedOff.ID} {
+		if j, _ := b.eng.Get(context.Background(), id); j.State != engine.StateQueued {
+			t.Fatalf("job %s is %s after the clock went back", id, j.State)
+		}
+	}
+	select {
+	case c := <-b.exec.started:
+		t.Fatalf("job %s started after the clock went back", c.run.Job.ID)
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	// Then forward two hours: each job runs exactly once.
+	b.clock.Set(t0.Add(2 * time.Hour))
+	seen := map[string]int{}
+	for i := 0; i < 2; i++ {
+		c := b.next(t)
+		seen[c.run.Job.ID]++
+		c.result <- exit(0)
+	}
+	b.wait(t, scheduled.ID)
+	b.wait(t, backedOff.ID)
+	select {
+	case c := <-b.exec.started:
+		t.Fatalf("job %s ran a second time", c.run.Job.ID)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if seen[scheduled.ID] != 1 || seen[backedOff.ID] != 1 {
+		t.Fatalf("runs after the jumps: %v", seen)
+	}
+}

@@ -323,6 +323,7 @@ func (s *Store) runWriter() {
 			s.writes.Add(int64(n))
 			s.txns.Add(1)
 		}
+		s.explainFull(batch)
 		answer(batch)
 		clear(batch) // let answered ops be collected
 	}
