@@ -100,6 +100,22 @@ func TestHostileSocketInputLeavesTheDaemonServing(t *testing.T) {
 		{"a negative generation", true, `{"jsonrpc":"2.0","id":1,"method":"dev.enqueue.v1","params":{"subject":"s","generation":-4,"command":["true"]}}`, -32602, false},
 		{"a huge number", true, `{"jsonrpc":"2.0","id":1,"method":"dev.enqueue.v1","params":{"priority":1e400,"command":["true"]}}`, -32602, false},
 		{"an unknown job", true, `{"jsonrpc":"2.0","id":1,"method":"dev.get.v1","params":{"id":"nope"}}`, -32001, false},
+		{"deeply nested JSON", true, `{"jsonrpc":"2.0","id":1,"method":"dev.enqueue.v1","params":{"command":["true"],"payload":` + strings.Repeat("[", 100000) + strings.Repeat("]", 100000) + `}}`, -32700, false},
+		{"a raw NUL byte", true, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"admin.stats.v1\x00\"}", -32700, false},
+		{"an old protocol version", true, `{"jsonrpc":"1.0","id":1,"method":"admin.stats.v1","params":{}}`, -32600, false},
+		{"a method that is not a string", true, `{"jsonrpc":"2.0","id":1,"method":7,"params":{}}`, -32600, false},
+		{"an empty object", true, `{}`, -32600, false},
+		{"params that are an array", true, `{"jsonrpc":"2.0","id":1,"method":"dev.list.v1","params":[1,2]}`, -32602, false},
+		{"auth a second time", true, `{"jsonrpc":"2.0","id":1,"method":"auth.v1","params":{"token":"x"}}`, -32600, false},
+		{"a huge generation", true, `{"jsonrpc":"2.0","id":1,"method":"dev.enqueue.v1","params":{"subject":"s","generation":1e30,"command":["true"]}}`, -32602, false},
+		{"cancel by id and subject at once", true, `{"jsonrpc":"2.0","id":1,"method":"dev.cancel.v1","params":{"id":"a","subject":"s"}}`, -32602, false},
+		{"a negative list limit", true, `{"jsonrpc":"2.0","id":1,"method":"dev.list.v1","params":{"limit":-1}}`, -32602, false},
+		{"a negative tail position", true, `{"jsonrpc":"2.0","id":1,"method":"logs.tail.v1","params":{"job_id":"a","after_seq":-5}}`, -32602, false},
+		{"a wait for nothing", true, `{"jsonrpc":"2.0","id":1,"method":"dev.wait.v1","params":{"ids":[]}}`, -32602, false},
+		{"an empty program name", true, `{"jsonrpc":"2.0","id":1,"method":"dev.enqueue.v1","params":{"command":[""]}}`, -32602, false},
+		{"a reserved environment variable", true, `{"jsonrpc":"2.0","id":1,"method":"dev.enqueue.v1","params":{"command":["true"],"env":{"STQ_JOB_ID":"x"}}}`, -32602, false},
+		{"a payload over the limit", true, `{"jsonrpc":"2.0","id":1,"method":"dev.enqueue.v1","params":{"command":["true"],"payload":"` + strings.Repeat("x", 1<<20+1) + `"}}`, -32602, false},
+		{"an unknown dependency", true, `{"jsonrpc":"2.0","id":1,"method":"dev.enqueue.v1","params":{"command":["true"],"after":["nope"]}}`, -32602, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
