@@ -9,6 +9,8 @@ import (
 	osexec "os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -122,10 +124,13 @@ func (a *app) bench(c *cli.Context) error {
 			fmt.Sprintf("%d jobs, one job per request, durability=%s", jobs, durability), vals))
 	}
 
-	var noop []float64
+	var noop, perJob []float64
+	pad := []byte(`{"pad":"` + strings.Repeat("x", 90) + `"}`) // a 100-byte payload
 	for rep := 0; rep < reps; rep++ {
 		v, err := withBenchDaemon(ctx, self, durability, 4, profilePath(fmt.Sprintf("noop-rep%d", rep)), func(env *benchEnv) (float64, error) {
-			return env.noopRate(ctx, jobs)
+			r, b, err := env.drainRate(ctx, jobs, engine.EnqueueRequest{Type: "noop", Payload: pad})
+			perJob = append(perJob, b)
+			return r, err
 		})
 		if err != nil {
 			return err
@@ -134,6 +139,83 @@ func (a *app) bench(c *cli.Context) error {
 	}
 	add(newRow("in-process noop jobs processed/s, 4 workers", "jobs/s",
 		fmt.Sprintf("%d jobs queued first, all due at one instant", jobs), noop))
+	add(newRow("database bytes per finished job (100-byte payload)", "bytes",
+		"db + WAL size / jobs, after the noop run", perJob))
+
+	subJobs := min(jobs, 2000)
+	var subs, forks4 []float64
+	for rep := 0; rep < reps; rep++ {
+		f, err := forkRate(ctx, subJobs)
+		if err != nil {
+			return err
+		}
+		forks4 = append(forks4, f)
+		v, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
+			r, _, err := env.drainRate(ctx, subJobs, engine.EnqueueRequest{Command: []string{"true"}, Cwd: "/"})
+			return r, err
+		})
+		if err != nil {
+			return err
+		}
+		subs = append(subs, v)
+	}
+	add(newRow("subprocess `true` jobs processed/s, 4 workers", "jobs/s", fmt.Sprintf("%d jobs; start gate included", subJobs), subs))
+	add(newRow("fork/exec loop of `true`, 4 goroutines (baseline)", "runs/s", fmt.Sprintf("%d runs, same run", subJobs), forks4))
+
+	var stormSecs, stormRuns []float64
+	for rep := 0; rep < reps; rep++ {
+		var ran int64
+		v, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
+			s, r, err := env.storm(ctx, jobs*5, 1000)
+			ran = r
+			return s, err
+		})
+		if err != nil {
+			return err
+		}
+		stormSecs = append(stormSecs, v)
+		stormRuns = append(stormRuns, float64(ran))
+	}
+	add(newRow(fmt.Sprintf("supersede storm: %d enqueues over 1,000 subjects, 16 clients", jobs*5), "s", "until every job ended", stormSecs))
+	add(newRow("supersede storm: jobs that ran", "jobs", "the rest were superseded", stormRuns))
+
+	var idle, loaded []float64
+	for rep := 0; rep < reps; rep++ {
+		if _, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
+			time.Sleep(500 * time.Millisecond)
+			r, err := env.rssMB()
+			if err != nil {
+				return 0, err
+			}
+			idle = append(idle, r)
+			stop := make(chan struct{})
+			peak := make(chan float64, 1)
+			go func() {
+				p := 0.0
+				t := time.NewTicker(20 * time.Millisecond)
+				defer t.Stop()
+				for {
+					if r, err := env.rssMB(); err == nil {
+						p = math.Max(p, r)
+					}
+					select {
+					case <-stop:
+						peak <- p
+						return
+					case <-t.C:
+					}
+				}
+			}()
+			_, err = env.enqueueRate(ctx, 16, jobs)
+			close(stop)
+			loaded = append(loaded, <-peak)
+			return 0, err
+		}); err != nil {
+			return err
+		}
+	}
+	add(newRow("daemon RSS, idle", "MB", "VmRSS half a second after start", idle))
+	add(newRow("daemon RSS, peak under 16 enqueuing clients", "MB", fmt.Sprintf("%d durable enqueues", jobs), loaded))
 
 	var lat []float64
 	if _, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
@@ -264,27 +346,29 @@ func (env *benchEnv) flood(ctx context.Context, clients, n int, req engine.Enque
 	return float64(n) / elapsed.Seconds(), nil
 }
 
-// noopRate measures how fast 4 workers drain n queued noop jobs. The jobs
-// are all due at one instant T, set far enough ahead that the flood of
+// drainRate measures how fast 4 workers drain n queued jobs like req. The
+// jobs are all due at one instant T, set far enough ahead that the flood of
 // enqueues has finished by then, so the rate is n / (last finish - T) and
-// the enqueue path is not part of it.
-func (env *benchEnv) noopRate(ctx context.Context, n int) (float64, error) {
+// the enqueue path is not part of it. It also reports the database's size
+// per finished job.
+func (env *benchEnv) drainRate(ctx context.Context, n int, req engine.EnqueueRequest) (rate, bytesPerJob float64, err error) {
 	due := time.Now().Add(2*time.Second + time.Duration(n)*200*time.Microsecond).UTC()
-	if _, err := env.flood(ctx, 16, n, engine.EnqueueRequest{Type: "noop", RunAt: &due}); err != nil {
-		return 0, err
+	req.RunAt = &due
+	if _, err := env.flood(ctx, 16, n, req); err != nil {
+		return 0, 0, err
 	}
 	if time.Now().After(due) {
-		return 0, errors.New("the enqueue flood outlasted the head start; rerun with fewer --jobs")
+		return 0, 0, errors.New("the enqueue flood outlasted the head start; rerun with fewer --jobs")
 	}
 	cl, err := env.dial(ctx)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer cl.Close()
+	var st engine.Stats
 	for {
-		var st engine.Stats
 		if err := cl.Call(ctx, "admin.stats.v1", struct{}{}, &st); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if st.Queues[engine.DefaultQueue][engine.StateDone] >= int64(n) {
 			break
@@ -295,7 +379,7 @@ func (env *benchEnv) noopRate(ctx context.Context, n int) (float64, error) {
 	// newest ones listed.
 	var res ipc.JobsResult
 	if err := cl.Call(ctx, "dev.list.v1", ipc.ListParams{Limit: 1000}, &res); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var last time.Time
 	for _, j := range res.Jobs {
@@ -303,7 +387,98 @@ func (env *benchEnv) noopRate(ctx context.Context, n int) (float64, error) {
 			last = *j.FinishedAt
 		}
 	}
-	return float64(n) / last.Sub(due).Seconds(), nil
+	return float64(n) / last.Sub(due).Seconds(), float64(st.DBBytes) / float64(n), nil
+}
+
+// forkRate runs `true` n times from 4 goroutines: the baseline for
+// subprocess jobs.
+func forkRate(ctx context.Context, n int) (float64, error) {
+	path, err := osexec.LookPath("true")
+	if err != nil {
+		return 0, fmt.Errorf("find true: %w", err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	start := time.Now()
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < n; i += 4 {
+				if err := osexec.CommandContext(ctx, path).Run(); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, fmt.Errorf("run true: %w", err)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// storm sends n enqueues over `subjects` subjects from 16 clients, then
+// waits until every job has ended. It returns the seconds from the first
+// enqueue to the last job's end, and how many jobs ran.
+func (env *benchEnv) storm(ctx context.Context, n, subjects int) (secs float64, ran int64, err error) {
+	conns := make([]*ipc.Client, 16)
+	for i := range conns {
+		if conns[i], err = env.dial(ctx); err != nil {
+			return 0, 0, err
+		}
+		defer conns[i].Close()
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(conns))
+	for c, cl := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var res engine.EnqueueResult
+			for i := c; i < n; i += len(conns) {
+				req := engine.EnqueueRequest{Type: "noop", Subject: fmt.Sprintf("src/file%04d.rs", i%subjects)}
+				if err := cl.Call(ctx, "dev.enqueue.v1", req, &res); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, 0, fmt.Errorf("enqueue: %w", err)
+	}
+	for {
+		var st engine.Stats
+		if err := conns[0].Call(ctx, "admin.stats.v1", struct{}{}, &st); err != nil {
+			return 0, 0, err
+		}
+		q := st.Queues[engine.DefaultQueue]
+		if q[engine.StateDone]+q[engine.StateSuperseded] >= int64(n) {
+			return time.Since(start).Seconds(), q[engine.StateDone], nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rssMB is the daemon's resident memory, from /proc (Linux only).
+func (env *benchEnv) rssMB() (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", env.daemon.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("read daemon memory: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseFloat(f[1], 64)
+			return kb / 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
 }
 
 // startLatency enqueues one noop job at a time on an idle daemon and
