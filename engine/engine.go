@@ -116,6 +116,10 @@ type Engine struct {
 	rng     *mrand.Rand
 	lastID  [16]byte
 
+	// queueLimits is the per-queue concurrency caps from the configuration,
+	// built once: every claim hands it to the store, which only reads it.
+	queueLimits map[string]int
+
 	recovered atomic.Int64
 	jobs      sync.WaitGroup
 }
@@ -212,23 +216,33 @@ func New(cfg Config, d Deps) (*Engine, error) {
 			return nil, fmt.Errorf("queue %q: concurrency and weight must not be negative", name)
 		}
 	}
+	var limits map[string]int
+	for name, q := range cfg.Queues {
+		if q.Concurrency > 0 {
+			if limits == nil {
+				limits = make(map[string]int)
+			}
+			limits[name] = q.Concurrency
+		}
+	}
 	var seed [16]byte
 	_, _ = rand.Read(seed[:])
 	return &Engine{
-		cfg:     cfg,
-		store:   d.Store,
-		sub:     d.Subprocess,
-		inproc:  d.InProcess,
-		reg:     d.Registry,
-		procs:   d.Processes,
-		probe:   d.Probe,
-		clock:   d.Clock,
-		log:     d.Logger,
-		bus:     newBus(),
-		started: d.Clock.Now(),
-		wake:    make(chan struct{}, 1),
-		running: make(map[string]*activeJob),
-		rng:     mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
+		queueLimits: limits,
+		cfg:         cfg,
+		store:       d.Store,
+		sub:         d.Subprocess,
+		inproc:      d.InProcess,
+		reg:         d.Registry,
+		procs:       d.Processes,
+		probe:       d.Probe,
+		clock:       d.Clock,
+		log:         d.Logger,
+		bus:         newBus(),
+		started:     d.Clock.Now(),
+		wake:        make(chan struct{}, 1),
+		running:     make(map[string]*activeJob),
+		rng:         mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
 	}, nil
 }
 
@@ -374,15 +388,8 @@ func (e *Engine) notify() {
 func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int) (int, error) {
 	e.claimMu.Lock()
 	defer e.claimMu.Unlock()
-	req := ClaimRequest{Owner: e.cfg.Owner, Now: now, Limit: limit, Idle: e.probe.Idle(), OnAC: e.probe.Power().OnAC}
-	for name, q := range e.cfg.Queues {
-		if q.Concurrency > 0 {
-			if req.QueueLimits == nil {
-				req.QueueLimits = make(map[string]int)
-			}
-			req.QueueLimits[name] = q.Concurrency
-		}
-	}
+	req := ClaimRequest{Owner: e.cfg.Owner, Now: now, Limit: limit, Idle: e.probe.Idle(), OnAC: e.probe.Power().OnAC,
+		QueueLimits: e.queueLimits}
 	claimed := 0
 	if quota, def, ok := e.shares(limit); ok {
 		// First pass: each queue gets its weighted share of the free
@@ -539,20 +546,34 @@ func (e *Engine) resolve(j *Job, run *Run) (Executor, error) {
 		run.Command = j.Command
 		return e.needExec(e.sub, "subprocess")
 	}
-	tc, hasCfg := e.cfg.Types[j.Type]
-	if hasCfg && tc.Mode != ModeInProcess && len(tc.Command) > 0 {
-		run.Command = tc.Command
+	command, handler := e.typeHandler(j.Type)
+	switch {
+	case len(command) > 0:
+		run.Command = command
 		return e.needExec(e.sub, "subprocess")
-	}
-	name := j.Type
-	if hasCfg && tc.Handler != "" {
-		name = tc.Handler
-	}
-	if _, ok := e.reg.Lookup(name); ok {
-		run.Handler = name
+	case handler != "":
+		run.Handler = handler
 		return e.needExec(e.inproc, "in-process")
 	}
 	return nil, fmt.Errorf("no command and no handler for type %q: %w", j.Type, ErrPermanent)
+}
+
+// typeHandler says what runs jobs of a type that carry no command of their
+// own: the configured command, or the name of a registered in-process
+// handler; neither when the type has nothing.
+func (e *Engine) typeHandler(jobType string) (command []string, handler string) {
+	tc, ok := e.cfg.Types[jobType]
+	if ok && tc.Mode != ModeInProcess && len(tc.Command) > 0 {
+		return tc.Command, ""
+	}
+	name := jobType
+	if ok && tc.Handler != "" {
+		name = tc.Handler
+	}
+	if _, found := e.reg.Lookup(name); found {
+		return nil, name
+	}
+	return nil, ""
 }
 
 func (e *Engine) needExec(ex Executor, kind string) (Executor, error) {
@@ -560,21 +581,6 @@ func (e *Engine) needExec(ex Executor, kind string) (Executor, error) {
 		return nil, fmt.Errorf("no %s executor configured: %w", kind, ErrPermanent)
 	}
 	return ex, nil
-}
-
-// runnable reports whether a job of this type without a command of its own
-// has something to run it.
-func (e *Engine) runnable(jobType string) bool {
-	tc, ok := e.cfg.Types[jobType]
-	if ok && tc.Mode != ModeInProcess && len(tc.Command) > 0 {
-		return true
-	}
-	name := jobType
-	if ok && tc.Handler != "" {
-		name = tc.Handler
-	}
-	_, found := e.reg.Lookup(name)
-	return found
 }
 
 func jobEnv(j *Job) []string {
@@ -756,7 +762,7 @@ func (e *Engine) Enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult
 	if err := req.validate(e.cfg.MaxPayload); err != nil {
 		return EnqueueResult{}, err
 	}
-	if len(req.Command) == 0 && !e.runnable(req.Type) {
+	if command, handler := e.typeHandler(req.Type); len(req.Command) == 0 && command == nil && handler == "" {
 		return EnqueueResult{}, fmt.Errorf("%w: job type %q has no handler: give a command after -- or add [handlers.%s] with a command to config.toml", ErrInvalid, req.Type, req.Type)
 	}
 	now := e.clock.Now()
@@ -939,7 +945,7 @@ func (e *Engine) annotate(ctx context.Context, jobs []*Job) error {
 			j.Waiting = WaitIdle
 		case j.RequireCharging && !onAC:
 			j.Waiting = WaitPower
-		case e.cfg.Queues[j.Queue].Concurrency > 0 && perQueue[j.Queue] >= e.cfg.Queues[j.Queue].Concurrency:
+		case e.queueLimits[j.Queue] > 0 && perQueue[j.Queue] >= e.queueLimits[j.Queue]:
 			j.Waiting = WaitQueueFull
 		}
 	}
