@@ -308,6 +308,13 @@ func (env *benchEnv) enqueueRate(ctx context.Context, clients, n int) (float64, 
 }
 
 func (env *benchEnv) flood(ctx context.Context, clients, n int, req engine.EnqueueRequest) (float64, error) {
+	return env.floodWith(ctx, clients, n, func(int) engine.EnqueueRequest { return req })
+}
+
+// floodWith sends n enqueues, request i built by reqFor(i), from `clients`
+// connections at once (client c sends i = c, c+clients, ...) and returns
+// enqueues per second.
+func (env *benchEnv) floodWith(ctx context.Context, clients, n int, reqFor func(i int) engine.EnqueueRequest) (float64, error) {
 	conns := make([]*ipc.Client, clients)
 	for i := range conns {
 		cl, err := env.dial(ctx)
@@ -320,17 +327,13 @@ func (env *benchEnv) flood(ctx context.Context, clients, n int, req engine.Enque
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
 	start := time.Now()
-	for i, cl := range conns {
-		share := n / clients
-		if i < n%clients {
-			share++
-		}
+	for c, cl := range conns {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			var res engine.EnqueueResult
-			for k := 0; k < share; k++ {
-				if err := cl.Call(ctx, "dev.enqueue.v1", req, &res); err != nil {
+			for i := c; i < n; i += clients {
+				if err := cl.Call(ctx, "dev.enqueue.v1", reqFor(i), &res); err != nil {
 					errs <- err
 					return
 				}
@@ -365,15 +368,9 @@ func (env *benchEnv) drainRate(ctx context.Context, n int, req engine.EnqueueReq
 		return 0, 0, err
 	}
 	defer cl.Close()
-	var st engine.Stats
-	for {
-		if err := cl.Call(ctx, "admin.stats.v1", struct{}{}, &st); err != nil {
-			return 0, 0, err
-		}
-		if st.Queues[engine.DefaultQueue][engine.StateDone] >= int64(n) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	st, err := waitCount(ctx, cl, n, engine.StateDone)
+	if err != nil {
+		return 0, 0, err
 	}
 	// Claims follow enqueue order, so the last job to finish is among the
 	// newest ones listed.
@@ -424,43 +421,38 @@ func forkRate(ctx context.Context, n int) (float64, error) {
 // waits until every job has ended. It returns the seconds from the first
 // enqueue to the last job's end, and how many jobs ran.
 func (env *benchEnv) storm(ctx context.Context, n, subjects int) (secs float64, ran int64, err error) {
-	conns := make([]*ipc.Client, 16)
-	for i := range conns {
-		if conns[i], err = env.dial(ctx); err != nil {
-			return 0, 0, err
-		}
-		defer conns[i].Close()
-	}
 	start := time.Now()
-	var wg sync.WaitGroup
-	errs := make(chan error, len(conns))
-	for c, cl := range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var res engine.EnqueueResult
-			for i := c; i < n; i += len(conns) {
-				req := engine.EnqueueRequest{Type: "noop", Subject: fmt.Sprintf("src/file%04d.rs", i%subjects)}
-				if err := cl.Call(ctx, "dev.enqueue.v1", req, &res); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
+	if _, err := env.floodWith(ctx, 16, n, func(i int) engine.EnqueueRequest {
+		return engine.EnqueueRequest{Type: "noop", Subject: fmt.Sprintf("src/file%04d.rs", i%subjects)}
+	}); err != nil {
+		return 0, 0, err
 	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		return 0, 0, fmt.Errorf("enqueue: %w", err)
+	cl, err := env.dial(ctx)
+	if err != nil {
+		return 0, 0, err
 	}
+	defer cl.Close()
+	st, err := waitCount(ctx, cl, n, engine.StateDone, engine.StateSuperseded)
+	if err != nil {
+		return 0, 0, err
+	}
+	return time.Since(start).Seconds(), st.Queues[engine.DefaultQueue][engine.StateDone], nil
+}
+
+// waitCount polls the daemon's counters until at least n jobs of the
+// default queue are in the given states, and returns the stats then.
+func waitCount(ctx context.Context, cl *ipc.Client, n int, states ...engine.State) (engine.Stats, error) {
 	for {
 		var st engine.Stats
-		if err := conns[0].Call(ctx, "admin.stats.v1", struct{}{}, &st); err != nil {
-			return 0, 0, err
+		if err := cl.Call(ctx, "admin.stats.v1", struct{}{}, &st); err != nil {
+			return st, err
 		}
-		q := st.Queues[engine.DefaultQueue]
-		if q[engine.StateDone]+q[engine.StateSuperseded] >= int64(n) {
-			return time.Since(start).Seconds(), q[engine.StateDone], nil
+		var got int64
+		for _, s := range states {
+			got += st.Queues[engine.DefaultQueue][s]
+		}
+		if got >= int64(n) {
+			return st, nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
