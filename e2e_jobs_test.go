@@ -742,3 +742,30 @@ func TestAcknowledgedEnqueuesSurviveSIGKILLMidStorm(t *testing.T) {
 	}
 	t.Logf("%d acknowledged enqueues, all present after SIGKILL and restart", len(acked))
 }
+
+func TestPayloadFromStdinReachesTheJob(t *testing.T) {
+	e := newEnv(t)
+	e.startDaemon()
+	out := filepath.Join(t.TempDir(), "got")
+	r := e.runStdin(`{"path":"src/lib.rs"}`, "enqueue", "--payload-file", "-", "--", "sh", "-c", "cat > "+out)
+	if r.code != 0 {
+		t.Fatalf("enqueue with --payload-file -: exit %d %q", r.code, r.stderr)
+	}
+	e.ok("wait", strings.TrimSpace(r.stdout))
+	if b, _ := os.ReadFile(out); string(b) != `{"path":"src/lib.rs"}` {
+		t.Fatalf("job read %q from stdin", b)
+	}
+	if r := e.runStdin(`not json`, "enqueue", "--payload-file", "-", "--", "true"); r.code != 2 {
+		t.Fatalf("invalid JSON on stdin: exit %d", r.code)
+	}
+}
+
+func TestDaemonHelpPrintsThePaths(t *testing.T) {
+	e := newEnv(t)
+	out := e.ok("daemon", "--help")
+	for _, want := range []string{e.path("stq.db"), e.path("stq.sock"), e.path("token"), e.path("config.toml")} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("daemon --help does not name %s:\n%s", want, out)
+		}
+	}
+}

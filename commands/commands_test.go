@@ -132,3 +132,19 @@ func TestNoDaemonExitsThree(t *testing.T) {
 		t.Fatalf("exit %d, %q", code, errb.String())
 	}
 }
+
+func TestTablesArePlainOnAPipeAndColourlessUnderNoColor(t *testing.T) {
+	t.Parallel()
+	rows := [][]string{{"j1", "DONE"}, {"j2", "FAILED"}}
+	var pipe bytes.Buffer
+	newStyles(&pipe, false, false).writeTable(&pipe, []string{"ID", "STATE"}, rows, 1)
+	if got := pipe.String(); got != "ID  STATE\nj1  DONE\nj2  FAILED\n" {
+		t.Fatalf("plain table:\n%q", got)
+	}
+	var term bytes.Buffer
+	newStyles(&term, true, true).writeTable(&term, []string{"ID", "STATE"}, rows, 1)
+	got := term.String()
+	if !strings.Contains(got, "╭") || !strings.Contains(got, "FAILED") || strings.Contains(got, "\x1b[") {
+		t.Fatalf("terminal table under NO_COLOR should be drawn, without escape codes:\n%q", got)
+	}
+}

@@ -29,12 +29,19 @@ type styles struct {
 }
 
 func (a *app) styles() styles {
-	s := styles{styled: a.stdoutIsTerminal()}
+	_, noColor := os.LookupEnv("NO_COLOR")
+	return newStyles(a.stdout, a.stdoutIsTerminal(), noColor)
+}
+
+// newStyles decides the output style: plain text unless w is a terminal,
+// and on a terminal tables without colour when noColor is set.
+func newStyles(w io.Writer, terminal, noColor bool) styles {
+	s := styles{styled: terminal}
 	if !s.styled {
 		return s
 	}
-	r := lipgloss.NewRenderer(a.stdout)
-	if _, noColor := os.LookupEnv("NO_COLOR"); noColor {
+	r := lipgloss.NewRenderer(w)
+	if noColor {
 		r.SetColorProfile(termenv.Ascii)
 	}
 	s.header = r.NewStyle().Bold(true).Padding(0, 1)
