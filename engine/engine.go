@@ -1132,8 +1132,8 @@ func (e *Engine) Wait(ctx context.Context, ids []string) ([]*Job, error) {
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("%w: wait needs at least one job id", ErrInvalid)
 	}
-	sub := e.Subscribe(EventFilter{})
-	defer sub.Close()
+	sub := e.Subscribe(EventFilter{Kind: EventJob})
+	defer func() { sub.Close() }()
 	jobs := make([]*Job, len(ids))
 	for {
 		pending := 0
@@ -1157,8 +1157,8 @@ func (e *Engine) Wait(ctx context.Context, ids []string) ([]*Job, error) {
 			return jobs, err
 		}
 		if sub.Lagged() {
-			sub = e.Subscribe(EventFilter{})
-			defer sub.Close()
+			sub.Close()
+			sub = e.Subscribe(EventFilter{Kind: EventJob})
 		}
 	}
 }

@@ -11,9 +11,15 @@ const subscriberBuffer = 4096
 type EventFilter struct {
 	JobID string
 	Queue string
+	// Kind keeps only events of one kind: a waiter that needs state
+	// changes is not flooded with every line every job prints.
+	Kind EventKind
 }
 
 func (f EventFilter) match(ev *Event) bool {
+	if f.Kind != "" && ev.Kind != f.Kind {
+		return false
+	}
 	if f.JobID != "" && ev.JobID != f.JobID {
 		return false
 	}
