@@ -36,6 +36,7 @@ func (a *app) benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "quick", Usage: "a smoke run: few jobs, one repetition (CI uses it so the benchmark cannot rot)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the rows as JSON"},
 			&cli.StringFlag{Name: "profile-dir", Usage: "write a CPU profile of each row's daemon to DIR (ROW.pprof)"},
+			&cli.StringSliceFlag{Name: "only", Usage: "run only these row groups: " + strings.Join(benchGroups(), ", ")},
 		},
 		Action: a.bench,
 	}
@@ -72,6 +73,11 @@ func percentile(sorted []float64, p float64) float64 {
 	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
+// benchGroups name the groups of rows --only can pick.
+func benchGroups() []string {
+	return []string{"enqueue", "noop", "subprocess", "storm", "rss", "latency", "process"}
+}
+
 type benchEnv struct {
 	home   string
 	paths  Paths
@@ -92,6 +98,13 @@ func (a *app) bench(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("find own binary: %w", err)
 	}
+	only := c.StringSlice("only")
+	for _, g := range only {
+		if !slices.Contains(benchGroups(), g) {
+			return usageErrorf("--only: unknown row group %q (have %s)", g, strings.Join(benchGroups(), ", "))
+		}
+	}
+	want := func(g string) bool { return len(only) == 0 || slices.Contains(only, g) }
 	var rows []benchRow
 	add := func(r benchRow) {
 		rows = append(rows, r)
@@ -108,137 +121,151 @@ func (a *app) bench(c *cli.Context) error {
 		return ""
 	}
 
-	// Enqueue rows: jobs scheduled an hour out, so only the enqueue path runs.
-	for _, clients := range []int{1, 16} {
-		var vals []float64
+	if want("enqueue") {
+		// Enqueue rows: jobs scheduled an hour out, so only the enqueue path runs.
+		for _, clients := range []int{1, 16} {
+			var vals []float64
+			for rep := 0; rep < reps; rep++ {
+				v, err := withBenchDaemon(ctx, self, durability, 4, profilePath(fmt.Sprintf("enqueue-%dclients-rep%d", clients, rep)), func(env *benchEnv) (float64, error) {
+					return env.enqueueRate(ctx, clients, jobs)
+				})
+				if err != nil {
+					return err
+				}
+				vals = append(vals, v)
+			}
+			add(newRow(fmt.Sprintf("durable enqueues/s over the socket, %d client(s)", clients), "jobs/s",
+				fmt.Sprintf("%d jobs, one job per request, durability=%s", jobs, durability), vals))
+		}
+	}
+
+	if want("noop") {
+		var noop, perJob []float64
+		pad := []byte(`{"pad":"` + strings.Repeat("x", 90) + `"}`) // a 100-byte payload
 		for rep := 0; rep < reps; rep++ {
-			v, err := withBenchDaemon(ctx, self, durability, 4, profilePath(fmt.Sprintf("enqueue-%dclients-rep%d", clients, rep)), func(env *benchEnv) (float64, error) {
-				return env.enqueueRate(ctx, clients, jobs)
+			v, err := withBenchDaemon(ctx, self, durability, 4, profilePath(fmt.Sprintf("noop-rep%d", rep)), func(env *benchEnv) (float64, error) {
+				r, b, err := env.drainRate(ctx, jobs, engine.EnqueueRequest{Type: "noop", Payload: pad})
+				perJob = append(perJob, b)
+				return r, err
 			})
 			if err != nil {
 				return err
 			}
-			vals = append(vals, v)
+			noop = append(noop, v)
 		}
-		add(newRow(fmt.Sprintf("durable enqueues/s over the socket, %d client(s)", clients), "jobs/s",
-			fmt.Sprintf("%d jobs, one job per request, durability=%s", jobs, durability), vals))
+		add(newRow("in-process noop jobs processed/s, 4 workers", "jobs/s",
+			fmt.Sprintf("%d jobs queued first, all due at one instant", jobs), noop))
+		add(newRow("database bytes per finished job (100-byte payload)", "bytes",
+			"db + WAL size / jobs, after the noop run", perJob))
 	}
 
-	var noop, perJob []float64
-	pad := []byte(`{"pad":"` + strings.Repeat("x", 90) + `"}`) // a 100-byte payload
-	for rep := 0; rep < reps; rep++ {
-		v, err := withBenchDaemon(ctx, self, durability, 4, profilePath(fmt.Sprintf("noop-rep%d", rep)), func(env *benchEnv) (float64, error) {
-			r, b, err := env.drainRate(ctx, jobs, engine.EnqueueRequest{Type: "noop", Payload: pad})
-			perJob = append(perJob, b)
-			return r, err
-		})
-		if err != nil {
-			return err
-		}
-		noop = append(noop, v)
-	}
-	add(newRow("in-process noop jobs processed/s, 4 workers", "jobs/s",
-		fmt.Sprintf("%d jobs queued first, all due at one instant", jobs), noop))
-	add(newRow("database bytes per finished job (100-byte payload)", "bytes",
-		"db + WAL size / jobs, after the noop run", perJob))
-
-	subJobs := min(jobs, 2000)
-	var subs, forks4 []float64
-	for rep := 0; rep < reps; rep++ {
-		f, err := forkRate(ctx, subJobs)
-		if err != nil {
-			return err
-		}
-		forks4 = append(forks4, f)
-		v, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
-			r, _, err := env.drainRate(ctx, subJobs, engine.EnqueueRequest{Command: []string{"true"}, Cwd: "/"})
-			return r, err
-		})
-		if err != nil {
-			return err
-		}
-		subs = append(subs, v)
-	}
-	add(newRow("subprocess `true` jobs processed/s, 4 workers", "jobs/s", fmt.Sprintf("%d jobs; start gate included", subJobs), subs))
-	add(newRow("fork/exec loop of `true`, 4 goroutines (baseline)", "runs/s", fmt.Sprintf("%d runs, same run", subJobs), forks4))
-
-	var stormSecs, stormRuns []float64
-	for rep := 0; rep < reps; rep++ {
-		var ran int64
-		v, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
-			s, r, err := env.storm(ctx, jobs*5, 1000)
-			ran = r
-			return s, err
-		})
-		if err != nil {
-			return err
-		}
-		stormSecs = append(stormSecs, v)
-		stormRuns = append(stormRuns, float64(ran))
-	}
-	add(newRow(fmt.Sprintf("supersede storm: %d enqueues over 1,000 subjects, 16 clients", jobs*5), "s", "until every job ended", stormSecs))
-	add(newRow("supersede storm: jobs that ran", "jobs", "the rest were superseded", stormRuns))
-
-	var idle, loaded []float64
-	for rep := 0; rep < reps; rep++ {
-		if _, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
-			time.Sleep(500 * time.Millisecond)
-			r, err := env.rssMB()
+	if want("subprocess") {
+		subJobs := min(jobs, 2000)
+		var subs, forks4 []float64
+		for rep := 0; rep < reps; rep++ {
+			f, err := forkRate(ctx, subJobs)
 			if err != nil {
-				return 0, err
+				return err
 			}
-			idle = append(idle, r)
-			stop := make(chan struct{})
-			peak := make(chan float64, 1)
-			go func() {
-				p := 0.0
-				t := time.NewTicker(20 * time.Millisecond)
-				defer t.Stop()
-				for {
-					if r, err := env.rssMB(); err == nil {
-						p = math.Max(p, r)
-					}
-					select {
-					case <-stop:
-						peak <- p
-						return
-					case <-t.C:
-					}
+			forks4 = append(forks4, f)
+			v, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
+				r, _, err := env.drainRate(ctx, subJobs, engine.EnqueueRequest{Command: []string{"true"}, Cwd: "/"})
+				return r, err
+			})
+			if err != nil {
+				return err
+			}
+			subs = append(subs, v)
+		}
+		add(newRow("subprocess `true` jobs processed/s, 4 workers", "jobs/s", fmt.Sprintf("%d jobs; start gate included", subJobs), subs))
+		add(newRow("fork/exec loop of `true`, 4 goroutines (baseline)", "runs/s", fmt.Sprintf("%d runs, same run", subJobs), forks4))
+	}
+
+	if want("storm") {
+		var stormSecs, stormRuns []float64
+		for rep := 0; rep < reps; rep++ {
+			var ran int64
+			v, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
+				s, r, err := env.storm(ctx, jobs*5, 1000)
+				ran = r
+				return s, err
+			})
+			if err != nil {
+				return err
+			}
+			stormSecs = append(stormSecs, v)
+			stormRuns = append(stormRuns, float64(ran))
+		}
+		add(newRow(fmt.Sprintf("supersede storm: %d enqueues over 1,000 subjects, 16 clients", jobs*5), "s", "until every job ended", stormSecs))
+		add(newRow("supersede storm: jobs that ran", "jobs", "the rest were superseded", stormRuns))
+	}
+
+	if want("rss") {
+		var idle, loaded []float64
+		for rep := 0; rep < reps; rep++ {
+			if _, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
+				time.Sleep(500 * time.Millisecond)
+				r, err := env.rssMB()
+				if err != nil {
+					return 0, err
 				}
-			}()
-			_, err = env.enqueueRate(ctx, 16, jobs)
-			close(stop)
-			loaded = append(loaded, <-peak)
+				idle = append(idle, r)
+				stop := make(chan struct{})
+				peak := make(chan float64, 1)
+				go func() {
+					p := 0.0
+					t := time.NewTicker(20 * time.Millisecond)
+					defer t.Stop()
+					for {
+						if r, err := env.rssMB(); err == nil {
+							p = math.Max(p, r)
+						}
+						select {
+						case <-stop:
+							peak <- p
+							return
+						case <-t.C:
+						}
+					}
+				}()
+				_, err = env.enqueueRate(ctx, 16, jobs)
+				close(stop)
+				loaded = append(loaded, <-peak)
+				return 0, err
+			}); err != nil {
+				return err
+			}
+		}
+		add(newRow("daemon RSS, idle", "MB", "VmRSS half a second after start", idle))
+		add(newRow("daemon RSS, peak under 16 enqueuing clients", "MB", fmt.Sprintf("%d durable enqueues", jobs), loaded))
+	}
+
+	if want("latency") {
+		var lat []float64
+		if _, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
+			var err error
+			lat, err = env.startLatency(ctx, samples)
 			return 0, err
 		}); err != nil {
 			return err
 		}
+		slices.Sort(lat)
+		add(benchRow{Name: "enqueue->start latency p50, idle daemon", Unit: "ms", Median: percentile(lat, 0.5), Min: lat[0], Max: lat[len(lat)-1], Note: fmt.Sprintf("%d samples", len(lat))})
+		add(benchRow{Name: "enqueue->start latency p99, idle daemon", Unit: "ms", Median: percentile(lat, 0.99), Min: lat[0], Max: lat[len(lat)-1], Note: fmt.Sprintf("%d samples", len(lat))})
 	}
-	add(newRow("daemon RSS, idle", "MB", "VmRSS half a second after start", idle))
-	add(newRow("daemon RSS, peak under 16 enqueuing clients", "MB", fmt.Sprintf("%d durable enqueues", jobs), loaded))
 
-	var lat []float64
-	if _, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
-		var err error
-		lat, err = env.startLatency(ctx, samples)
-		return 0, err
-	}); err != nil {
-		return err
+	if want("process") {
+		var procs, forks []float64
+		if _, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
+			var err error
+			procs, forks, err = env.processWallTime(ctx, samples)
+			return 0, err
+		}); err != nil {
+			return err
+		}
+		add(newRow("one `stq enqueue` process, wall time", "ms", fmt.Sprintf("%d runs; spread is min-max", len(procs)), procs))
+		add(newRow("`true` via fork/exec, wall time (baseline)", "ms", fmt.Sprintf("%d runs", len(forks)), forks))
 	}
-	slices.Sort(lat)
-	add(benchRow{Name: "enqueue->start latency p50, idle daemon", Unit: "ms", Median: percentile(lat, 0.5), Min: lat[0], Max: lat[len(lat)-1], Note: fmt.Sprintf("%d samples", len(lat))})
-	add(benchRow{Name: "enqueue->start latency p99, idle daemon", Unit: "ms", Median: percentile(lat, 0.99), Min: lat[0], Max: lat[len(lat)-1], Note: fmt.Sprintf("%d samples", len(lat))})
-
-	var procs, forks []float64
-	if _, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
-		var err error
-		procs, forks, err = env.processWallTime(ctx, samples)
-		return 0, err
-	}); err != nil {
-		return err
-	}
-	add(newRow("one `stq enqueue` process, wall time", "ms", fmt.Sprintf("%d runs; spread is min-max", len(procs)), procs))
-	add(newRow("`true` via fork/exec, wall time (baseline)", "ms", fmt.Sprintf("%d runs", len(forks)), forks))
 
 	if c.Bool("json") {
 		return writeJSON(a.stdout, rows)
