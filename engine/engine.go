@@ -105,6 +105,12 @@ type Engine struct {
 	started time.Time
 
 	wake chan struct{}
+	// lookAt is when the dispatcher will next look at the store on its
+	// own, as unix nanoseconds of e.clock; 0 while it is awake, since it
+	// will look again anyway. An enqueue wakes it only for a job that
+	// could start or expire before then: a burst of jobs scheduled for
+	// later costs no claims.
+	lookAt atomic.Int64
 
 	// claimMu makes "claim, then register as running" atomic with respect to
 	// a recovery scan, so a job that was just claimed is never mistaken for
@@ -113,8 +119,19 @@ type Engine struct {
 
 	mu      sync.Mutex
 	running map[string]*activeJob
-	rng     *mrand.Rand
-	lastID  [16]byte
+	// executing counts the attempts whose executor has not returned yet:
+	// the workers in use. It drops before an attempt's completion is
+	// committed, so the next claim can share that commit instead of waiting
+	// a whole fsync behind it; the job stays in running until then.
+	executing int
+	// ended holds the completions of attempts whose executor has returned,
+	// for the dispatcher to store together with its next claim. batching
+	// says the dispatcher is there to take them; without it (before Run,
+	// during shutdown) a worker stores its own completion.
+	ended    []*endedAttempt
+	batching bool
+	rng      *mrand.Rand
+	lastID   [16]byte
 
 	// queueLimits is the per-queue concurrency caps from the configuration,
 	// built once: every claim hands it to the store, which only reads it.
@@ -135,6 +152,18 @@ type activeJob struct {
 	pendBytes int64
 	dropped   int
 	seq       int64
+}
+
+// endedAttempt is a completion waiting for the dispatcher's next commit,
+// and where its worker waits for the outcome.
+type endedAttempt struct {
+	c     Completion
+	reply chan endedReply
+}
+
+type endedReply struct {
+	res CompleteResult
+	err error
 }
 
 // New checks the configuration and returns an engine ready to Run.
@@ -298,6 +327,8 @@ func (e *Engine) Run(ctx context.Context) error {
 // channel (enqueues and finished jobs) and on one timer armed for the next
 // due run_at or TTL expiry: there is no polling interval.
 func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
+	e.startBatching()
+	defer e.stopBatching()
 	timer := e.clock.NewTimer(time.Hour)
 	defer timer.Stop()
 	var nextExpiry time.Time
@@ -305,14 +336,18 @@ func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		// Awake from here until the timer is armed again: every enqueue
+		// notifies, so none can slip in between the NextWake read below
+		// and the arming.
+		e.lookAt.Store(0)
 		now := e.clock.Now()
 		if !nextExpiry.IsZero() && !now.Before(nextExpiry) {
 			e.expire(ctx, now)
 		}
-		free := e.cfg.Workers - e.runningCount()
+		free := e.cfg.Workers - e.executingCount()
 		retry := time.Duration(0)
-		if free > 0 {
-			n, err := e.claim(ctx, jobsCtx, now, free)
+		if ended := e.takeEnded(); free > 0 || len(ended) > 0 {
+			n, err := e.claim(ctx, jobsCtx, now, free, ended)
 			switch {
 			case err != nil && ctx.Err() == nil:
 				e.log.Error("claim jobs", "err", err)
@@ -356,6 +391,7 @@ func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 			}
 		}
 		timer.Reset(d)
+		e.lookAt.Store(now.Add(d).UnixNano())
 		// The clock may have passed `at` while the timer was being armed
 		// (a timer is relative, `at` is not): go round rather than sleep
 		// past it.
@@ -369,6 +405,12 @@ func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 		case <-timer.C():
 		}
 	}
+}
+
+func (e *Engine) executingCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.executing
 }
 
 func (e *Engine) runningCount() int {
@@ -385,20 +427,27 @@ func (e *Engine) notify() {
 	}
 }
 
-func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int) (int, error) {
+// claim stores the ended attempts' completions and claims up to limit
+// jobs in the same commit, then starts the jobs. It returns how many it
+// claimed.
+func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int, ended []*endedAttempt) (int, error) {
 	e.claimMu.Lock()
 	defer e.claimMu.Unlock()
+	if ctx.Err() != nil {
+		limit = 0 // shutting down: store the completions, claim nothing
+	}
 	req := ClaimRequest{Owner: e.cfg.Owner, Now: now, Limit: limit, Idle: e.probe.Idle(), OnAC: e.probe.Power().OnAC,
 		QueueLimits: e.queueLimits}
 	claimed := 0
-	if quota, def, ok := e.shares(limit); ok {
-		// First pass: each queue gets its weighted share of the free
-		// workers. Second pass below fills what the shares left idle, so
-		// weights never keep a worker from a ready job.
+	quota, def, weighted := e.shares(limit)
+	if weighted || len(ended) > 0 {
+		// With weights, the first pass gives each queue its share of the
+		// free workers; the second pass below fills what the shares left
+		// idle, so weights never keep a worker from a ready job.
 		req.Quota, req.DefaultQuota = quota, def
-		jobs, err := e.store.Claim(ctx, req)
+		jobs, err := e.completeAndClaim(ended, req)
 		if err != nil {
-			return 0, fmt.Errorf("claim: %w", err)
+			return 0, err
 		}
 		for _, j := range jobs {
 			e.start(jobsCtx, j)
@@ -406,6 +455,9 @@ func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int) (
 		claimed = len(jobs)
 		req.Quota, req.DefaultQuota = nil, 0
 		req.Limit = limit - claimed
+		if !weighted {
+			return claimed, nil
+		}
 	}
 	if req.Limit > 0 {
 		jobs, err := e.store.Claim(ctx, req)
@@ -418,6 +470,41 @@ func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int) (
 		claimed += len(jobs)
 	}
 	return claimed, nil
+}
+
+// completeAndClaim stores completions with a claim and answers the workers
+// that wait for them. The completions are durable work already done, so
+// the store call does not give up with the dispatcher's context.
+func (e *Engine) completeAndClaim(ended []*endedAttempt, req ClaimRequest) ([]*Job, error) {
+	if len(ended) == 0 {
+		jobs, err := e.store.Claim(context.Background(), req)
+		if err != nil {
+			return nil, fmt.Errorf("claim: %w", err)
+		}
+		return jobs, nil
+	}
+	done := make([]Completion, len(ended))
+	for i, ea := range ended {
+		done[i] = ea.c
+	}
+	res, err := e.store.CompleteAndClaim(context.Background(), done, req)
+	for i, ea := range ended {
+		r := endedReply{err: err}
+		if err == nil {
+			r = endedReply{res: res.Completed[i], err: res.Errs[i]}
+			if r.err == nil {
+				e.publishCompletion(r.res)
+			}
+		}
+		ea.reply <- r
+	}
+	if err != nil {
+		return nil, fmt.Errorf("complete and claim: %w", err)
+	}
+	if res.ClaimErr != nil {
+		return res.Claimed, fmt.Errorf("claim: %w", res.ClaimErr)
+	}
+	return res.Claimed, nil
 }
 
 // shares splits free workers between queues by weight: configured queues
@@ -452,6 +539,7 @@ func (e *Engine) start(jobsCtx context.Context, j *Job) {
 	a := &activeJob{job: j, cancel: cancel, done: make(chan struct{}), seq: j.LogSeq}
 	e.mu.Lock()
 	e.running[j.ID] = a
+	e.executing++
 	e.mu.Unlock()
 	e.publishJob(j)
 	e.jobs.Add(1)
@@ -513,21 +601,92 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 		e.output(a, "stq", fmt.Sprintf("attempt %d: %s", j.Attempt, c.Reason))
 	}
 	e.flushJob(a)
-	done, err := e.store.Complete(context.Background(), c)
+	done, err := e.complete(c)
 	if err != nil {
 		// The job stays RUNNING in the store; `stq recover` or the next
 		// start will find it, since it is no longer in e.running.
 		e.log.Error("complete job", "job", j.ID, "err", err)
 	}
 	e.mu.Lock()
-	delete(e.running, j.ID)
+	// A retry's completion is stored with the claim that may start the
+	// job's next attempt, which can be registered here already.
+	if e.running[j.ID] == a {
+		delete(e.running, j.ID)
+	}
 	e.mu.Unlock()
 	if done.Job != nil {
-		e.publishJobs(done.Job)
-		e.publishJobs(done.Cancelled...)
 		e.log.Debug("attempt ended", "job", j.ID, "attempt", j.Attempt, "state", done.Job.State, "reason", c.Reason)
 	}
 	e.notify()
+}
+
+// complete frees the attempt's worker and stores and publishes its
+// completion. While
+// the dispatcher runs, the completion goes with the dispatcher's next claim
+// (the one that refills this worker), so the pair costs one commit. Until
+// that commit a claim still sees the job RUNNING, which only ever holds
+// jobs back (queue caps, one running per key, dependencies).
+func (e *Engine) complete(c Completion) (CompleteResult, error) {
+	e.mu.Lock()
+	e.executing--
+	if !e.batching {
+		e.mu.Unlock()
+		e.notify()
+		return e.storeCompletion(c)
+	}
+	ea := &endedAttempt{c: c, reply: make(chan endedReply, 1)}
+	e.ended = append(e.ended, ea)
+	e.mu.Unlock()
+	e.notify()
+	r := <-ea.reply
+	return r.res, r.err
+}
+
+// takeEnded hands the dispatcher the completions waiting for it.
+func (e *Engine) takeEnded() []*endedAttempt {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := e.ended
+	e.ended = nil
+	return out
+}
+
+// startBatching and stopBatching bracket the dispatcher. stopBatching
+// stores what is still waiting, so no worker is left without an answer.
+func (e *Engine) startBatching() {
+	e.mu.Lock()
+	e.batching = true
+	e.mu.Unlock()
+}
+
+func (e *Engine) stopBatching() {
+	e.mu.Lock()
+	e.batching = false
+	left := e.ended
+	e.ended = nil
+	e.mu.Unlock()
+	for _, ea := range left {
+		res, err := e.storeCompletion(ea.c)
+		ea.reply <- endedReply{res: res, err: err}
+	}
+}
+
+func (e *Engine) storeCompletion(c Completion) (CompleteResult, error) {
+	res, err := e.store.Complete(context.Background(), c)
+	if err == nil {
+		e.publishCompletion(res)
+	}
+	return res, err
+}
+
+// publishCompletion announces what a completion changed. It runs before
+// the jobs claimed in the same commit start, so a retry's QUEUED event
+// never follows its next attempt's RUNNING one.
+func (e *Engine) publishCompletion(res CompleteResult) {
+	if res.Job != nil {
+		e.publishJobs(res.Job)
+		e.publishJobs(res.Cancelled...)
+	}
 }
 
 // safeExecute keeps a misbehaving executor from taking the daemon down.
@@ -844,8 +1003,25 @@ func (e *Engine) Enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult
 	if j.Replace && res.Job.State == StateQueued {
 		e.replaceRunning(res.Job)
 	}
-	e.notify()
+	if e.mayNeedDispatcher(res.Job) {
+		e.notify()
+	}
 	return res, nil
+}
+
+// mayNeedDispatcher says whether a newly stored job could start or expire
+// before the dispatcher next looks on its own. A job stored in any state
+// but QUEUED frees nothing (supersede only removes queued jobs).
+func (e *Engine) mayNeedDispatcher(j *Job) bool {
+	if j.State != StateQueued {
+		return false
+	}
+	at := e.lookAt.Load()
+	if at == 0 || j.RunAt.UnixNano() < at {
+		return true
+	}
+	exp := j.ExpiresAt()
+	return !exp.IsZero() && exp.UnixNano() < at
 }
 
 func pick(v *bool, def bool) bool {
@@ -1115,6 +1291,10 @@ func (e *Engine) cancelOne(ctx context.Context, id string) (*Job, error) {
 		return j, nil
 	case j.State.Terminal():
 		return nil, fmt.Errorf("%w: job %s is %s", ErrFinished, id, j.State)
+	case j.State == StateRunning && j.Owner == e.cfg.Owner && e.isRunning(id, a):
+		// The attempt we stopped had already ended in a retry, and the
+		// claim that stored it started the next one: stop that one.
+		return e.cancelOne(ctx, id)
 	case j.State == StateRunning && j.Owner == e.cfg.Owner:
 		// Ours in the store but not running here: its completion was lost.
 		return nil, fmt.Errorf("%w: job %s is marked RUNNING but this daemon is not running it; run `stq recover`", ErrInvalid, id)
@@ -1124,6 +1304,17 @@ func (e *Engine) cancelOne(ctx context.Context, id string) (*Job, error) {
 		// It went back to QUEUED (a retry) between our looks: try again.
 		return e.cancelOne(ctx, id)
 	}
+}
+
+// isRunning says whether this daemon runs an attempt of job id other than
+// the one in old.
+func (e *Engine) isRunning(id string, old *activeJob) bool {
+	e.claimMu.Lock()
+	defer e.claimMu.Unlock()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a := e.running[id]
+	return a != nil && a != old
 }
 
 // Wait blocks until every listed job is in a terminal state, or ctx ends,

@@ -53,6 +53,16 @@ type Store interface {
 	// in the same transaction, and are returned in Cancelled.
 	Complete(ctx context.Context, c Completion) (CompleteResult, error)
 
+	// CompleteAndClaim records each completion as Complete would, then
+	// claims as Claim would, in one durable step: a worker pool that ends
+	// attempts and refills its free workers pays for one commit, not one
+	// per attempt plus one for the claim. A completion that fails leaves
+	// the others and the claim alone; its error is in Errs at its index. A
+	// failed claim leaves the completions recorded and is reported in
+	// ClaimErr. The error return means nothing was recorded. req.Limit may
+	// be zero: then it only completes.
+	CompleteAndClaim(ctx context.Context, done []Completion, req ClaimRequest) (CycleResult, error)
+
 	// CancelQueued moves the listed jobs that are still QUEUED to CANCELLED
 	// and returns those it changed, followed by their dependents it
 	// cancelled as a consequence.
@@ -119,6 +129,14 @@ type EnqueueResult struct {
 type CompleteResult struct {
 	Job       *Job
 	Cancelled []*Job
+}
+
+// CycleResult is what CompleteAndClaim did.
+type CycleResult struct {
+	Completed []CompleteResult // one per completion, in order; zero where Errs has an error
+	Errs      []error          // one per completion, in order
+	Claimed   []*Job
+	ClaimErr  error
 }
 
 // ClaimRequest asks for jobs to run.

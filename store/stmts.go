@@ -18,6 +18,9 @@ const (
 	qSavepoint
 	qRelease
 	qRollbackTo
+	qPartSavepoint
+	qPartRelease
+	qPartRollbackTo
 
 	qSubjectGen
 	qSupersede
@@ -74,6 +77,11 @@ var sqlText = [numStmts]string{
 	qSavepoint:  `SAVEPOINT op`,
 	qRelease:    `RELEASE op`,
 	qRollbackTo: `ROLLBACK TO op`,
+	// A part is a piece of one op that must fail alone: one completion of
+	// a CompleteAndClaim.
+	qPartSavepoint:  `SAVEPOINT part`,
+	qPartRelease:    `RELEASE part`,
+	qPartRollbackTo: `ROLLBACK TO part`,
 
 	qSubjectGen: `SELECT max_gen FROM subjects WHERE queue = ? AND type = ? AND subject = ?`,
 
