@@ -107,7 +107,7 @@ func (a *app) client(c *cli.Context) (*ipc.Client, Paths, error) {
 	}
 	ctx, cancel := context.WithTimeout(c.Context, dialTimeout)
 	defer cancel()
-	cl, err := ipc.Dial(ctx, p.Socket, tok)
+	cl, err := ipc.Connect(ctx, p.Socket, tok)
 	if err != nil {
 		return nil, p, rpcFailure(err)
 	}

@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,12 +55,31 @@ func (a *app) enqueue(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var res engine.EnqueueResult
-	if err := a.enqueueWithRetry(c, req, &res); err != nil {
+	// The reply is kept raw: --json prints it as the daemon sent it, and
+	// otherwise three fields are decoded, not the whole job. An editor hook
+	// runs this on every save, so what it skips counts.
+	var raw json.RawMessage
+	if err := a.enqueueWithRetry(c, req, &raw); err != nil {
 		return err
 	}
 	if c.Bool("json") {
-		return writeJSON(a.stdout, res)
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, raw, "", "  "); err != nil {
+			return fmt.Errorf("malformed reply from daemon: %w", err)
+		}
+		buf.WriteByte('\n')
+		_, err := a.stdout.Write(buf.Bytes())
+		return err
+	}
+	var res struct {
+		Job struct {
+			ID    string       `json:"id"`
+			State engine.State `json:"state"`
+			Error string       `json:"error"`
+		} `json:"job"`
+	}
+	if err := json.Unmarshal(raw, &res); err != nil || res.Job.ID == "" {
+		return fmt.Errorf("malformed reply from daemon: %s", raw)
 	}
 	fmt.Fprintln(a.stdout, res.Job.ID)
 	if res.Job.State == engine.StateSuperseded {
@@ -72,6 +92,13 @@ func (a *app) enqueue(c *cli.Context) error {
 // check on its own is checked here, so a typo costs no round trip; the
 // daemon checks again.
 func (a *app) enqueueRequest(c *cli.Context) (engine.EnqueueRequest, error) {
+	// urfave/cli's IsSet walks every flag's names through a regexp for
+	// each flag not given; asking once for the given ones is a tenth of a
+	// millisecond less on every save.
+	given := make(map[string]bool)
+	for _, name := range c.LocalFlagNames() {
+		given[name] = true
+	}
 	req := engine.EnqueueRequest{
 		Queue:    c.String("queue"),
 		Type:     c.String("type"),
@@ -80,11 +107,11 @@ func (a *app) enqueueRequest(c *cli.Context) (engine.EnqueueRequest, error) {
 		Command:  c.Args().Slice(),
 	}
 	for _, name := range []string{"queue", "type", "subject"} {
-		if c.IsSet(name) && c.String(name) == "" {
+		if given[name] && c.String(name) == "" {
 			return req, usageErrorf("--%s must not be empty", name)
 		}
 	}
-	if c.IsSet("gen") {
+	if given["gen"] {
 		g := c.Int64("gen")
 		req.Generation = &g
 	}
@@ -95,14 +122,14 @@ func (a *app) enqueueRequest(c *cli.Context) (engine.EnqueueRequest, error) {
 		}
 		req.Cwd = wd
 	}
-	if c.IsSet("payload") && c.IsSet("payload-file") {
+	if given["payload"] && given["payload-file"] {
 		return req, usageErrorf("give --payload or --payload-file, not both")
 	}
 	var payload []byte
 	switch {
-	case c.IsSet("payload"):
+	case given["payload"]:
 		payload = []byte(c.String("payload"))
-	case c.IsSet("payload-file"):
+	case given["payload-file"]:
 		var err error
 		payload, err = a.readPayloadFile(c.String("payload-file"))
 		if err != nil {
@@ -129,7 +156,7 @@ func (a *app) enqueueRequest(c *cli.Context) (engine.EnqueueRequest, error) {
 		name string
 		dst  **bool
 	}{{"wait-idle", &req.WaitIdle}, {"require-charging", &req.RequireCharging}, {"replace", &req.Replace}} {
-		if c.IsSet(f.name) {
+		if given[f.name] {
 			v := c.Bool(f.name)
 			*f.dst = &v
 		}
@@ -140,7 +167,7 @@ func (a *app) enqueueRequest(c *cli.Context) (engine.EnqueueRequest, error) {
 		}
 		req.After = append(req.After, id)
 	}
-	if c.IsSet("max-attempts") {
+	if given["max-attempts"] {
 		n := c.Int("max-attempts")
 		req.MaxAttempts = &n
 	}
@@ -148,7 +175,7 @@ func (a *app) enqueueRequest(c *cli.Context) (engine.EnqueueRequest, error) {
 		name string
 		dst  **engine.Duration
 	}{{"backoff", &req.Backoff}, {"deadline", &req.Deadline}, {"ttl", &req.TTL}, {"in", &req.Delay}, {"debounce", &req.Debounce}} {
-		if !c.IsSet(f.name) {
+		if !given[f.name] {
 			continue
 		}
 		d, err := engine.ParseDuration(c.String(f.name))
@@ -158,8 +185,8 @@ func (a *app) enqueueRequest(c *cli.Context) (engine.EnqueueRequest, error) {
 		v := engine.Duration(d)
 		*f.dst = &v
 	}
-	if c.IsSet("at") {
-		if c.IsSet("in") {
+	if given["at"] {
+		if given["in"] {
 			return req, usageErrorf("give --at or --in, not both")
 		}
 		t, err := parseTime(c.String("at"), time.Now())
@@ -230,7 +257,7 @@ const rateLimitPatience = 5 * time.Second
 // enqueueWithRetry sends the request and, when the daemon answers "rate
 // limited", waits as long as it says (within rateLimitPatience) and tries
 // again on the same connection.
-func (a *app) enqueueWithRetry(c *cli.Context, req engine.EnqueueRequest, res *engine.EnqueueResult) error {
+func (a *app) enqueueWithRetry(c *cli.Context, req engine.EnqueueRequest, res any) error {
 	cl, _, err := a.client(c)
 	if err != nil {
 		return err

@@ -46,6 +46,9 @@ type Client struct {
 	nextID  uint64
 	err     error // sticky: once set the connection is unusable
 	version string
+	path    string
+	// token is set until the auth request has been sent (see Connect).
+	token string
 }
 
 type clientRequest struct {
@@ -68,6 +71,25 @@ type clientResponse struct {
 // Dial connects to the daemon at socketPath and authenticates with token.
 // When nothing listens there the error wraps ErrNoDaemon.
 func Dial(ctx context.Context, socketPath, token string) (*Client, error) {
+	c, err := Connect(ctx, socketPath, token)
+	if err != nil {
+		return nil, err
+	}
+	var res AuthResult
+	if err := c.Call(ctx, MethodAuth, &AuthParams{Token: token}, &res); err != nil {
+		c.nc.Close()
+		return nil, fmt.Errorf("authenticate to daemon at %s: %w", socketPath, err)
+	}
+	c.version = res.Version
+	c.token = ""
+	return c, nil
+}
+
+// Connect is Dial without the wait for authentication: the auth request
+// goes out in the same write as the first call, and the first call fails
+// with the authentication error if the token is refused. A one-shot client
+// (`stq enqueue` from an editor hook) so pays one round trip, not two.
+func Connect(ctx context.Context, socketPath, token string) (*Client, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", socketPath)
 	if err != nil {
@@ -76,19 +98,14 @@ func Dial(ctx context.Context, socketPath, token string) (*Client, error) {
 		}
 		return nil, fmt.Errorf("connect to daemon at %s: %w", socketPath, err)
 	}
-	c := &Client{nc: nc, lr: newLineReader(nc, maxResponseLine)}
+	c := &Client{nc: nc, lr: newLineReader(nc, maxResponseLine), path: socketPath, token: token}
 	c.enc = json.NewEncoder(&c.wbuf)
 	c.enc.SetEscapeHTML(false)
-	var res AuthResult
-	if err := c.Call(ctx, MethodAuth, &AuthParams{Token: token}, &res); err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("authenticate to daemon at %s: %w", socketPath, err)
-	}
-	c.version = res.Version
 	return c, nil
 }
 
-// ServerVersion is the version the daemon reported when authenticating.
+// ServerVersion is the version the daemon reported when authenticating;
+// empty on a Connect client before its first call.
 func (c *Client) ServerVersion() string { return c.version }
 
 // Close closes the connection; a call blocked in another goroutine returns
@@ -162,6 +179,16 @@ func isRPCError(err error) bool {
 // that the connection can no longer be used.
 func (c *Client) roundTrip(id uint64, method string, params any, onNotify func(string, json.RawMessage) error, result any) (broken bool, err error) {
 	c.wbuf.Reset()
+	var authID uint64
+	if c.token != "" && method != MethodAuth {
+		// The server reads the auth request before anything else on the
+		// connection, so the call can follow it in the same write.
+		authID, id = id, id+1
+		c.nextID++
+		if err := c.enc.Encode(&clientRequest{JSONRPC: "2.0", ID: authID, Method: MethodAuth, Params: &AuthParams{Token: c.token}}); err != nil {
+			return false, fmt.Errorf("%s: encode params: %w", MethodAuth, err)
+		}
+	}
 	if err := c.enc.Encode(&clientRequest{JSONRPC: "2.0", ID: id, Method: method, Params: params}); err != nil {
 		return false, fmt.Errorf("%s: encode params: %w", method, err)
 	}
@@ -171,6 +198,21 @@ func (c *Client) roundTrip(id uint64, method string, params any, onNotify func(s
 	if c.wbuf.Cap() > keepBufCap {
 		c.wbuf = bytes.Buffer{}
 	}
+	if authID != 0 {
+		var res AuthResult
+		if _, err := c.readReply(authID, MethodAuth, nil, &res, werr); err != nil {
+			// Refused: the server closes the connection.
+			return true, fmt.Errorf("authenticate to daemon at %s: %w", c.path, err)
+		}
+		c.token, c.version = "", res.Version
+	}
+	return c.readReply(id, method, onNotify, result, werr)
+}
+
+// readReply reads up to the response with the given id, handing
+// notifications before it to onNotify. werr is the error of the write that
+// sent the request, if any.
+func (c *Client) readReply(id uint64, method string, onNotify func(string, json.RawMessage) error, result any, werr error) (broken bool, err error) {
 	var idBuf [20]byte
 	want := strconv.AppendUint(idBuf[:0], id, 10)
 	r := &c.resp

@@ -571,3 +571,47 @@ func BenchmarkCallEnqueue(b *testing.B) {
 		}
 	}
 }
+
+// Connect sends the auth request with the first call: one write, and the
+// call's answer or the refusal comes back on that round trip.
+func TestConnectAuthenticatesWithFirstCall(t *testing.T) {
+	ts := startServer(t, nil, ServerOptions{})
+	ctx := testCtx(t)
+	c, err := Connect(ctx, ts.path, testToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.ServerVersion() != "" {
+		t.Fatalf("version %q known before any call", c.ServerVersion())
+	}
+	var res engine.EnqueueResult
+	if err := c.Call(ctx, MethodEnqueue, &engine.EnqueueRequest{Type: "lint"}, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Job == nil || res.Job.Type != "lint" || c.ServerVersion() != "test-1" {
+		t.Fatalf("first call: %+v, version %q", res.Job, c.ServerVersion())
+	}
+	// Later calls go out alone.
+	var got engine.Job
+	if err := c.Call(ctx, MethodGet, &GetParams{ID: res.Job.ID}, &got); err != nil || got.ID != res.Job.ID {
+		t.Fatalf("second call: %+v, %v", got, err)
+	}
+
+	bad, err := Connect(ctx, ts.path, "bad")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	err = bad.Call(ctx, MethodEnqueue, &engine.EnqueueRequest{Type: "lint"}, &res)
+	if rpcCode(err) != CodeUnauthorized || !strings.Contains(err.Error(), "authenticate") {
+		t.Fatalf("first call with a wrong token: %v", err)
+	}
+	if err := bad.Call(ctx, MethodGet, &GetParams{ID: res.Job.ID}, &got); err == nil {
+		t.Fatal("a refused connection served a later call")
+	}
+	var list JobsResult
+	if err := c.Call(ctx, MethodList, &ListParams{}, &list); err != nil || len(list.Jobs) != 1 {
+		t.Fatalf("jobs after the refused enqueue: %d, %v; want only the first", len(list.Jobs), err)
+	}
+}
