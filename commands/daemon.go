@@ -137,7 +137,7 @@ func (a *app) runDaemon(c *cli.Context) error {
 		Retention:       cfg.Retention,
 	}, engine.Deps{
 		Store:      st,
-		Subprocess: exec.Subprocess{Gate: true},
+		Subprocess: exec.Subprocess{Gate: !exec.MarkerRecovery},
 		InProcess:  exec.InProcess{Registry: reg},
 		Registry:   reg,
 		Processes:  exec.Processes{},

@@ -124,10 +124,12 @@ type Engine struct {
 	// committed, so the next claim can share that commit instead of waiting
 	// a whole fsync behind it; the job stays in running until then.
 	executing int
-	// ended holds the completions of attempts whose executor has returned,
-	// for the dispatcher to store together with its next claim. batching
-	// says the dispatcher is there to take them; without it (before Run,
-	// during shutdown) a worker stores its own completion.
+	// starts and ended hold the process records of attempts that have
+	// just started and the completions of attempts whose executor has
+	// returned, for the dispatcher to store together with its next claim.
+	// batching says the dispatcher is there to take them; without it
+	// (before Run, during shutdown) a worker stores its own.
+	starts   []*pendingStart
 	ended    []*endedAttempt
 	batching bool
 	rng      *mrand.Rand
@@ -152,6 +154,13 @@ type activeJob struct {
 	pendBytes int64
 	dropped   int
 	seq       int64
+}
+
+// pendingStart is a process record waiting for the dispatcher's next
+// commit; reply is nil when nobody waits for it.
+type pendingStart struct {
+	r     StartRecord
+	reply chan error
 }
 
 // endedAttempt is a completion waiting for the dispatcher's next commit,
@@ -346,8 +355,8 @@ func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 		}
 		free := e.cfg.Workers - e.executingCount()
 		retry := time.Duration(0)
-		if ended := e.takeEnded(); free > 0 || len(ended) > 0 {
-			n, err := e.claim(ctx, jobsCtx, now, free, ended)
+		if starts, ended := e.takePending(); free > 0 || len(starts) > 0 || len(ended) > 0 {
+			n, err := e.claim(ctx, jobsCtx, now, free, starts, ended)
 			switch {
 			case err != nil && ctx.Err() == nil:
 				e.log.Error("claim jobs", "err", err)
@@ -427,10 +436,10 @@ func (e *Engine) notify() {
 	}
 }
 
-// claim stores the ended attempts' completions and claims up to limit
-// jobs in the same commit, then starts the jobs. It returns how many it
-// claimed.
-func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int, ended []*endedAttempt) (int, error) {
+// claim stores the started attempts' process records and the ended
+// attempts' completions and claims up to limit jobs in the same commit,
+// then starts the jobs. It returns how many it claimed.
+func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int, starts []*pendingStart, ended []*endedAttempt) (int, error) {
 	e.claimMu.Lock()
 	defer e.claimMu.Unlock()
 	if ctx.Err() != nil {
@@ -440,12 +449,12 @@ func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int, e
 		QueueLimits: e.queueLimits}
 	claimed := 0
 	quota, def, weighted := e.shares(limit)
-	if weighted || len(ended) > 0 {
+	if weighted || len(starts) > 0 || len(ended) > 0 {
 		// With weights, the first pass gives each queue its share of the
 		// free workers; the second pass below fills what the shares left
 		// idle, so weights never keep a worker from a ready job.
 		req.Quota, req.DefaultQuota = quota, def
-		jobs, err := e.completeAndClaim(ended, req)
+		jobs, err := e.completeAndClaim(starts, ended, req)
 		if err != nil {
 			return 0, err
 		}
@@ -472,22 +481,33 @@ func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int, e
 	return claimed, nil
 }
 
-// completeAndClaim stores completions with a claim and answers the workers
-// that wait for them. The completions are durable work already done, so
-// the store call does not give up with the dispatcher's context.
-func (e *Engine) completeAndClaim(ended []*endedAttempt, req ClaimRequest) ([]*Job, error) {
-	if len(ended) == 0 {
+// completeAndClaim stores process records and completions with a claim
+// and answers the workers that wait for them. The records and completions
+// are durable work already done, so the store call does not give up with
+// the dispatcher's context.
+func (e *Engine) completeAndClaim(starts []*pendingStart, ended []*endedAttempt, req ClaimRequest) ([]*Job, error) {
+	if len(starts) == 0 && len(ended) == 0 {
 		jobs, err := e.store.Claim(context.Background(), req)
 		if err != nil {
 			return nil, fmt.Errorf("claim: %w", err)
 		}
 		return jobs, nil
 	}
-	done := make([]Completion, len(ended))
-	for i, ea := range ended {
-		done[i] = ea.c
+	cy := Cycle{Started: make([]StartRecord, len(starts)), Done: make([]Completion, len(ended)), Claim: req}
+	for i, ps := range starts {
+		cy.Started[i] = ps.r
 	}
-	res, err := e.store.CompleteAndClaim(context.Background(), done, req)
+	for i, ea := range ended {
+		cy.Done[i] = ea.c
+	}
+	res, err := e.store.CompleteAndClaim(context.Background(), cy)
+	for i, ps := range starts {
+		serr := err
+		if err == nil {
+			serr = res.StartErrs[i]
+		}
+		e.startRecorded(ps, serr)
+	}
 	for i, ea := range ended {
 		r := endedReply{err: err}
 		if err == nil {
@@ -576,9 +596,10 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 			e.output(a, stream, text)
 		},
 		Started: func(pid int, pidStart int64) {
-			if err := e.store.MarkStarted(context.Background(), j.ID, j.Attempt, pid, pidStart); err != nil {
-				e.log.Error("record process start", "job", j.ID, "pid", pid, "err", err)
-			}
+			e.recordStart(StartRecord{ID: j.ID, Attempt: j.Attempt, PID: pid, PIDStart: pidStart}, true)
+		},
+		Spawned: func(pid int, pidStart int64) {
+			e.recordStart(StartRecord{ID: j.ID, Attempt: j.Attempt, PID: pid, PIDStart: pidStart}, false)
 		},
 	}
 	exec, err := e.resolve(j, run)
@@ -642,13 +663,46 @@ func (e *Engine) complete(c Completion) (CompleteResult, error) {
 	return r.res, r.err
 }
 
-// takeEnded hands the dispatcher the completions waiting for it.
-func (e *Engine) takeEnded() []*endedAttempt {
+// recordStart stores an attempt's process. With wait it returns once the
+// record is durable, as a start gate needs; without, the record goes with
+// the dispatcher's next commit and recordStart returns at once.
+func (e *Engine) recordStart(r StartRecord, wait bool) {
+	e.mu.Lock()
+	if !e.batching {
+		e.mu.Unlock()
+		e.startRecorded(&pendingStart{r: r}, e.store.MarkStarted(context.Background(), r.ID, r.Attempt, r.PID, r.PIDStart))
+		return
+	}
+	ps := &pendingStart{r: r}
+	if wait {
+		ps.reply = make(chan error, 1)
+	}
+	e.starts = append(e.starts, ps)
+	e.mu.Unlock()
+	e.notify()
+	if wait {
+		<-ps.reply
+	}
+}
+
+// startRecorded logs a failed process record and answers whoever waits.
+func (e *Engine) startRecorded(ps *pendingStart, err error) {
+	if err != nil {
+		e.log.Error("record process start", "job", ps.r.ID, "pid", ps.r.PID, "err", err)
+	}
+	if ps.reply != nil {
+		ps.reply <- err
+	}
+}
+
+// takePending hands the dispatcher the records and completions waiting for
+// it.
+func (e *Engine) takePending() ([]*pendingStart, []*endedAttempt) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := e.ended
-	e.ended = nil
-	return out
+	starts, ended := e.starts, e.ended
+	e.starts, e.ended = nil, nil
+	return starts, ended
 }
 
 // startBatching and stopBatching bracket the dispatcher. stopBatching
@@ -662,10 +716,13 @@ func (e *Engine) startBatching() {
 func (e *Engine) stopBatching() {
 	e.mu.Lock()
 	e.batching = false
-	left := e.ended
-	e.ended = nil
+	starts, ended := e.starts, e.ended
+	e.starts, e.ended = nil, nil
 	e.mu.Unlock()
-	for _, ea := range left {
+	for _, ps := range starts {
+		e.startRecorded(ps, e.store.MarkStarted(context.Background(), ps.r.ID, ps.r.Attempt, ps.r.PID, ps.r.PIDStart))
+	}
+	for _, ea := range ended {
 		res, err := e.storeCompletion(ea.c)
 		ea.reply <- endedReply{res: res, err: err}
 	}
@@ -1086,7 +1143,10 @@ func (e *Engine) annotate(ctx context.Context, jobs []*Job) error {
 		return nil
 	}
 	now := e.clock.Now()
-	running, err := e.store.List(ctx, ListFilter{States: []State{StateRunning}, Limit: 100000})
+	// Running walks the index of RUNNING jobs: a List filtered by state
+	// would walk the whole history, and this runs for every read of a
+	// queued job.
+	running, err := e.store.Running(ctx)
 	if err != nil {
 		return fmt.Errorf("list running jobs: %w", err)
 	}
@@ -1468,6 +1528,16 @@ func (e *Engine) Recover(ctx context.Context) (RecoverReport, error) {
 				}
 				r.Killed = killed
 			}
+		}
+		if e.procs != nil {
+			// The attempt's process may have started without being
+			// recorded before the daemon died, and members may have left
+			// the recorded group (setsid): find them by their marker.
+			killed, err := e.procs.KillJob(j.ID)
+			if err != nil {
+				e.log.Warn("kill processes by job marker", "job", j.ID, "err", err)
+			}
+			r.Killed = r.Killed || killed
 		}
 		e.mu.Lock()
 		rnd := e.rng.Float64()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -41,8 +42,16 @@ func (f *fakeExec) Execute(ctx context.Context, run *engine.Run) engine.Result {
 }
 
 type fakeProcs struct {
-	mu     sync.Mutex
-	killed []int
+	mu         sync.Mutex
+	killed     []int
+	killedJobs []string // jobs recovered by marker: no PID was recorded
+}
+
+func (p *fakeProcs) KillJob(jobID string) (bool, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.killedJobs = append(p.killedJobs, jobID)
+	return true, nil
 }
 
 func (p *fakeProcs) KillGroup(pid int, pidStart int64) (bool, error) {
@@ -284,10 +293,10 @@ func TestShutdownRequeuesRunningJobsWithoutUsingAnAttempt(t *testing.T) {
 }
 
 func TestRecoveryEndsCrashedAttemptsOfThisHostOnly(t *testing.T) {
-	var crashed, foreign string
+	var crashed, foreign, unrecorded string
 	seed := func(st *store.Store) {
 		ctx := context.Background()
-		for i, owner := range []string{"localhost/deadbeef", "otherhost/cafe"} {
+		for i, owner := range []string{"localhost/deadbeef", "otherhost/cafe", "localhost/deadbeef"} {
 			id := fmt.Sprintf("job%d", i)
 			_, err := st.Enqueue(ctx, &engine.Job{ID: id, Queue: "default", Type: "exec", Command: []string{"x"}, State: engine.StateQueued,
 				MaxAttempts: 3, Backoff: engine.Duration(time.Second), CreatedAt: t0, RunAt: t0}, false)
@@ -297,11 +306,14 @@ func TestRecoveryEndsCrashedAttemptsOfThisHostOnly(t *testing.T) {
 			if _, err := st.Claim(ctx, engine.ClaimRequest{Owner: owner, Now: t0, Limit: 1}); err != nil {
 				t.Fatal(err)
 			}
+			if i == 2 {
+				continue // died before its process was recorded
+			}
 			if err := st.MarkStarted(ctx, id, 1, 4242+i, 99); err != nil {
 				t.Fatal(err)
 			}
 		}
-		crashed, foreign = "job0", "job1"
+		crashed, foreign, unrecorded = "job0", "job1", "job2"
 	}
 	b := setup(t, engine.Config{Workers: 1}, seed)
 	// Run recovers before it dispatches, so the retry waits for its backoff.
@@ -309,11 +321,17 @@ func TestRecoveryEndsCrashedAttemptsOfThisHostOnly(t *testing.T) {
 	if j.Attempts[0].Outcome != engine.OutcomeCrashed || j.Attempts[0].Reason != "daemon crashed" || j.Attempt != 1 {
 		t.Fatalf("recovered job: %+v", j.Attempts)
 	}
+	b.waitState(t, unrecorded, engine.StateQueued)
 	b.procs.mu.Lock()
 	killed := append([]int(nil), b.procs.killed...)
+	byMarker := append([]string(nil), b.procs.killedJobs...)
 	b.procs.mu.Unlock()
 	if len(killed) != 1 || killed[0] != 4242 {
 		t.Fatalf("killed %v, want only the local crashed job's group 4242", killed)
+	}
+	slices.Sort(byMarker)
+	if want := []string{crashed, unrecorded}; !slices.Equal(byMarker, want) {
+		t.Fatalf("searched by marker for %v, want %v: the local jobs, whether or not a process was recorded", byMarker, want)
 	}
 	if f, _ := b.eng.Get(context.Background(), foreign); f.State != engine.StateRunning {
 		t.Fatalf("a job of another host was touched: %s", f.State)

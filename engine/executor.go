@@ -35,8 +35,14 @@ type Run struct {
 	// Output receives each line the job prints. It must not block for long.
 	Output func(stream, text string)
 	// Started is called once the process exists, with its PID and start time
-	// (milliseconds since the epoch). In-process handlers never call it.
+	// (milliseconds since the epoch), and returns once they are durably
+	// recorded: an executor that holds the command back until then (a start
+	// gate) uses it. In-process handlers never call it.
 	Started func(pid int, pidStart int64)
+	// Spawned is Started without the wait: the record is stored with the
+	// engine's next commit. An executor whose processes recovery can find
+	// without the record (Processes.KillJob) uses it.
+	Spawned func(pid int, pidStart int64)
 }
 
 // Result is how an attempt ended, as the executor saw it.
@@ -59,6 +65,11 @@ type Processes interface {
 	// another start time is a reused PID and is left alone. It reports
 	// whether anything was killed.
 	KillGroup(pid int, pidStart int64) (bool, error)
+	// KillJob kills every process of this user that carries the job's
+	// STQ_JOB_ID in its environment, with its process group: recovery's way
+	// to the processes of an attempt whose PID was never recorded. It
+	// reports whether anything was killed.
+	KillJob(jobID string) (bool, error)
 }
 
 // Handler is an in-process job handler. Returning an error wrapping

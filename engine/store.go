@@ -53,15 +53,16 @@ type Store interface {
 	// in the same transaction, and are returned in Cancelled.
 	Complete(ctx context.Context, c Completion) (CompleteResult, error)
 
-	// CompleteAndClaim records each completion as Complete would, then
-	// claims as Claim would, in one durable step: a worker pool that ends
+	// CompleteAndClaim records c.Started as MarkStarted would, then each of
+	// c.Done as Complete would, then claims with c.Claim as Claim would, in
+	// one durable step: a worker pool that records its processes, ends
 	// attempts and refills its free workers pays for one commit, not one
-	// per attempt plus one for the claim. A completion that fails leaves
-	// the others and the claim alone; its error is in Errs at its index. A
-	// failed claim leaves the completions recorded and is reported in
-	// ClaimErr. The error return means nothing was recorded. req.Limit may
-	// be zero: then it only completes.
-	CompleteAndClaim(ctx context.Context, done []Completion, req ClaimRequest) (CycleResult, error)
+	// per event. A record or completion that fails leaves the others and
+	// the claim alone; its error is in StartErrs or Errs at its index. A
+	// failed claim leaves the rest recorded and is reported in ClaimErr.
+	// The error return means nothing was recorded. c.Claim.Limit may be
+	// zero: then nothing is claimed.
+	CompleteAndClaim(ctx context.Context, c Cycle) (CycleResult, error)
 
 	// CancelQueued moves the listed jobs that are still QUEUED to CANCELLED
 	// and returns those it changed, followed by their dependents it
@@ -131,8 +132,24 @@ type CompleteResult struct {
 	Cancelled []*Job
 }
 
+// Cycle is one CompleteAndClaim step.
+type Cycle struct {
+	Started []StartRecord
+	Done    []Completion
+	Claim   ClaimRequest
+}
+
+// StartRecord is the process of a running attempt, as MarkStarted takes it.
+type StartRecord struct {
+	ID       string
+	Attempt  int
+	PID      int
+	PIDStart int64
+}
+
 // CycleResult is what CompleteAndClaim did.
 type CycleResult struct {
+	StartErrs []error          // one per start record, in order
 	Completed []CompleteResult // one per completion, in order; zero where Errs has an error
 	Errs      []error          // one per completion, in order
 	Claimed   []*Job

@@ -65,11 +65,18 @@ func (s Subprocess) Execute(ctx context.Context, run *engine.Run) engine.Result 
 	if err != nil {
 		return engine.Result{Err: err}
 	}
-	if run.Started != nil {
+	// Without a gate the command already runs: the record need not be
+	// durable before anything else happens, so it goes with the engine's
+	// next commit (recovery finds an unrecorded process by its marker).
+	record := run.Started
+	if !s.Gate && run.Spawned != nil {
+		record = run.Spawned
+	}
+	if record != nil {
 		// A failed lookup leaves 0, which recovery treats as "not ours"
 		// whenever the PID is alive: it never kills on a guess.
 		pidStart, _ := StartTime(p.pid)
-		run.Started(p.pid, pidStart)
+		record(p.pid, pidStart)
 	}
 	p.openGate()
 	grace := run.Grace

@@ -4,22 +4,26 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 
 	"stq/engine"
 )
 
-// CompleteAndClaim records completions and claims jobs in one op, so they
-// share one commit (see engine.Store). Each completion and the claim run
-// in a savepoint of their own inside the op, so one stale completion does
-// not undo the others.
-func (s *Store) CompleteAndClaim(ctx context.Context, done []engine.Completion, req engine.ClaimRequest) (engine.CycleResult, error) {
+// CompleteAndClaim records start records and completions and claims jobs
+// in one op, so they share one commit (see engine.Store). Each record,
+// completion and the claim run in a savepoint of their own inside the op,
+// so one stale completion does not undo the others.
+func (s *Store) CompleteAndClaim(ctx context.Context, cy engine.Cycle) (engine.CycleResult, error) {
+	// The writer works on its own copies: a caller whose context ends
+	// stops waiting while the op may still run.
+	started := slices.Clone(cy.Started)
+	done := slices.Clone(cy.Done)
+	req := cy.Claim
 	res := engine.CycleResult{
+		StartErrs: make([]error, len(started)),
 		Completed: make([]engine.CompleteResult, len(done)),
 		Errs:      make([]error, len(done)),
 	}
-	// The writer works on its own copies: a caller whose context ends
-	// stops waiting while the op may still run.
-	done = append([]engine.Completion(nil), done...)
 	valid := make([]bool, len(done))
 	for i := range done {
 		if err := checkCompletion(&done[i]); err != nil {
@@ -37,11 +41,20 @@ func (s *Store) CompleteAndClaim(ctx context.Context, done []engine.Completion, 
 		req.QueueLimits = maps.Clone(req.QueueLimits)
 		req.Quota = maps.Clone(req.Quota)
 	}
+	startErrs := make([]error, len(started))
 	completed := make([]engine.CompleteResult, len(done))
 	errs := make([]error, len(done))
 	var claimed []*engine.Job
 	var claimErr error
 	err := s.write(ctx, func(c *conn) error {
+		for i, r := range started {
+			var err error
+			if startErrs[i], err = c.part(func() error {
+				return c.markStarted(r.ID, r.Attempt, r.PID, r.PIDStart)
+			}); err != nil {
+				return err
+			}
+		}
 		for i := range done {
 			if !valid[i] {
 				continue
@@ -68,6 +81,11 @@ func (s *Store) CompleteAndClaim(ctx context.Context, done []engine.Completion, 
 	})
 	if err != nil {
 		return engine.CycleResult{}, fmt.Errorf("complete and claim: %w", err)
+	}
+	for i, r := range started {
+		if startErrs[i] != nil {
+			res.StartErrs[i] = fmt.Errorf("mark job %s attempt %d started: %w", r.ID, r.Attempt, startErrs[i])
+		}
 	}
 	for i := range done {
 		if !valid[i] {

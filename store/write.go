@@ -662,32 +662,34 @@ func (c *conn) current(id string) (current, error) {
 // wrapping engine.ErrStale unless attempt is the job's current RUNNING
 // attempt, and engine.ErrNotFound for an unknown id.
 func (s *Store) MarkStarted(ctx context.Context, id string, attempt int, pid int, pidStart int64) error {
-	err := s.write(ctx, func(c *conn) error {
-		cur, err := c.current(id)
-		if err != nil {
-			return err
-		}
-		if cur.state != engine.StateRunning || cur.attempt != attempt {
-			return fmt.Errorf("%w: job is %s at attempt %d", engine.ErrStale, cur.state, cur.attempt)
-		}
-		st, err := c.stmt(qMarkStarted)
-		if err != nil {
-			return err
-		}
-		b := bind(st)
-		b.optInt64(int64(pid))
-		b.optInt64(pidStart)
-		b.int64(cur.seq)
-		b.int64(cur.runs)
-		if b.check() != nil {
-			return b.err
-		}
-		return st.Exec()
-	})
+	err := s.write(ctx, func(c *conn) error { return c.markStarted(id, attempt, pid, pidStart) })
 	if err != nil {
 		return fmt.Errorf("mark job %s attempt %d started: %w", id, attempt, err)
 	}
 	return nil
+}
+
+func (c *conn) markStarted(id string, attempt int, pid int, pidStart int64) error {
+	cur, err := c.current(id)
+	if err != nil {
+		return err
+	}
+	if cur.state != engine.StateRunning || cur.attempt != attempt {
+		return fmt.Errorf("%w: job is %s at attempt %d", engine.ErrStale, cur.state, cur.attempt)
+	}
+	st, err := c.stmt(qMarkStarted)
+	if err != nil {
+		return err
+	}
+	b := bind(st)
+	b.optInt64(int64(pid))
+	b.optInt64(pidStart)
+	b.int64(cur.seq)
+	b.int64(cur.runs)
+	if b.check() != nil {
+		return b.err
+	}
+	return st.Exec()
 }
 
 // Complete ends a running attempt (see engine.Store). c.FinishedAt is

@@ -7,9 +7,9 @@ import (
 	"stq/engine"
 )
 
-// testCompleteAndClaim: completions and a claim in one step behave as the
-// separate calls would, a bad completion fails alone, and a claim sees the
-// completions made before it in the same step.
+// testCompleteAndClaim: start records, completions and a claim in one step
+// behave as the separate calls would, a bad record or completion fails
+// alone, and a claim sees the completions made before it in the same step.
 func testCompleteAndClaim(f *fx) {
 	at := t0.Add(time.Minute)
 	a, b := f.add("q", "t", "k"), f.add("q", "t", "")
@@ -22,14 +22,27 @@ func testCompleteAndClaim(f *fx) {
 	next := f.add("q", "t", "k")
 	later := f.add("q", "t", "")
 
-	res, err := f.s.CompleteAndClaim(f.ctx, []engine.Completion{
-		{ID: a.ID, Attempt: runA.Attempt, State: engine.StateDone, Outcome: engine.OutcomeSucceeded, FinishedAt: at},
-		{ID: b.ID, Attempt: runB.Attempt + 1, State: engine.StateDone, Outcome: engine.OutcomeSucceeded, FinishedAt: at}, // stale
-		{ID: "no-such-job", Attempt: 1, State: engine.StateDone, Outcome: engine.OutcomeSucceeded, FinishedAt: at},
-		{ID: b.ID, Attempt: runB.Attempt, State: engine.StateFailed, Outcome: engine.OutcomeFailed, Reason: "boom"}, // no finished_at
-	}, engine.ClaimRequest{Owner: "host/1", Now: at, Limit: 5})
+	res, err := f.s.CompleteAndClaim(f.ctx, engine.Cycle{
+		Started: []engine.StartRecord{
+			{ID: b.ID, Attempt: runB.Attempt, PID: 4242, PIDStart: 99},
+			{ID: a.ID, Attempt: runA.Attempt + 1, PID: 1, PIDStart: 1}, // stale
+		},
+		Done: []engine.Completion{
+			{ID: a.ID, Attempt: runA.Attempt, State: engine.StateDone, Outcome: engine.OutcomeSucceeded, FinishedAt: at},
+			{ID: b.ID, Attempt: runB.Attempt + 1, State: engine.StateDone, Outcome: engine.OutcomeSucceeded, FinishedAt: at}, // stale
+			{ID: "no-such-job", Attempt: 1, State: engine.StateDone, Outcome: engine.OutcomeSucceeded, FinishedAt: at},
+			{ID: b.ID, Attempt: runB.Attempt, State: engine.StateFailed, Outcome: engine.OutcomeFailed, Reason: "boom"}, // no finished_at
+		},
+		Claim: engine.ClaimRequest{Owner: "host/1", Now: at, Limit: 5},
+	})
 	if err != nil {
 		f.Fatalf("complete and claim: %v", err)
+	}
+	if len(res.StartErrs) != 2 || res.StartErrs[0] != nil || !errors.Is(res.StartErrs[1], engine.ErrStale) {
+		f.Fatalf("start records: %v; want ok, then ErrStale", res.StartErrs)
+	}
+	if got := f.get(b.ID).Attempts; len(got) != 1 || got[0].PID != 4242 || got[0].PIDStart != 99 {
+		f.Fatalf("attempts of %s after its start record: %+v", b.ID, got)
 	}
 	if len(res.Completed) != 4 || len(res.Errs) != 4 {
 		f.Fatalf("got %d results and %d errors, want 4 of each", len(res.Completed), len(res.Errs))
@@ -55,14 +68,17 @@ func testCompleteAndClaim(f *fx) {
 	f.wantStats("after complete and claim")
 
 	// Only completions (limit 0) claim nothing; nothing at all is a no-op.
-	res, err = f.s.CompleteAndClaim(f.ctx, []engine.Completion{
-		{ID: b.ID, Attempt: runB.Attempt, State: engine.StateDone, Outcome: engine.OutcomeSucceeded, FinishedAt: at},
-	}, engine.ClaimRequest{Owner: "host/1", Now: at})
+	res, err = f.s.CompleteAndClaim(f.ctx, engine.Cycle{
+		Done: []engine.Completion{
+			{ID: b.ID, Attempt: runB.Attempt, State: engine.StateDone, Outcome: engine.OutcomeSucceeded, FinishedAt: at},
+		},
+		Claim: engine.ClaimRequest{Owner: "host/1", Now: at},
+	})
 	if err != nil || res.Errs[0] != nil || len(res.Claimed) != 0 {
 		f.Fatalf("completion alone: %+v, %v", res, err)
 	}
 	f.wantState(b.ID, engine.StateDone)
-	if _, err := f.s.CompleteAndClaim(f.ctx, nil, engine.ClaimRequest{Owner: "host/1", Now: at}); err != nil {
+	if _, err := f.s.CompleteAndClaim(f.ctx, engine.Cycle{Claim: engine.ClaimRequest{Owner: "host/1", Now: at}}); err != nil {
 		f.Fatalf("empty step: %v", err)
 	}
 	f.wantStats("after the last step")

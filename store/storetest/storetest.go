@@ -88,7 +88,7 @@ var cases = []struct {
 	{"prune keeps the newest finished jobs and deletes at most its limit per call", testPruneByCount},
 	{"prune keeps each key's highest generation so numbering continues from it", testPruneKeepsGeneration},
 	{"checkpoint succeeds on a store in use", testCheckpoint},
-	{"complete and claim completes then claims in one step and a bad completion fails alone", testCompleteAndClaim},
+	{"complete and claim records starts then completes then claims in one step and a bad entry fails alone", testCompleteAndClaim},
 }
 
 // fx is one test's store and helpers. Helpers fail the test on error.
