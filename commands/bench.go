@@ -75,7 +75,7 @@ func percentile(sorted []float64, p float64) float64 {
 
 // benchGroups name the groups of rows --only can pick.
 func benchGroups() []string {
-	return []string{"enqueue", "noop", "subprocess", "storm", "rss", "latency", "process"}
+	return []string{"enqueue", "baseline", "noop", "subprocess", "storm", "rss", "latency", "process", "flat"}
 }
 
 type benchEnv struct {
@@ -121,6 +121,9 @@ func (a *app) bench(c *cli.Context) error {
 		return ""
 	}
 
+	// bare holds the bare-SQLite baseline of each repetition and enq1 the
+	// 1-client enqueue rate of the same repetition, for their ratio.
+	var bare, enq1 []float64
 	if want("enqueue") {
 		// Enqueue rows: jobs scheduled an hour out, so only the enqueue path runs.
 		for _, clients := range []int{1, 16} {
@@ -133,10 +136,32 @@ func (a *app) bench(c *cli.Context) error {
 					return err
 				}
 				vals = append(vals, v)
+				if clients == 1 {
+					b, err := bareCommitRate(ctx, durability, bareCommits(jobs))
+					if err != nil {
+						return err
+					}
+					bare = append(bare, b)
+				}
+			}
+			if clients == 1 {
+				enq1 = vals
 			}
 			add(newRow(fmt.Sprintf("durable enqueues/s over the socket, %d client(s)", clients), "jobs/s",
 				fmt.Sprintf("%d jobs, one job per request, durability=%s", jobs, durability), vals))
 		}
+	}
+	if want("baseline") && bare == nil {
+		for rep := 0; rep < reps; rep++ {
+			b, err := bareCommitRate(ctx, durability, bareCommits(jobs))
+			if err != nil {
+				return err
+			}
+			bare = append(bare, b)
+		}
+	}
+	for _, r := range baselineRows(durability, bareCommits(jobs), bare, enq1) {
+		add(r)
 	}
 
 	if want("noop") {
@@ -168,7 +193,7 @@ func (a *app) bench(c *cli.Context) error {
 				return err
 			}
 			forks4 = append(forks4, f)
-			v, err := withBenchDaemon(ctx, self, durability, 4, "", func(env *benchEnv) (float64, error) {
+			v, err := withBenchDaemon(ctx, self, durability, 4, profilePath(fmt.Sprintf("subprocess-rep%d", rep)), func(env *benchEnv) (float64, error) {
 				r, _, err := env.drainRate(ctx, subJobs, engine.EnqueueRequest{Command: []string{"true"}, Cwd: "/"})
 				return r, err
 			})
@@ -267,6 +292,12 @@ func (a *app) bench(c *cli.Context) error {
 		add(newRow("`true` via fork/exec, wall time (baseline)", "ms", fmt.Sprintf("%d runs", len(forks)), forks))
 	}
 
+	if want("flat") {
+		if err := benchFlat(ctx, self, durability, reps, samples, c.Bool("quick"), add); err != nil {
+			return err
+		}
+	}
+
 	if c.Bool("json") {
 		return writeJSON(a.stdout, rows)
 	}
@@ -286,7 +317,12 @@ func withBenchDaemon(ctx context.Context, self, durability string, workers int, 
 		return 0, fmt.Errorf("make bench home: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	home := filepath.Join(dir, "h")
+	return withBenchHome(ctx, self, filepath.Join(dir, "h"), durability, workers, profile, fn)
+}
+
+// withBenchHome is withBenchDaemon on a given home, which may already hold
+// a database and a config.
+func withBenchHome(ctx context.Context, self, home, durability string, workers int, profile string, fn func(*benchEnv) (float64, error)) (float64, error) {
 	p, err := resolvePaths(home)
 	if err != nil {
 		return 0, err
