@@ -36,10 +36,10 @@ func StartTime(pid int) (int64, error) {
 	if pid <= 0 || pid > math.MaxInt32 {
 		return 0, fmt.Errorf("read start time of process %d: invalid pid", pid)
 	}
-	p, err := process.NewProcess(int32(pid))
-	if err != nil {
-		return 0, fmt.Errorf("find process %d: %w", pid, err)
-	}
+	// A bare Process: NewProcess would first check that the PID exists
+	// (a pidfd) and read the start time once more, and this runs for
+	// every job start. A missing process fails the read below.
+	p := &process.Process{Pid: int32(pid)}
 	t, err := p.CreateTime()
 	if err != nil {
 		return 0, fmt.Errorf("read start time of process %d: %w", pid, err)
