@@ -353,6 +353,7 @@ func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 		if !nextExpiry.IsZero() && !now.Before(nextExpiry) {
 			e.expire(ctx, now)
 		}
+		e.gather(ctx)
 		free := e.cfg.Workers - e.executingCount()
 		retry := time.Duration(0)
 		if starts, ended := e.takePending(); free > 0 || len(starts) > 0 || len(ended) > 0 {
@@ -412,6 +413,42 @@ func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 			return
 		case <-e.wake:
 		case <-timer.C():
+		}
+	}
+}
+
+// gatherFor is how long the dispatcher waits for more attempts to end
+// before it commits the ones that have.
+const gatherFor = 200 * time.Microsecond
+
+// gather lets completions pile up briefly when some have arrived and other
+// attempts are still executing: jobs claimed together tend to end
+// together, and one commit for all of them beats one each. It never waits
+// when nothing else is executing, so a lone job's completion is not
+// delayed. The wait is wall time, not e.clock's: it is a batching window,
+// not a rule of the schedule, and a manual clock would never end it.
+func (e *Engine) gather(ctx context.Context) {
+	e.mu.Lock()
+	waiting := len(e.ended) > 0 && e.executing > 0
+	e.mu.Unlock()
+	if !waiting {
+		return
+	}
+	t := time.NewTimer(gatherFor)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-e.wake:
+		}
+		e.mu.Lock()
+		busy := e.executing > 0
+		e.mu.Unlock()
+		if !busy {
+			return
 		}
 	}
 }
