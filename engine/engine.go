@@ -679,11 +679,10 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 }
 
 // complete frees the attempt's worker and stores and publishes its
-// completion. While
-// the dispatcher runs, the completion goes with the dispatcher's next claim
-// (the one that refills this worker), so the pair costs one commit. Until
-// that commit a claim still sees the job RUNNING, which only ever holds
-// jobs back (queue caps, one running per key, dependencies).
+// completion. While the dispatcher runs, the completion goes with its next
+// claim (the one that refills this worker), so the pair costs one commit.
+// Until that commit a claim still sees the job RUNNING, which only ever
+// holds jobs back (queue caps, one running per key, dependencies).
 func (e *Engine) complete(c Completion) (CompleteResult, error) {
 	e.mu.Lock()
 	e.executing--
