@@ -599,3 +599,43 @@ func TestClockJumpsNeitherLoseNorDoubleRunScheduledJobs(t *testing.T) {
 		t.Fatalf("runs after the jumps: %v", seen)
 	}
 }
+
+// A retry's completion and its next claim can share a commit, so the next
+// attempt may be registered before the worker of the last one has
+// finished: that worker must not unregister it, and a cancel must reach
+// the new attempt rather than report it lost. A 1ns backoff comes out as
+// 0 or 1ns after jitter, so about half the rounds take the shared commit
+// (due at once) and the rest the next one (due when the clock moves).
+func TestARetryStaysCancellable(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 1})
+	for round := range 40 {
+		tiny, many := engine.Duration(time.Nanosecond), 3
+		j := b.enqueue(t, engine.EnqueueRequest{Backoff: &tiny, MaxAttempts: &many})
+		b.next(t).result <- exit(1) // a retryable failure
+		// The worker reads the clock when the attempt ends, which may be
+		// after an advance: move it until the retry comes due.
+		var second *call
+		for second == nil {
+			b.clock.Advance(time.Millisecond)
+			select {
+			case second = <-b.exec.started:
+			case <-time.After(50 * time.Millisecond):
+				if b.clock.Now().Sub(t0) > time.Minute {
+					t.Fatalf("round %d: the retry never started", round)
+				}
+			}
+		}
+		if second.run.Job.ID != j.ID || second.run.Job.Attempt != 2 {
+			t.Fatalf("round %d: started %s attempt %d, want %s attempt 2", round, second.run.Job.ID, second.run.Job.Attempt, j.ID)
+		}
+		if st, err := b.eng.Stats(context.Background()); err != nil || st.Running != 1 {
+			t.Fatalf("round %d: stats say %d running (%v), want the retry", round, st.Running, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got, err := b.eng.Cancel(ctx, engine.CancelRequest{ID: j.ID})
+		cancel()
+		if err != nil || len(got) != 1 || got[0].State != engine.StateCancelled {
+			t.Fatalf("round %d: cancel of the running retry: %+v, %v", round, got, err)
+		}
+	}
+}
