@@ -198,7 +198,12 @@ func waitAll(t *testing.T, c *ipc.Client, ids []string, timeout time.Duration) m
 			Jobs     []job `json:"jobs"`
 			TimedOut bool  `json:"timed_out"`
 		}
-		err := call(c, "dev.wait.v1", map[string]any{"ids": ids[:n], "timeout": timeout.String()}, &res)
+		// The client waits longer than the server-side timeout, so a slow
+		// drain is reported as timed_out with the jobs still live, not as a
+		// bare client deadline (call's 60s) that says nothing.
+		ctx, cancel := context.WithTimeout(context.Background(), timeout+30*time.Second)
+		err := c.Call(ctx, "dev.wait.v1", map[string]any{"ids": ids[:n], "timeout": timeout.String()}, &res)
+		cancel()
 		if rpcCode(err) == -32001 {
 			for _, id := range ids[:n] {
 				if err := call(c, "dev.get.v1", map[string]string{"id": id}, nil); rpcCode(err) == -32001 {
