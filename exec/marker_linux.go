@@ -120,17 +120,3 @@ func (Processes) KillJob(jobID string) (bool, error) {
 	}
 	return signalled, errors.Join(errs...)
 }
-
-// sigkill sends SIGKILL to pid (a group when negative). ESRCH means the
-// target died meanwhile: nothing was signalled, and nothing is wrong.
-func sigkill(pid int) (bool, error) {
-	err := unix.Kill(pid, unix.SIGKILL)
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, unix.ESRCH):
-		return false, nil
-	default:
-		return false, err
-	}
-}

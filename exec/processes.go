@@ -117,14 +117,24 @@ func killLeader(pid int) (bool, error) {
 }
 
 func killGroupID(pgid int) (bool, error) {
-	err := unix.Kill(-pgid, unix.SIGKILL)
+	ok, err := sigkill(-pgid)
+	if err != nil {
+		return false, fmt.Errorf("kill group %d: %w", pgid, err)
+	}
+	return ok, nil
+}
+
+// sigkill sends SIGKILL to pid (a group when negative). ESRCH means the
+// target died meanwhile: nothing was signalled, and nothing is wrong.
+func sigkill(pid int) (bool, error) {
+	err := unix.Kill(pid, unix.SIGKILL)
 	switch {
 	case err == nil:
 		return true, nil
 	case errors.Is(err, unix.ESRCH):
 		return false, nil
 	default:
-		return false, fmt.Errorf("kill group %d: %w", pgid, err)
+		return false, err
 	}
 }
 
