@@ -639,3 +639,26 @@ func TestARetryStaysCancellable(t *testing.T) {
 		}
 	}
 }
+
+// Enqueues only wake the dispatcher for jobs that could start before it
+// next looks on its own; a job due before the armed timer must still wake
+// it, or it would wait for the later job's time.
+func TestAJobDueBeforeTheArmedTimerStillStartsOnTime(t *testing.T) {
+	b := setup(t, engine.Config{Workers: 1})
+	hour, minute := engine.Duration(time.Hour), engine.Duration(time.Minute)
+	far := b.enqueue(t, engine.EnqueueRequest{Delay: &hour})
+	// Let the dispatcher settle with its timer armed for the far job.
+	now := b.enqueue(t, engine.EnqueueRequest{})
+	b.next(t).result <- exit(0)
+	b.wait(t, now.ID)
+	near := b.enqueue(t, engine.EnqueueRequest{Delay: &minute})
+	b.clock.Advance(time.Minute)
+	if c := b.next(t); c.run.Job.ID != near.ID {
+		t.Fatalf("started %s, want the job due in a minute", c.run.Job.ID)
+	} else {
+		c.result <- exit(0)
+	}
+	if j, _ := b.eng.Get(context.Background(), far.ID); j.State != engine.StateQueued {
+		t.Fatalf("the job due in an hour is %s", j.State)
+	}
+}
