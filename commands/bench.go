@@ -74,6 +74,10 @@ func percentile(sorted []float64, p float64) float64 {
 	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
+// benchPayload is the 100-byte payload of the rows that report database
+// bytes per job and of the history the flat rows load.
+func benchPayload() []byte { return []byte(`{"pad":"` + strings.Repeat("x", 90) + `"}`) }
+
 // stormDebounce is the window of the debounced supersede-storm row.
 const stormDebounce = time.Second
 
@@ -170,10 +174,9 @@ func (a *app) bench(c *cli.Context) error {
 
 	if want("noop") {
 		var noop, perJob []float64
-		pad := []byte(`{"pad":"` + strings.Repeat("x", 90) + `"}`) // a 100-byte payload
 		for rep := 0; rep < reps; rep++ {
 			v, err := withBenchDaemon(ctx, self, durability, 4, profilePath(fmt.Sprintf("noop-rep%d", rep)), func(env *benchEnv) (float64, error) {
-				r, b, err := env.drainRate(ctx, jobs, engine.EnqueueRequest{Type: "noop", Payload: pad})
+				r, b, err := env.drainRate(ctx, jobs, engine.EnqueueRequest{Type: "noop", Payload: benchPayload()})
 				perJob = append(perJob, b)
 				return r, err
 			})

@@ -2,7 +2,6 @@ package commands
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -213,9 +212,8 @@ func flatRun(ctx context.Context, self, durability string, n, samples int) (flat
 	if err := os.WriteFile(p.Config, []byte(flatConfig), 0o600); err != nil {
 		return out, fmt.Errorf("write bench config: %w", err)
 	}
-	pad := []byte(`{"pad":"` + strings.Repeat("x", 90) + `"}`) // a 100-byte payload, as the noop row's
 	t0 := time.Now()
-	if err := store.LoadHistory(p.DB, n, pad, t0); err != nil {
+	if err := store.LoadHistory(p.DB, n, benchPayload(), t0); err != nil {
 		return out, err
 	}
 	out.load = time.Since(t0)
@@ -230,9 +228,13 @@ func flatRun(ctx context.Context, self, durability string, n, samples int) (flat
 		if err := checkHistory(ctx, cl, n); err != nil {
 			return 0, err
 		}
-		claim, err := env.claimLatency(ctx, samples)
+		claimMS, err := env.startLatency(ctx, samples)
 		if err != nil {
 			return 0, err
+		}
+		claim := make([]float64, len(claimMS))
+		for i, ms := range claimMS {
+			claim[i] = ms * 1000
 		}
 		later := engine.Duration(time.Hour)
 		enqueue, err := timeCalls(ctx, samples, func() error {
@@ -273,100 +275,6 @@ func checkHistory(ctx context.Context, cl *ipc.Client, n int) error {
 		return fmt.Errorf("bench daemon holds %d finished jobs, want at least %d", got, n)
 	}
 	return nil
-}
-
-// claimLatency is startLatency in µs, except that it learns of each job's
-// end from the event stream rather than from dev.wait.v1. Waiting reads the
-// job, and reading a job that is still QUEUED lists the RUNNING jobs with a
-// walk over every job (engine annotate): with a long history that walk runs
-// while the claim being measured does, and takes its CPU.
-func (env *benchEnv) claimLatency(ctx context.Context, samples int) ([]float64, error) {
-	cl, err := env.dial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Close()
-	scl, err := env.dial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer scl.Close()
-	sctx, stop := context.WithCancel(ctx)
-	ended := make(chan *engine.Job, 16)
-	streamErr := make(chan error, 1)
-	go func() {
-		streamErr <- scl.Stream(sctx, "logs.tail.v1", ipc.TailParams{Follow: true}, func(_ string, params json.RawMessage) error {
-			var ev engine.Event
-			if err := json.Unmarshal(params, &ev); err != nil {
-				return err
-			}
-			if ev.Kind != engine.EventJob || ev.Job == nil || !ev.Job.State.Terminal() {
-				return nil
-			}
-			select {
-			case ended <- ev.Job:
-				return nil
-			case <-sctx.Done():
-				return sctx.Err()
-			}
-		}, nil)
-	}()
-	defer func() {
-		stop()
-		<-streamErr
-	}()
-
-	// run enqueues a noop job and returns its start latency once it has
-	// ended, or ok = false if no end was seen within wait.
-	run := func(wait time.Duration) (lat float64, ok bool, err error) {
-		var res engine.EnqueueResult
-		if err := cl.Call(ctx, "dev.enqueue.v1", engine.EnqueueRequest{Type: "noop"}, &res); err != nil {
-			return 0, false, err
-		}
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		for {
-			select {
-			case j := <-ended:
-				if j.ID != res.Job.ID {
-					continue // a job whose end came after its own wait gave up
-				}
-				if j.StartedAt == nil {
-					return 0, false, fmt.Errorf("job %s ended %s without starting", j.ID, j.State)
-				}
-				return float64(j.StartedAt.Sub(j.CreatedAt).Nanoseconds()) / 1000, true, nil
-			case err := <-streamErr:
-				return 0, false, fmt.Errorf("event stream: %w", err)
-			case <-t.C:
-				return 0, false, nil
-			}
-		}
-	}
-	// The stream subscribes only once its request reaches the daemon: jobs
-	// go in until one's end is seen, and the samples start after that.
-	for try := 0; ; try++ {
-		if _, ok, err := run(200 * time.Millisecond); err != nil || ok {
-			if err != nil {
-				return nil, err
-			}
-			break
-		}
-		if try == 50 {
-			return nil, errors.New("the event stream never delivered a job's end")
-		}
-	}
-	out := make([]float64, 0, samples)
-	for range samples {
-		lat, ok, err := run(time.Minute)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			return nil, errors.New("a noop job did not end within a minute")
-		}
-		out = append(out, lat)
-	}
-	return out, nil
 }
 
 // timeCalls times n sequential calls of fn, in µs.
