@@ -484,38 +484,30 @@ func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int, s
 	}
 	req := ClaimRequest{Owner: e.cfg.Owner, Now: now, Limit: limit, Idle: e.probe.Idle(), OnAC: e.probe.Power().OnAC,
 		QueueLimits: e.queueLimits}
-	claimed := 0
+	// With weights, this first pass gives each queue its share of the
+	// free workers and the second pass fills what the shares left idle, so
+	// weights never keep a worker from a ready job.
 	quota, def, weighted := e.shares(limit)
-	if weighted || len(starts) > 0 || len(ended) > 0 {
-		// With weights, the first pass gives each queue its share of the
-		// free workers; the second pass below fills what the shares left
-		// idle, so weights never keep a worker from a ready job.
-		req.Quota, req.DefaultQuota = quota, def
-		jobs, err := e.completeAndClaim(starts, ended, req)
-		if err != nil {
-			return 0, err
-		}
-		for _, j := range jobs {
-			e.start(jobsCtx, j)
-		}
-		claimed = len(jobs)
-		req.Quota, req.DefaultQuota = nil, 0
-		req.Limit = limit - claimed
-		if !weighted {
-			return claimed, nil
-		}
+	req.Quota, req.DefaultQuota = quota, def
+	jobs, err := e.completeAndClaim(starts, ended, req)
+	if err != nil {
+		return 0, err
 	}
-	if req.Limit > 0 {
-		jobs, err := e.store.Claim(ctx, req)
-		if err != nil {
-			return claimed, fmt.Errorf("claim: %w", err)
-		}
-		for _, j := range jobs {
-			e.start(jobsCtx, j)
-		}
-		claimed += len(jobs)
+	for _, j := range jobs {
+		e.start(jobsCtx, j)
 	}
-	return claimed, nil
+	claimed := len(jobs)
+	if !weighted || claimed == limit {
+		return claimed, nil
+	}
+	req.Quota, req.DefaultQuota, req.Limit = nil, 0, limit-claimed
+	if jobs, err = e.store.Claim(ctx, req); err != nil {
+		return claimed, fmt.Errorf("claim: %w", err)
+	}
+	for _, j := range jobs {
+		e.start(jobsCtx, j)
+	}
+	return claimed + len(jobs), nil
 }
 
 // completeAndClaim stores process records and completions with a claim
@@ -1469,24 +1461,28 @@ func (e *Engine) waitForChange(ctx context.Context, sub *Subscription, ids []str
 // Pause stops a queue from starting new jobs; running ones finish. The
 // pause is stored, so it survives restarts.
 func (e *Engine) Pause(ctx context.Context, queue string) error {
-	if err := checkName("queue", queue); err != nil {
-		return err
-	}
-	if err := e.store.SetPaused(ctx, queue, true); err != nil {
-		return fmt.Errorf("pause %s: %w", queue, err)
-	}
-	return nil
+	return e.setPaused(ctx, queue, true)
 }
 
 // Resume lets a paused queue start jobs again.
 func (e *Engine) Resume(ctx context.Context, queue string) error {
+	return e.setPaused(ctx, queue, false)
+}
+
+func (e *Engine) setPaused(ctx context.Context, queue string, paused bool) error {
 	if err := checkName("queue", queue); err != nil {
 		return err
 	}
-	if err := e.store.SetPaused(ctx, queue, false); err != nil {
-		return fmt.Errorf("resume %s: %w", queue, err)
+	if err := e.store.SetPaused(ctx, queue, paused); err != nil {
+		verb := "resume"
+		if paused {
+			verb = "pause"
+		}
+		return fmt.Errorf("%s %s: %w", verb, queue, err)
 	}
-	e.notify()
+	if !paused {
+		e.notify() // its jobs may start now
+	}
 	return nil
 }
 
