@@ -14,8 +14,9 @@ import (
 // completion and the claim run in a savepoint of their own inside the op,
 // so one stale completion does not undo the others.
 func (s *Store) CompleteAndClaim(ctx context.Context, cy engine.Cycle) (engine.CycleResult, error) {
-	// The writer works on its own copies: a caller whose context ends
-	// stops waiting while the op may still run.
+	// The writer works on its own copies, and fills res only for this
+	// call: a caller whose context ends stops waiting while the op may
+	// still run, and then gets nothing of res.
 	started := slices.Clone(cy.Started)
 	done := slices.Clone(cy.Done)
 	req := cy.Claim
@@ -24,13 +25,10 @@ func (s *Store) CompleteAndClaim(ctx context.Context, cy engine.Cycle) (engine.C
 		Completed: make([]engine.CompleteResult, len(done)),
 		Errs:      make([]error, len(done)),
 	}
-	valid := make([]bool, len(done))
 	for i := range done {
 		if err := checkCompletion(&done[i]); err != nil {
 			res.Errs[i] = fmt.Errorf("complete job %s attempt %d: %w", done[i].ID, done[i].Attempt, err)
-			continue
 		}
-		valid[i] = true
 	}
 	claiming := req.Limit > 0
 	if claiming {
@@ -41,68 +39,48 @@ func (s *Store) CompleteAndClaim(ctx context.Context, cy engine.Cycle) (engine.C
 		req.QueueLimits = maps.Clone(req.QueueLimits)
 		req.Quota = maps.Clone(req.Quota)
 	}
-	startErrs := make([]error, len(started))
-	completed := make([]engine.CompleteResult, len(done))
-	errs := make([]error, len(done))
-	var claimed []*engine.Job
-	var claimErr error
 	err := s.write(ctx, func(c *conn) error {
 		for i, r := range started {
-			var err error
-			if startErrs[i], err = c.part(func() error {
-				return c.markStarted(r.ID, r.Attempt, r.PID, r.PIDStart)
-			}); err != nil {
+			failed, err := c.part(func() error { return c.markStarted(r.ID, r.Attempt, r.PID, r.PIDStart) })
+			if err != nil {
 				return err
+			}
+			if failed != nil {
+				res.StartErrs[i] = fmt.Errorf("mark job %s attempt %d started: %w", r.ID, r.Attempt, failed)
 			}
 		}
 		for i := range done {
-			if !valid[i] {
-				continue
+			if res.Errs[i] != nil {
+				continue // refused before the write
 			}
-			var err error
-			errs[i], err = c.part(func() (err error) {
-				completed[i], err = c.complete(&done[i])
+			failed, err := c.part(func() (err error) {
+				res.Completed[i], err = c.complete(&done[i])
 				return err
 			})
 			if err != nil {
 				return err
 			}
-		}
-		if claiming {
-			var err error
-			if claimErr, err = c.part(func() (err error) {
-				claimed, err = c.claim(&req)
-				return err
-			}); err != nil {
-				return err
+			if failed != nil {
+				res.Completed[i] = engine.CompleteResult{}
+				res.Errs[i] = fmt.Errorf("complete job %s attempt %d: %w", done[i].ID, done[i].Attempt, failed)
 			}
 		}
-		return nil
+		if !claiming {
+			return nil
+		}
+		failed, err := c.part(func() (err error) {
+			res.Claimed, err = c.claim(&req)
+			return err
+		})
+		if failed != nil {
+			res.Claimed, res.ClaimErr = nil, fmt.Errorf("claim jobs: %w", failed)
+		} else if res.Claimed == nil {
+			res.Claimed = []*engine.Job{}
+		}
+		return err
 	})
 	if err != nil {
 		return engine.CycleResult{}, fmt.Errorf("complete and claim: %w", err)
-	}
-	for i, r := range started {
-		if startErrs[i] != nil {
-			res.StartErrs[i] = fmt.Errorf("mark job %s attempt %d started: %w", r.ID, r.Attempt, startErrs[i])
-		}
-	}
-	for i := range done {
-		if !valid[i] {
-			continue
-		}
-		if errs[i] != nil {
-			res.Errs[i] = fmt.Errorf("complete job %s attempt %d: %w", done[i].ID, done[i].Attempt, errs[i])
-			continue
-		}
-		res.Completed[i] = completed[i]
-	}
-	if claimErr != nil {
-		res.ClaimErr = fmt.Errorf("claim jobs: %w", claimErr)
-	}
-	res.Claimed = claimed
-	if res.Claimed == nil && claiming {
-		res.Claimed = []*engine.Job{}
 	}
 	return res, nil
 }
