@@ -75,13 +75,13 @@ func Dial(ctx context.Context, socketPath, token string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.token = "" // authenticated here and now, not with the first call
 	var res AuthResult
 	if err := c.Call(ctx, MethodAuth, &AuthParams{Token: token}, &res); err != nil {
 		c.nc.Close()
 		return nil, fmt.Errorf("authenticate to daemon at %s: %w", socketPath, err)
 	}
 	c.version = res.Version
-	c.token = ""
 	return c, nil
 }
 
@@ -180,7 +180,7 @@ func isRPCError(err error) bool {
 func (c *Client) roundTrip(id uint64, method string, params any, onNotify func(string, json.RawMessage) error, result any) (broken bool, err error) {
 	c.wbuf.Reset()
 	var authID uint64
-	if c.token != "" && method != MethodAuth {
+	if c.token != "" {
 		// The server reads the auth request before anything else on the
 		// connection, so the call can follow it in the same write.
 		authID, id = id, id+1
