@@ -75,6 +75,28 @@ func TestAJobRunsWithItsEnvironmentPayloadAndOutput(t *testing.T) {
 	}
 }
 
+// stq enqueue --json prints the daemon's whole reply, indented; without
+// --json only the id.
+func TestEnqueueJSONIsTheDaemonsReply(t *testing.T) {
+	e := newEnv(t)
+	e.startDaemon("--workers", "1")
+	first := e.ok("enqueue", "--subject", "src/a.rs", "--in", "1h", "--", "true")
+	out := e.ok("enqueue", "--json", "--subject", "src/a.rs", "--in", "1h", "--", "true")
+	var res struct {
+		Job        job      `json:"job"`
+		Superseded []string `json:"superseded"`
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("enqueue --json printed %q: %v", out, err)
+	}
+	if res.Job.ID == "" || res.Job.State != "QUEUED" || res.Job.Generation != 2 || len(res.Superseded) != 1 || res.Superseded[0] != first {
+		t.Fatalf("reply %+v, want generation 2 superseding %s", res, first)
+	}
+	if !strings.HasPrefix(out, "{\n  \"job\": {") {
+		t.Fatalf("reply is not indented: %q", out)
+	}
+}
+
 func TestFailingJobRetriesWithBackoffThenFails(t *testing.T) {
 	e := newEnv(t)
 	e.startDaemon()

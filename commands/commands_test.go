@@ -114,6 +114,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"stq", "enqueue", "--deadline", "soon", "--", "true"},
 		{"stq", "wait"},
 		{"stq", "daemon", "--workers", "0"},
+		{"stq", "bench", "--only", "enqueue,bogus"},
 	}
 	for _, args := range tests {
 		var out, errb bytes.Buffer
