@@ -997,6 +997,104 @@ func (e *Engine) Subscribe(f EventFilter) *Subscription { return e.bus.subscribe
 // Enqueue validates a request, fills in defaults and stores the job. The
 // job is durable when Enqueue returns.
 func (e *Engine) Enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult, error) {
+	j, err := e.prepare(&req, e.clock.Now())
+	if err != nil {
+		return EnqueueResult{}, err
+	}
+	res, err := e.store.Enqueue(ctx, j, req.Generation != nil)
+	if err != nil {
+		return EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
+	}
+	e.enqueued(res)
+	return res, nil
+}
+
+// MaxEnqueueBatch bounds the requests of one EnqueueMany or EnqueueEach.
+const MaxEnqueueBatch = 10000
+
+// EnqueueMany stores jobs all or nothing, in one durable step and in order:
+// a later request of a subject supersedes an earlier one of the batch as if
+// they had come one by one. If any request is invalid or cannot be stored,
+// nothing is stored and the error is a *BatchError naming its index.
+func (e *Engine) EnqueueMany(ctx context.Context, reqs []EnqueueRequest) ([]EnqueueResult, error) {
+	b, errs := e.prepareBatch(reqs, true)
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	res, err := e.store.EnqueueMany(ctx, b)
+	if err != nil {
+		return nil, fmt.Errorf("enqueue batch: %w", err)
+	}
+	for _, r := range res.Results {
+		e.enqueued(r)
+	}
+	return res.Results, nil
+}
+
+// EnqueueEach stores jobs in one durable step, each on its own: errs[i] is
+// the refusal of reqs[i], which leaves the others stored. It is how a
+// JSON-RPC batch of separate enqueues shares one commit.
+func (e *Engine) EnqueueEach(ctx context.Context, reqs []EnqueueRequest) ([]EnqueueResult, []error) {
+	b, errs := e.prepareBatch(reqs, false)
+	results := make([]EnqueueResult, len(reqs))
+	if len(b.Jobs) == 0 {
+		return results, errs
+	}
+	res, err := e.store.EnqueueMany(ctx, b)
+	k := 0
+	for i := range reqs {
+		if errs[i] != nil {
+			continue
+		}
+		switch {
+		case err != nil:
+			errs[i] = fmt.Errorf("enqueue: %w", err)
+		case res.Errs[k] != nil:
+			errs[i] = fmt.Errorf("enqueue: %w", res.Errs[k])
+		default:
+			results[i] = res.Results[k]
+			e.enqueued(results[i])
+		}
+		k++
+	}
+	return results, errs
+}
+
+// prepareBatch turns requests into the jobs of one store batch. errs[i] is
+// set for a request that is refused before the store sees it: with atomic,
+// the first such refusal as a *BatchError and nothing else.
+func (e *Engine) prepareBatch(reqs []EnqueueRequest, atomic bool) (EnqueueBatch, []error) {
+	errs := make([]error, len(reqs))
+	if len(reqs) > MaxEnqueueBatch {
+		err := fmt.Errorf("%w: %d requests, over the batch limit of %d", ErrInvalid, len(reqs), MaxEnqueueBatch)
+		if atomic {
+			return EnqueueBatch{}, []error{err}
+		}
+		for i := range errs {
+			errs[i] = err
+		}
+		return EnqueueBatch{}, errs
+	}
+	now := e.clock.Now()
+	b := EnqueueBatch{Atomic: atomic, Jobs: make([]*Job, 0, len(reqs)), ExplicitGen: make([]bool, 0, len(reqs))}
+	for i := range reqs {
+		j, err := e.prepare(&reqs[i], now)
+		if err != nil {
+			if atomic {
+				return EnqueueBatch{}, []error{&BatchError{Index: i, Err: err}}
+			}
+			errs[i] = err
+			continue
+		}
+		b.Jobs = append(b.Jobs, j)
+		b.ExplicitGen = append(b.ExplicitGen, reqs[i].Generation != nil)
+	}
+	return b, errs
+}
+
+// prepare validates a request and builds the job it asks for, with the
+// defaults of its type and of the daemon filled in.
+func (e *Engine) prepare(req *EnqueueRequest, now time.Time) (*Job, error) {
 	if req.Queue == "" {
 		req.Queue = DefaultQueue
 	}
@@ -1004,12 +1102,11 @@ func (e *Engine) Enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult
 		req.Type = DefaultType
 	}
 	if err := req.validate(e.cfg.MaxPayload); err != nil {
-		return EnqueueResult{}, err
+		return nil, err
 	}
 	if command, handler := e.typeHandler(req.Type); len(req.Command) == 0 && command == nil && handler == "" {
-		return EnqueueResult{}, fmt.Errorf("%w: job type %q has no handler: give a command after -- or add [handlers.%s] with a command to config.toml", ErrInvalid, req.Type, req.Type)
+		return nil, fmt.Errorf("%w: job type %q has no handler: give a command after -- or add [handlers.%s] with a command to config.toml", ErrInvalid, req.Type, req.Type)
 	}
-	now := e.clock.Now()
 	tc := e.cfg.Types[req.Type]
 	j := &Job{
 		ID:          e.newID(now),
@@ -1074,24 +1171,25 @@ func (e *Engine) Enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult
 			j.RunAt = at
 		}
 	}
-	res, err := e.store.Enqueue(ctx, j, req.Generation != nil)
-	if err != nil {
-		return EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
-	}
+	return j, nil
+}
+
+// enqueued tells subscribers and the dispatcher about a stored job.
+func (e *Engine) enqueued(res EnqueueResult) {
+	j := res.Job
 	if e.bus.active() {
-		e.publishJob(res.Job)
+		e.publishJob(j)
 		for _, id := range res.Superseded {
 			e.publishJob(&Job{ID: id, Queue: j.Queue, Type: j.Type, Subject: j.Subject, State: StateSuperseded})
 		}
 		e.publishJobs(res.Cancelled...)
 	}
-	if j.Replace && res.Job.State == StateQueued {
-		e.replaceRunning(res.Job)
+	if j.Replace && j.State == StateQueued {
+		e.replaceRunning(j)
 	}
-	if e.mayNeedDispatcher(res.Job) {
+	if e.mayNeedDispatcher(j) {
 		e.notify()
 	}
-	return res, nil
 }
 
 // mayNeedDispatcher says whether a newly stored job could start or expire
@@ -1233,24 +1331,24 @@ func (e *Engine) pendingDependency(ctx context.Context, j *Job) (string, error) 
 	return "", nil
 }
 
-// List returns jobs matching f, newest first.
-func (e *Engine) List(ctx context.Context, f ListFilter) ([]*Job, error) {
+// List returns a page of jobs matching f, newest first.
+func (e *Engine) List(ctx context.Context, f ListFilter) (ListPage, error) {
 	for _, s := range f.States {
 		if !s.Valid() {
-			return nil, fmt.Errorf("%w: unknown state %q", ErrInvalid, s)
+			return ListPage{}, fmt.Errorf("%w: unknown state %q", ErrInvalid, s)
 		}
 	}
 	if f.Limit < 0 {
-		return nil, fmt.Errorf("%w: limit must not be negative", ErrInvalid)
+		return ListPage{}, fmt.Errorf("%w: limit must not be negative", ErrInvalid)
 	}
-	jobs, err := e.store.List(ctx, f)
+	page, err := e.store.List(ctx, f)
 	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
+		return ListPage{}, fmt.Errorf("list jobs: %w", err)
 	}
-	if err := e.annotate(ctx, jobs); err != nil {
-		return nil, err
+	if err := e.annotate(ctx, page.Jobs); err != nil {
+		return ListPage{}, err
 	}
-	return jobs, nil
+	return page, nil
 }
 
 // Logs returns a job's output lines after afterSeq: those stored plus those
@@ -1318,11 +1416,11 @@ func (e *Engine) Cancel(ctx context.Context, req CancelRequest) ([]*Job, error) 
 				return nil, err
 			}
 		}
-		jobs, err := e.store.List(ctx, ListFilter{States: []State{StateQueued, StateRunning}, Queue: req.Queue, Type: req.Type, Subject: req.Subject, Limit: 10000})
+		page, err := e.store.List(ctx, ListFilter{States: []State{StateQueued, StateRunning}, Queue: req.Queue, Type: req.Type, Subject: req.Subject, Limit: 10000})
 		if err != nil {
 			return nil, fmt.Errorf("find jobs to cancel: %w", err)
 		}
-		targets = jobs
+		targets = page.Jobs
 	default:
 		return nil, fmt.Errorf("%w: cancel needs a job id or a subject", ErrInvalid)
 	}

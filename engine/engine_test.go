@@ -425,8 +425,8 @@ func TestDebounceRunsOnlyTheLastOfQuickGenerations(t *testing.T) {
 	c.result <- exit(0)
 	b.wait(t, last.ID)
 	done, err := b.eng.List(context.Background(), engine.ListFilter{States: []engine.State{engine.StateDone}})
-	if err != nil || len(done) != 1 {
-		t.Fatalf("%d jobs ran, want 1 (%v)", len(done), err)
+	if err != nil || len(done.Jobs) != 1 {
+		t.Fatalf("%d jobs ran, want 1 (%v)", len(done.Jobs), err)
 	}
 }
 

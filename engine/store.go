@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -27,6 +28,16 @@ type Store interface {
 	//     SUPERSEDED.
 	// The job's ID, CreatedAt and RunAt are set by the caller.
 	Enqueue(ctx context.Context, job *Job, explicitGen bool) (EnqueueResult, error)
+
+	// EnqueueMany stores several new jobs in one durable step, in order,
+	// each as Enqueue would: a later job of a key sees the earlier ones, so
+	// the last generation of a subject in the batch wins. With b.Atomic the
+	// batch is all or nothing: the first job that fails undoes every other
+	// and the error, a *BatchError, names its index. Without it each job
+	// stands alone: one that fails leaves the others stored, and its error
+	// is at its index in Errs. The error return otherwise means nothing was
+	// stored.
+	EnqueueMany(ctx context.Context, b EnqueueBatch) (EnqueueBatchResult, error)
 
 	// Claim moves up to req.Limit due QUEUED jobs to RUNNING for req.Owner,
 	// starting their next attempt, and returns them. Order: priority
@@ -75,8 +86,13 @@ type Store interface {
 
 	// Get returns a job with its attempt history, or ErrNotFound.
 	Get(ctx context.Context, id string) (*Job, error)
-	// List returns jobs matching f, newest first, without attempt history.
-	List(ctx context.Context, f ListFilter) ([]*Job, error)
+	// List returns up to f.Limit jobs matching f, newest first, without
+	// attempt history, starting after f.Cursor. The page's Next is the
+	// cursor of the page after it, empty when no more jobs match. A cursor
+	// stays valid while jobs are added and deleted: a page never repeats a
+	// job of an earlier one. A cursor the store did not make is an error
+	// wrapping ErrInvalid.
+	List(ctx context.Context, f ListFilter) (ListPage, error)
 	// Running returns every RUNNING job with its attempt history.
 	Running(ctx context.Context) ([]*Job, error)
 	// NextWake says when the earliest future run_at and the earliest TTL
@@ -124,6 +140,40 @@ type EnqueueResult struct {
 	// Cancelled lists dependents of the superseded jobs that were
 	// cancelled with them.
 	Cancelled []*Job `json:"-"`
+}
+
+// EnqueueBatch is the argument of EnqueueMany.
+type EnqueueBatch struct {
+	Jobs []*Job
+	// ExplicitGen says, per job, what Enqueue's explicitGen says; nil
+	// means false for every job.
+	ExplicitGen []bool
+	// Atomic makes the batch all or nothing.
+	Atomic bool
+}
+
+// EnqueueBatchResult is what EnqueueMany did: one entry per job, in order.
+// Results is zero where Errs has an error.
+type EnqueueBatchResult struct {
+	Results []EnqueueResult
+	Errs    []error
+}
+
+// BatchError is the refusal of an all-or-nothing batch: entry Index was
+// bad, and nothing of the batch was stored.
+type BatchError struct {
+	Index int
+	Err   error
+}
+
+func (e *BatchError) Error() string { return fmt.Sprintf("entry %d: %v", e.Index, e.Err) }
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// ListPage is one page of List.
+type ListPage struct {
+	Jobs []*Job
+	// Next is the cursor of the following page; empty on the last page.
+	Next string
 }
 
 // CompleteResult is what Complete did.
@@ -205,6 +255,9 @@ type ListFilter struct {
 	Type    string
 	Subject string
 	Limit   int
+	// Cursor continues a listing after the page that returned it
+	// (ListPage.Next); empty starts with the newest job.
+	Cursor string
 }
 
 // Wake tells the scheduler when something time-based will next happen.

@@ -39,7 +39,8 @@ func TestLoadHistory(t *testing.T) {
 		t.Fatalf("stats after loading 5000 jobs: %v", st.Queues)
 	}
 
-	list, err := s.List(ctx, engine.ListFilter{Limit: 2})
+	page, err := s.List(ctx, engine.ListFilter{Limit: 2})
+	list := page.Jobs
 	if err != nil || len(list) != 2 {
 		t.Fatalf("list: %v, %v", list, err)
 	}
@@ -63,7 +64,8 @@ func TestLoadHistory(t *testing.T) {
 		t.Fatalf("subjects of the newest jobs: %q gen %d, %q gen %d",
 			list[0].Subject, list[0].Generation, list[1].Subject, list[1].Generation)
 	}
-	keyed, err := s.List(ctx, engine.ListFilter{Queue: engine.DefaultQueue, Type: "noop", Subject: "history/0007", Limit: 100})
+	keyedPage, err := s.List(ctx, engine.ListFilter{Queue: engine.DefaultQueue, Type: "noop", Subject: "history/0007", Limit: 100})
+	keyed := keyedPage.Jobs
 	if err != nil || len(keyed) != 3 || keyed[0].Generation != 3 || keyed[2].Generation != 1 {
 		t.Fatalf("list by key: %d jobs, %v", len(keyed), err)
 	}

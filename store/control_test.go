@@ -194,8 +194,8 @@ func TestCheckpointBetweenWrites(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if jobs, err := s.List(ctx, engine.ListFilter{Limit: 1000}); err != nil || len(jobs) != 200 {
-		t.Fatalf("%d jobs, %v", len(jobs), err)
+	if page, err := s.List(ctx, engine.ListFilter{Limit: 1000}); err != nil || len(page.Jobs) != 200 {
+		t.Fatalf("%d jobs, %v", len(page.Jobs), err)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,36 +49,31 @@ func (s *Store) Get(ctx context.Context, id string) (*engine.Job, error) {
 	return job, nil
 }
 
-// List returns jobs matching f, newest first, without attempt history
-// (Attempts is nil). A zero Limit means 100.
-func (s *Store) List(ctx context.Context, f engine.ListFilter) ([]*engine.Job, error) {
+// List returns a page of jobs matching f, newest first, without attempt
+// history (Attempts is nil). A zero Limit means 100. The cursor is the seq
+// of the page's last job: pages walk the rowid downwards, so jobs added
+// meanwhile (higher seqs) never shift a later page.
+func (s *Store) List(ctx context.Context, f engine.ListFilter) (engine.ListPage, error) {
 	limit := f.Limit
 	if limit <= 0 {
 		limit = defaultListLimit
 	}
-	var states string
-	if len(f.States) > 0 {
-		var sb strings.Builder
-		sb.WriteByte('[')
-		for i, st := range f.States {
-			if !st.Valid() {
-				return nil, fmt.Errorf("list jobs: %w: unknown state %q", engine.ErrInvalid, st)
-			}
-			if i > 0 {
-				sb.WriteByte(',')
-			}
-			// Valid states are plain upper-case words: no JSON escaping needed.
-			sb.WriteString(`"` + string(st) + `"`)
+	states, err := statesJSON(f.States)
+	if err != nil {
+		return engine.ListPage{}, fmt.Errorf("list jobs: %w", err)
+	}
+	var before int64
+	if f.Cursor != "" {
+		if before, err = strconv.ParseInt(f.Cursor, 10, 64); err != nil || before <= 0 {
+			return engine.ListPage{}, fmt.Errorf("list jobs: %w: cursor %q was not made by this store", engine.ErrInvalid, f.Cursor)
 		}
-		sb.WriteByte(']')
-		states = sb.String()
 	}
 	id := qList
 	if f.Queue != "" && f.Type != "" && f.Subject != "" {
 		id = qListKey
 	}
-	var jobs []*engine.Job
-	err := s.read(ctx, func(c *conn) error {
+	var rows []jobRow
+	err = s.read(ctx, func(c *conn) error {
 		st, err := c.stmt(id)
 		if err != nil {
 			return err
@@ -87,17 +83,50 @@ func (s *Store) List(ctx context.Context, f engine.ListFilter) ([]*engine.Job, e
 		b.optText(f.Type)
 		b.optText(f.Subject)
 		b.optText(states)
-		b.int64(int64(limit))
+		// One more than asked says whether another page follows.
+		b.int64(int64(limit) + 1)
+		b.optInt64(before)
 		if b.check() != nil {
 			return b.err
 		}
-		jobs, err = c.queryJobs(st, false)
+		rows, err = c.queryRows(st)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
+		return engine.ListPage{}, fmt.Errorf("list jobs: %w", err)
 	}
-	return jobs, nil
+	var page engine.ListPage
+	if len(rows) > limit {
+		rows = rows[:limit]
+		page.Next = strconv.FormatInt(rows[limit-1].seq, 10)
+	}
+	page.Jobs = make([]*engine.Job, len(rows))
+	for i, r := range rows {
+		page.Jobs[i] = r.job
+	}
+	return page, nil
+}
+
+// statesJSON encodes a state filter as the JSON array json_each reads;
+// empty for no filter.
+func statesJSON(states []engine.State) (string, error) {
+	if len(states) == 0 {
+		return "", nil
+	}
+	var sb strings.Builder
+	sb.WriteByte('[')
+	for i, st := range states {
+		if !st.Valid() {
+			return "", fmt.Errorf("%w: unknown state %q", engine.ErrInvalid, st)
+		}
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		// Valid states are plain upper-case words: no JSON escaping needed.
+		sb.WriteString(`"` + string(st) + `"`)
+	}
+	sb.WriteByte(']')
+	return sb.String(), nil
 }
 
 // Running returns every RUNNING job with its attempt history, oldest first.

@@ -462,9 +462,9 @@ func TestCloseFailsPendingWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	jobs, err := s.List(ctx, engine.ListFilter{Limit: 1 << 20})
-	if err != nil || len(jobs) < ok {
-		t.Fatalf("after reopen %d jobs (%v), %d were acknowledged", len(jobs), err, ok)
+	page, err := s.List(ctx, engine.ListFilter{Limit: 1 << 20})
+	if err != nil || len(page.Jobs) < ok {
+		t.Fatalf("after reopen %d jobs (%v), %d were acknowledged", len(page.Jobs), err, ok)
 	}
 }
 

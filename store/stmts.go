@@ -249,11 +249,13 @@ var sqlText = [numStmts]string{
 		WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR type = ?2)
 			AND (?3 IS NULL OR subject = ?3)
 			AND (?4 IS NULL OR state IN (SELECT value FROM json_each(?4)))
+			AND (?6 IS NULL OR seq < ?6)
 		ORDER BY seq DESC LIMIT ?5`,
 
 	qListKey: `SELECT ` + jobCols + ` FROM jobs
 		WHERE queue = ?1 AND type = ?2 AND subject = ?3
 			AND (?4 IS NULL OR state IN (SELECT value FROM json_each(?4)))
+			AND (?6 IS NULL OR seq < ?6)
 		ORDER BY seq DESC LIMIT ?5`,
 
 	qRunning: `SELECT ` + jobCols + ` FROM jobs WHERE state = 'RUNNING' ORDER BY seq`,

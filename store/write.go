@@ -70,29 +70,12 @@ func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) 
 	if err != nil {
 		return engine.EnqueueResult{}, fmt.Errorf("enqueue job %s: %w", job.ID, err)
 	}
-	stored := &engine.Job{
-		ID: job.ID, Queue: job.Queue, Type: job.Type, Subject: job.Subject,
-		Priority: job.Priority, MaxAttempts: job.MaxAttempts,
-		Payload: json.RawMessage(in.payload), Command: slices.Clone(job.Command),
-		Cwd: job.Cwd, Env: maps.Clone(job.Env), RunAt: job.RunAt.UTC(),
-		Deadline: job.Deadline, TTL: job.TTL, Backoff: job.Backoff,
-		CreatedAt: job.CreatedAt.UTC(), Attempts: []engine.Attempt{},
-		WaitIdle: job.WaitIdle, RequireCharging: job.RequireCharging,
-		Debounce: job.Debounce, Replace: job.Replace, After: slices.Clone(in.after),
-	}
 	var out enqueued
 	err = s.write(ctx, func(c *conn) error { return c.enqueue(&in, explicitGen, &out) })
 	if err != nil {
 		return engine.EnqueueResult{}, fmt.Errorf("enqueue job %s: %w", job.ID, err)
 	}
-	stored.Generation = out.generation
-	stored.State = out.state
-	stored.Error = out.errText
-	if out.state != engine.StateQueued {
-		t := stored.CreatedAt
-		stored.FinishedAt = &t
-	}
-	return engine.EnqueueResult{Job: stored, Superseded: out.superseded, Cancelled: out.cancelled}, nil
+	return storedResult(job, &in, &out), nil
 }
 
 func encodeJob(j *engine.Job) (newJob, error) {

@@ -88,6 +88,10 @@ var cases = []struct {
 	{"prune keeps the newest finished jobs and deletes at most its limit per call", testPruneByCount},
 	{"prune keeps each key's highest generation so numbering continues from it", testPruneKeepsGeneration},
 	{"checkpoint succeeds on a store in use", testCheckpoint},
+	{"enqueue many stores jobs in order in one step and the last generation of a subject wins", testEnqueueMany},
+	{"an atomic enqueue many with a bad entry stores nothing and names the entry", testEnqueueManyAtomic},
+	{"a non-atomic enqueue many stores the good entries and reports each bad one at its index", testEnqueueManyEach},
+	{"list pages with a cursor and never repeats or skips a job when jobs arrive between pages", testListPaging},
 	{"complete and claim records starts then completes then claims in one step and a bad entry fails alone", testCompleteAndClaim},
 }
 
@@ -177,11 +181,11 @@ func (f *fx) wantState(id string, want engine.State) {
 
 func (f *fx) list(filter engine.ListFilter) []*engine.Job {
 	f.Helper()
-	jobs, err := f.s.List(f.ctx, filter)
+	page, err := f.s.List(f.ctx, filter)
 	if err != nil {
 		f.Fatalf("list %+v: %v", filter, err)
 	}
-	return jobs
+	return page.Jobs
 }
 
 func succeeded(j *engine.Job, at time.Time) engine.Completion {
@@ -1331,5 +1335,174 @@ func testLogSeq(f *fx) {
 	}
 	if got := f.get(j.ID); got.LogSeq != 7 {
 		f.Fatalf("get reports log seq %d, want 7", got.LogSeq)
+	}
+}
+
+func testEnqueueMany(f *fx) {
+	old := f.add("q", "t", "a") // generation 1, superseded by the batch
+	jobs := []*engine.Job{f.job("q", "t", "a"), f.job("q", "t", "b"), f.job("q", "t", "a"), f.job("q", "t", "")}
+	explicitGen := jobs[3]
+	explicitGen.Subject = "c"
+	explicitGen.Generation = 7
+	res, err := f.s.EnqueueMany(f.ctx, engine.EnqueueBatch{Jobs: jobs, ExplicitGen: []bool{false, false, false, true}, Atomic: true})
+	if err != nil {
+		f.Fatalf("enqueue many: %v", err)
+	}
+	if len(res.Results) != 4 || len(res.Errs) != 4 {
+		f.Fatalf("got %d results and %d errors, want 4 of each", len(res.Results), len(res.Errs))
+	}
+	for i, want := range []struct {
+		gen        int64
+		state      engine.State
+		superseded []string
+	}{
+		{2, engine.StateQueued, []string{old.ID}},
+		{1, engine.StateQueued, nil},
+		{3, engine.StateQueued, []string{jobs[0].ID}},
+		{7, engine.StateQueued, nil},
+	} {
+		if res.Errs[i] != nil {
+			f.Fatalf("entry %d: %v", i, res.Errs[i])
+		}
+		got := res.Results[i]
+		if got.Job.ID != jobs[i].ID || got.Job.Generation != want.gen || got.Job.State != want.state || !slices.Equal(got.Superseded, want.superseded) {
+			f.Errorf("entry %d: got %s gen %d %s superseded %v, want %s gen %d %s superseded %v", i,
+				got.Job.ID, got.Job.Generation, got.Job.State, got.Superseded, jobs[i].ID, want.gen, want.state, want.superseded)
+		}
+	}
+	f.wantState(old.ID, engine.StateSuperseded)
+	f.wantState(jobs[0].ID, engine.StateSuperseded)
+	f.wantState(jobs[2].ID, engine.StateQueued)
+	if got := f.get(jobs[3].ID).Generation; got != 7 {
+		f.Errorf("explicit generation stored as %d, want 7", got)
+	}
+	// Stored in order: the claim takes them in enqueue order.
+	claimed := f.claim(t0, 10)
+	if want := []string{jobs[1].ID, jobs[2].ID, jobs[3].ID}; !slices.Equal(ids(claimed), want) {
+		f.Errorf("claim order %v, want %v", ids(claimed), want)
+	}
+	// An empty batch is no error and stores nothing.
+	if res, err := f.s.EnqueueMany(f.ctx, engine.EnqueueBatch{Atomic: true}); err != nil || len(res.Results) != 0 {
+		f.Errorf("empty batch: %d results, err %v", len(res.Results), err)
+	}
+}
+
+func testEnqueueManyAtomic(f *fx) {
+	before := f.add("q", "t", "a")
+	bad := f.job("q", "t", "")
+	bad.After = []string{"no-such-job"}
+	dup := f.job("q", "t", "")
+	dup.ID = before.ID
+	for _, tc := range []struct {
+		name  string
+		bad   *engine.Job
+		index int
+	}{{"unknown dependency", bad, 2}, {"duplicate id", dup, 2}, {"missing id", &engine.Job{Queue: "q", Type: "t", CreatedAt: t0, RunAt: t0}, 2}} {
+		jobs := []*engine.Job{f.job("q", "t", "a"), f.job("q", "t", "new"), tc.bad, f.job("q", "t", "z")}
+		_, err := f.s.EnqueueMany(f.ctx, engine.EnqueueBatch{Jobs: jobs, Atomic: true})
+		var be *engine.BatchError
+		if !errors.As(err, &be) || be.Index != tc.index || !errors.Is(err, engine.ErrInvalid) {
+			f.Errorf("%s: got %v, want a batch error at entry %d wrapping ErrInvalid", tc.name, err, tc.index)
+		}
+		for _, j := range []*engine.Job{jobs[0], jobs[1], jobs[3]} {
+			if _, err := f.s.Get(f.ctx, j.ID); !errors.Is(err, engine.ErrNotFound) {
+				f.Errorf("%s: job %s of the refused batch: %v, want not found", tc.name, j.ID, err)
+			}
+		}
+	}
+	// Nothing the refused batches did shows: the older job is still queued
+	// and the next generation of its key is 2.
+	f.wantState(before.ID, engine.StateQueued)
+	if g := f.add("q", "t", "a").Generation; g != 2 {
+		f.Errorf("next generation after refused batches is %d, want 2", g)
+	}
+	st, err := f.s.Stats(f.ctx)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if n := st.Queues["q"][engine.StateQueued]; n != 1 {
+		f.Errorf("queued count %d after refused batches, want 1", n)
+	}
+}
+
+func testEnqueueManyEach(f *fx) {
+	bad := f.job("q", "t", "")
+	bad.After = []string{"no-such-job"}
+	jobs := []*engine.Job{f.job("q", "t", "a"), bad, nil, f.job("q", "t", "a")}
+	res, err := f.s.EnqueueMany(f.ctx, engine.EnqueueBatch{Jobs: jobs})
+	if err != nil {
+		f.Fatalf("enqueue many: %v", err)
+	}
+	if res.Errs[0] != nil || res.Errs[3] != nil {
+		f.Fatalf("good entries failed: %v, %v", res.Errs[0], res.Errs[3])
+	}
+	for _, i := range []int{1, 2} {
+		if !errors.Is(res.Errs[i], engine.ErrInvalid) || res.Results[i].Job != nil {
+			f.Errorf("entry %d: got %v and job %v, want ErrInvalid and no job", i, res.Errs[i], res.Results[i].Job)
+		}
+	}
+	if _, err := f.s.Get(f.ctx, bad.ID); !errors.Is(err, engine.ErrNotFound) {
+		f.Errorf("bad entry stored: %v", err)
+	}
+	if g := res.Results[3].Job.Generation; g != 2 || !slices.Equal(res.Results[3].Superseded, []string{jobs[0].ID}) {
+		f.Errorf("last entry: generation %d superseded %v, want 2 superseding %s", g, res.Results[3].Superseded, jobs[0].ID)
+	}
+	f.wantState(jobs[0].ID, engine.StateSuperseded)
+}
+
+func testListPaging(f *fx) {
+	var all []*engine.Job
+	for i := range 25 {
+		all = append(all, f.add("q", "t", fmt.Sprint(i%7)))
+	}
+	slices.Reverse(all) // newest first
+	var got []string
+	filter := engine.ListFilter{Queue: "q", Limit: 10}
+	for pages := 0; ; pages++ {
+		if pages > 5 {
+			f.Fatalf("paging does not end: %v", got)
+		}
+		page, err := f.s.List(f.ctx, filter)
+		if err != nil {
+			f.Fatalf("list: %v", err)
+		}
+		got = append(got, ids(page.Jobs)...)
+		if pages == 0 {
+			// Jobs arriving between pages are newer: they belong before
+			// the first page and must not shift the later ones.
+			f.add("q", "t", "late")
+		}
+		if page.Next == "" {
+			if len(page.Jobs) != 5 {
+				f.Errorf("last page has %d jobs, want 5", len(page.Jobs))
+			}
+			break
+		}
+		if len(page.Jobs) != 10 {
+			f.Errorf("a page before the last has %d jobs, want 10", len(page.Jobs))
+		}
+		filter.Cursor = page.Next
+	}
+	if !slices.Equal(got, ids(all)) {
+		f.Errorf("pages gave %v, want %v", got, ids(all))
+	}
+	// A page that ends exactly at the last match says there is no more.
+	page, err := f.s.List(f.ctx, engine.ListFilter{Queue: "q", Limit: 26})
+	if err != nil || len(page.Jobs) != 26 || page.Next != "" {
+		f.Errorf("exact page: %d jobs, next %q, err %v; want 26 jobs and no next", len(page.Jobs), page.Next, err)
+	}
+	// Filters and cursors combine.
+	page, err = f.s.List(f.ctx, engine.ListFilter{Queue: "q", Type: "t", Subject: "3", Limit: 2})
+	if err != nil || len(page.Jobs) != 2 || page.Next == "" {
+		f.Fatalf("key page: %d jobs, next %q, err %v", len(page.Jobs), page.Next, err)
+	}
+	rest, err := f.s.List(f.ctx, engine.ListFilter{Queue: "q", Type: "t", Subject: "3", Limit: 10, Cursor: page.Next})
+	if err != nil || len(rest.Jobs) != 2 || rest.Next != "" {
+		f.Errorf("key rest: %d jobs, next %q, err %v; want the 2 older jobs of subject 3", len(rest.Jobs), rest.Next, err)
+	}
+	for _, c := range []string{"garbage", "not a cursor"} {
+		if _, err := f.s.List(f.ctx, engine.ListFilter{Cursor: c}); !errors.Is(err, engine.ErrInvalid) {
+			f.Errorf("cursor %q: got %v, want ErrInvalid", c, err)
+		}
 	}
 }
