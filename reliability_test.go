@@ -170,7 +170,7 @@ func enqueueRPC(c *ipc.Client, req engine.EnqueueRequest) (string, error) {
 	var res struct {
 		Job job `json:"job"`
 	}
-	if err := call(c, "dev.enqueue.v1", req, &res); err != nil {
+	if err := call(c, ipc.MethodEnqueue, req, &res); err != nil {
 		return "", err
 	}
 	if res.Job.ID == "" {
@@ -202,11 +202,11 @@ func waitAll(t *testing.T, c *ipc.Client, ids []string, timeout time.Duration) m
 		// drain is reported as timed_out with the jobs still live, not as a
 		// bare client deadline (call's 60s) that says nothing.
 		ctx, cancel := context.WithTimeout(context.Background(), timeout+30*time.Second)
-		err := c.Call(ctx, "dev.wait.v1", map[string]any{"ids": ids[:n], "timeout": timeout.String()}, &res)
+		err := c.Call(ctx, ipc.MethodWait, map[string]any{"ids": ids[:n], "timeout": timeout.String()}, &res)
 		cancel()
 		if rpcCode(err) == -32001 {
 			for _, id := range ids[:n] {
-				if err := call(c, "dev.get.v1", map[string]string{"id": id}, nil); rpcCode(err) == -32001 {
+				if err := call(c, ipc.MethodGet, map[string]string{"id": id}, nil); rpcCode(err) == -32001 {
 					t.Errorf("acknowledged job %s is missing", id)
 				}
 			}
@@ -246,7 +246,7 @@ func allJobs(t *testing.T, c *ipc.Client) []job {
 	var res struct {
 		Jobs []job `json:"jobs"`
 	}
-	if err := call(c, "dev.list.v1", map[string]any{"limit": 10000}, &res); err != nil {
+	if err := call(c, ipc.MethodList, map[string]any{"limit": 10000}, &res); err != nil {
 		t.Fatalf("list: %v", err)
 	}
 	if len(res.Jobs) == 10000 {
@@ -258,7 +258,7 @@ func allJobs(t *testing.T, c *ipc.Client) []job {
 func getJob(t *testing.T, c *ipc.Client, id string) job {
 	t.Helper()
 	var j job
-	if err := call(c, "dev.get.v1", map[string]string{"id": id}, &j); err != nil {
+	if err := call(c, ipc.MethodGet, map[string]string{"id": id}, &j); err != nil {
 		t.Fatalf("get %s: %v", id, err)
 	}
 	return j
@@ -599,7 +599,7 @@ func TestReliabilitySIGKILLDuringStormLosesNothing(t *testing.T) {
 	var running struct {
 		Jobs []job `json:"jobs"`
 	}
-	if err := call(c, "dev.list.v1", map[string]any{"states": []string{"RUNNING"}}, &running); err != nil || len(running.Jobs) != 0 {
+	if err := call(c, ipc.MethodList, map[string]any{"states": []string{"RUNNING"}}, &running); err != nil || len(running.Jobs) != 0 {
 		t.Errorf("jobs left RUNNING: %d (%v)", len(running.Jobs), err)
 	}
 
@@ -991,7 +991,7 @@ func TestReliabilityDatabaseLockedNeverReachesAClient(t *testing.T) {
 		defer cl.Close()
 		for tick := time.NewTicker(10 * time.Millisecond); time.Now().Before(stopAt); <-tick.C {
 			var st map[string]any
-			if err := call(cl, "admin.stats.v1", nil, &st); err != nil {
+			if err := call(cl, ipc.MethodStats, nil, &st); err != nil {
 				errs.add("admin.stats.v1: %v", err)
 				return
 			}
@@ -1763,7 +1763,7 @@ func TestReliabilitySoak(t *testing.T) {
 			var res struct {
 				Jobs []job `json:"jobs"`
 			}
-			err := call(cl, "dev.cancel.v1", engine.CancelRequest{ID: id}, &res)
+			err := call(cl, ipc.MethodCancel, engine.CancelRequest{ID: id}, &res)
 			switch {
 			case err == nil:
 				cancels.Add(1)
@@ -1791,7 +1791,7 @@ func TestReliabilitySoak(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			var res ipc.TailResult
-			err := cl.Stream(ctx, "logs.tail.v1", ipc.TailParams{JobID: id, Follow: true}, func(method string, params json.RawMessage) error {
+			err := cl.Stream(ctx, ipc.MethodTail, ipc.TailParams{JobID: id, Follow: true}, func(method string, params json.RawMessage) error {
 				followLines.Add(1)
 				return nil
 			}, &res)
@@ -1816,7 +1816,7 @@ func TestReliabilitySoak(t *testing.T) {
 	rpcLoop("queue follower", 10*time.Millisecond, func(cl *ipc.Client) (*ipc.Client, error) {
 		ctx, cancel := context.WithDeadline(context.Background(), stopAt)
 		defer cancel()
-		err := cl.Stream(ctx, "logs.tail.v1", ipc.TailParams{Follow: true}, func(method string, params json.RawMessage) error {
+		err := cl.Stream(ctx, ipc.MethodTail, ipc.TailParams{Follow: true}, func(method string, params json.RawMessage) error {
 			queueEvents.Add(1)
 			return nil
 		}, nil)
@@ -1831,14 +1831,14 @@ func TestReliabilitySoak(t *testing.T) {
 	})
 	rpcLoop("stats and list", 50*time.Millisecond, func(cl *ipc.Client) (*ipc.Client, error) {
 		var st map[string]any
-		if err := call(cl, "admin.stats.v1", nil, &st); err != nil {
+		if err := call(cl, ipc.MethodStats, nil, &st); err != nil {
 			return nil, fmt.Errorf("stats: %w", err)
 		}
 		statsCalls.Add(1)
 		var l struct {
 			Jobs []job `json:"jobs"`
 		}
-		if err := call(cl, "dev.list.v1", map[string]any{"states": []string{"queued", "running"}, "limit": 100}, &l); err != nil {
+		if err := call(cl, ipc.MethodList, map[string]any{"states": []string{"queued", "running"}, "limit": 100}, &l); err != nil {
 			return nil, fmt.Errorf("list: %w", err)
 		}
 		lists.Add(1)

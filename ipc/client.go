@@ -33,9 +33,11 @@ func (e *noDaemonError) Error() string {
 
 func (e *noDaemonError) Unwrap() []error { return []error{ErrNoDaemon, e.cause} }
 
-// Client is one authenticated connection to the daemon. It is safe for
-// concurrent use, but calls are sent one at a time: a client that needs a
-// long dev.wait.v1 next to other calls should open a second connection.
+// Client is one authenticated connection to the daemon, with a typed
+// method per API method (Enqueue, List, Tail, ...). It is safe for
+// concurrent use, but calls are sent one at a time: a long Wait holds the
+// connection, so a program that waits and works at once should use two
+// clients. Tail with Follow opens a connection of its own.
 type Client struct {
 	mu      sync.Mutex
 	nc      net.Conn
@@ -49,6 +51,8 @@ type Client struct {
 	path    string
 	// token is set until the auth request has been sent (see Connect).
 	token string
+	// secret is the token for the side connections a follow opens.
+	secret string
 }
 
 type clientRequest struct {
@@ -98,7 +102,7 @@ func Connect(ctx context.Context, socketPath, token string) (*Client, error) {
 		}
 		return nil, fmt.Errorf("connect to daemon at %s: %w", socketPath, err)
 	}
-	c := &Client{nc: nc, lr: newLineReader(nc, maxResponseLine), path: socketPath, token: token}
+	c := &Client{nc: nc, lr: newLineReader(nc, maxResponseLine), path: socketPath, token: token, secret: token}
 	c.enc = json.NewEncoder(&c.wbuf)
 	c.enc.SetEscapeHTML(false)
 	return c, nil

@@ -89,7 +89,7 @@ func TestClientRoundTrips(t *testing.T) {
 	if err := c.Call(ctx, MethodList, &ListParams{Queue: "none"}, &raw); err != nil {
 		t.Fatal(err)
 	}
-	if string(raw) != `{"jobs":[]}` {
+	if string(raw) != `{"jobs":[],"next_cursor":""}` {
 		t.Fatalf("empty list: %s", raw)
 	}
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -51,6 +52,9 @@ func (f *fakeBackend) setFail(err error) {
 
 func (f *fakeBackend) Enqueue(ctx context.Context, req engine.EnqueueRequest) (engine.EnqueueResult, error) {
 	if err := f.failing(); err != nil {
+		return engine.EnqueueResult{}, err
+	}
+	if err := f.check(req); err != nil {
 		return engine.EnqueueResult{}, err
 	}
 	if req.Queue == "" {
@@ -129,24 +133,77 @@ func (f *fakeBackend) Get(ctx context.Context, id string) (*engine.Job, error) {
 	return &out, nil
 }
 
-func (f *fakeBackend) List(ctx context.Context, fl engine.ListFilter) ([]*engine.Job, error) {
+func (f *fakeBackend) List(ctx context.Context, fl engine.ListFilter) (engine.ListPage, error) {
 	if err := f.failing(); err != nil {
-		return nil, err
+		return engine.ListPage{}, err
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []*engine.Job
-	for i := len(f.order) - 1; i >= 0 && len(out) < fl.Limit; i-- {
+	// The cursor is the position in f.order below which the page starts.
+	start := len(f.order)
+	if fl.Cursor != "" {
+		n, err := strconv.Atoi(fl.Cursor)
+		if err != nil || n < 0 || n > len(f.order) {
+			return engine.ListPage{}, fmt.Errorf("list: %w: bad cursor %q", engine.ErrInvalid, fl.Cursor)
+		}
+		start = n
+	}
+	var page engine.ListPage
+	for i := start - 1; i >= 0; i-- {
 		j := f.jobs[f.order[i]]
 		if (len(fl.States) > 0 && !slices.Contains(fl.States, j.State)) ||
 			(fl.Queue != "" && j.Queue != fl.Queue) || (fl.Type != "" && j.Type != fl.Type) ||
 			(fl.Subject != "" && j.Subject != fl.Subject) {
 			continue
 		}
+		if len(page.Jobs) == fl.Limit {
+			page.Next = strconv.Itoa(i + 1)
+			break
+		}
 		c := *j
-		out = append(out, &c)
+		page.Jobs = append(page.Jobs, &c)
+	}
+	return page, nil
+}
+
+// check refuses what the engine would refuse and the fake can tell: a
+// dependency on an unknown job.
+func (f *fakeBackend) check(req engine.EnqueueRequest) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, id := range req.After {
+		if _, ok := f.jobs[id]; !ok {
+			return fmt.Errorf("%w: after %s: no such job", engine.ErrInvalid, id)
+		}
+	}
+	return nil
+}
+
+func (f *fakeBackend) EnqueueMany(ctx context.Context, reqs []engine.EnqueueRequest) ([]engine.EnqueueResult, error) {
+	if err := f.failing(); err != nil {
+		return nil, err
+	}
+	for i, r := range reqs {
+		if err := f.check(r); err != nil {
+			return nil, &engine.BatchError{Index: i, Err: err}
+		}
+	}
+	out := make([]engine.EnqueueResult, len(reqs))
+	for i, r := range reqs {
+		out[i], _ = f.Enqueue(ctx, r)
 	}
 	return out, nil
+}
+
+func (f *fakeBackend) EnqueueEach(ctx context.Context, reqs []engine.EnqueueRequest) ([]engine.EnqueueResult, []error) {
+	out := make([]engine.EnqueueResult, len(reqs))
+	errs := make([]error, len(reqs))
+	for i, r := range reqs {
+		if errs[i] = f.check(r); errs[i] == nil {
+			out[i], errs[i] = f.Enqueue(ctx, r)
+		}
+	}
+	return out, errs
 }
 
 func (f *fakeBackend) Wait(ctx context.Context, ids []string) ([]*engine.Job, error) {

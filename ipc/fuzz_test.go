@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -145,8 +146,8 @@ func checkLine(t *testing.T, line []byte) {
 		if perr.Code == CodeParseError && string(id) != "null" {
 			t.Fatalf("parseCall(%.200q): parse error with id %s", line, id)
 		}
-		if req != nil {
-			t.Fatalf("parseCall(%.200q): both a request and an error", line)
+		if req != nil && perr.Code != CodeMethodNotFound && perr.Code != CodeInvalidRequest {
+			t.Fatalf("parseCall(%.200q): a request with error %d", line, perr.Code)
 		}
 		return
 	}
@@ -156,7 +157,11 @@ func checkLine(t *testing.T, line []byte) {
 	if req.JSONRPC != "2.0" || !isMethod(req.Method) || req.Method == MethodAuth {
 		t.Fatalf("parseCall accepted %q (jsonrpc %q, method %q)", line, req.JSONRPC, req.Method)
 	}
-	if isNullOrEmpty(id) || string(id) != string(req.ID) {
+	if req.notification() {
+		if string(id) != "null" {
+			t.Fatalf("parseCall(%.200q): notification answered with id %s", line, id)
+		}
+	} else if string(id) != string(req.ID) {
 		t.Fatalf("parseCall(%.200q): id %s, request id %s", line, id, req.ID)
 	}
 	checkMembers(t, "request", line, reflect.TypeFor[request]())
@@ -262,16 +267,21 @@ func checkParams(t *testing.T, req *request, params any) {
 			bad("decoded as get %+v", p)
 		}
 		members(reflect.TypeFor[GetParams]())
-	case *engine.ListFilter:
+	case *ListParams:
 		if req.Method != MethodList || p.Limit < 1 || p.Limit > MaxListLimit {
 			bad("decoded as list %+v", p)
 		}
 		for _, s := range p.States {
-			if !s.Valid() {
+			if _, err := engine.ParseState(s); err != nil {
 				bad("state %q", s)
 			}
 		}
 		members(reflect.TypeFor[ListParams]())
+	case *EnqueueManyParams:
+		if req.Method != MethodEnqueueMany || len(p.Jobs) == 0 || len(p.Jobs) > MaxBatch {
+			bad("decoded as enqueue many with %d jobs", len(p.Jobs))
+		}
+		members(reflect.TypeFor[EnqueueManyParams]())
 	case *WaitParams:
 		if req.Method != MethodWait || len(p.IDs) == 0 || len(p.IDs) > MaxWaitIDs ||
 			(p.Timeout != nil && *p.Timeout < 0) {
@@ -298,14 +308,9 @@ func checkParams(t *testing.T, req *request, params any) {
 			bad("decoded as recover")
 		}
 		members(reflect.TypeFor[recoverParams]())
-	case *pauseParams:
-		if req.Method != MethodPause || p.Queue == "" {
-			bad("decoded as pause %+v", p)
-		}
-		members(reflect.TypeFor[QueueParams]())
-	case *resumeParams:
-		if req.Method != MethodResume || p.Queue == "" {
-			bad("decoded as resume %+v", p)
+	case *QueueParams:
+		if (req.Method != MethodPause && req.Method != MethodResume) || p.Queue == "" {
+			bad("decoded as pause or resume %+v", p)
 		}
 		members(reflect.TypeFor[QueueParams]())
 	case *RetryParams:
@@ -365,9 +370,22 @@ func (r *recordingBackend) Get(_ context.Context, id string) (*engine.Job, error
 	return nil, fmt.Errorf("get %s: %w", id, engine.ErrNotFound)
 }
 
-func (r *recordingBackend) List(context.Context, engine.ListFilter) ([]*engine.Job, error) {
+func (r *recordingBackend) List(context.Context, engine.ListFilter) (engine.ListPage, error) {
 	r.record("List")
-	return nil, nil
+	return engine.ListPage{}, nil
+}
+
+func (r *recordingBackend) EnqueueMany(ctx context.Context, reqs []engine.EnqueueRequest) ([]engine.EnqueueResult, error) {
+	out := make([]engine.EnqueueResult, len(reqs))
+	for i, req := range reqs {
+		out[i], _ = r.Enqueue(ctx, req)
+	}
+	return out, nil
+}
+
+func (r *recordingBackend) EnqueueEach(ctx context.Context, reqs []engine.EnqueueRequest) ([]engine.EnqueueResult, []error) {
+	out, _ := r.EnqueueMany(ctx, reqs)
+	return out, make([]error, len(reqs))
 }
 
 func (r *recordingBackend) Wait(context.Context, []string) ([]*engine.Job, error) {
@@ -441,8 +459,16 @@ func (s *swapBackend) Get(ctx context.Context, id string) (*engine.Job, error) {
 	return s.cur().Get(ctx, id)
 }
 
-func (s *swapBackend) List(ctx context.Context, f engine.ListFilter) ([]*engine.Job, error) {
+func (s *swapBackend) List(ctx context.Context, f engine.ListFilter) (engine.ListPage, error) {
 	return s.cur().List(ctx, f)
+}
+
+func (s *swapBackend) EnqueueMany(ctx context.Context, r []engine.EnqueueRequest) ([]engine.EnqueueResult, error) {
+	return s.cur().EnqueueMany(ctx, r)
+}
+
+func (s *swapBackend) EnqueueEach(ctx context.Context, r []engine.EnqueueRequest) ([]engine.EnqueueResult, []error) {
+	return s.cur().EnqueueEach(ctx, r)
 }
 
 func (s *swapBackend) Wait(ctx context.Context, ids []string) ([]*engine.Job, error) {
@@ -541,8 +567,8 @@ func FuzzServerLine(f *testing.F) {
 				t.Fatalf("line %.300q: notification %q", line, nt.Method)
 			}
 		}
-		if got := fake.count() - seeded; got != want.enqueues {
-			t.Fatalf("line %.300q: %d jobs enqueued, want %d", line, got, want.enqueues)
+		if got := fake.count() - seeded; got < want.enqMin || got > want.enqMax {
+			t.Fatalf("line %.300q: %d jobs enqueued, want %d to %d", line, got, want.enqMin, want.enqMax)
 		}
 
 		// The server still answers, on a new connection.
@@ -570,10 +596,11 @@ type wantReply struct {
 }
 
 type wantExchange struct {
-	replies  []wantReply
-	closes   bool // the server closes before reading everything
-	notify   bool // notifications are allowed
-	enqueues int
+	replies []wantReply
+	closes  bool // the server closes before reading everything
+	notify  bool // notifications are allowed
+	// enqMin and enqMax bound the jobs stored.
+	enqMin, enqMax int
 }
 
 // expectReplies predicts the server's answer to line from the pure
@@ -604,21 +631,89 @@ func expectReplies(line []byte, preAuth bool) wantExchange {
 		}
 		return wantExchange{closes: true, replies: []wantReply{{id: id, code: CodeUnauthorized, msg: "unauthorized"}}}
 	}
+	if first, _ := firstNonSpace(line); first == '[' {
+		return expectBatch(line)
+	}
+	ex := expectCall(line, false)
+	return ex
+}
+
+// expectBatch predicts the answer to a batch line: the answers of its
+// entries, in order, or one error for the batch as a whole.
+func expectBatch(line []byte) wantExchange {
+	var entries []json.RawMessage
+	if !utf8.Valid(line) || json.Unmarshal(line, &entries) != nil {
+		return wantExchange{replies: []wantReply{{id: nullID(), code: CodeParseError}}}
+	}
+	switch {
+	case len(entries) == 0:
+		return wantExchange{replies: []wantReply{{id: nullID(), code: CodeInvalidRequest}}}
+	case len(entries) > MaxBatch:
+		return wantExchange{replies: []wantReply{{id: nullID(), code: CodeLimitExceeded}}}
+	}
+	var ex wantExchange
+	for _, e := range entries {
+		one := expectCall(e, true)
+		ex.replies = append(ex.replies, one.replies...)
+		ex.notify = ex.notify || one.notify
+		ex.enqMin += one.enqMin
+		ex.enqMax += one.enqMax
+	}
+	return ex
+}
+
+// expectCall predicts the answer to one request object of an
+// authenticated connection. inBatch: other entries of its batch may
+// enqueue the jobs an after list names, or not yet.
+func expectCall(line []byte, inBatch bool) wantExchange {
 	r, id, perr := parseCall(line)
 	if perr != nil {
+		if r != nil && r.notification() {
+			return wantExchange{}
+		}
 		return wantExchange{replies: []wantReply{{id: id, code: perr.Code, msg: perr.Message}}}
+	}
+	var ex wantExchange
+	reply := func(w wantReply) {
+		if !r.notification() {
+			ex.replies = []wantReply{w}
+		}
 	}
 	params, err := decodeCall(r)
 	if err != nil {
 		e := toRPCError(err, false)
-		return wantExchange{replies: []wantReply{{id: id, code: e.Code, msg: e.Message}}}
+		reply(wantReply{id: id, code: e.Code, msg: e.Message})
+		return ex
 	}
 	w := wantReply{id: id, valid: true, method: r.Method}
-	ex := wantExchange{}
-	switch params.(type) {
+	switch p := params.(type) {
 	case *engine.EnqueueRequest:
-		w.mustJob = true
-		ex.enqueues = 1
+		switch knownAfter(p.After) {
+		case yes:
+			w.mustJob = true
+			ex.enqMin, ex.enqMax = 1, 1
+		case no:
+			if !inBatch {
+				reply(wantReply{id: id, code: CodeInvalidParams})
+				return ex
+			}
+			fallthrough
+		default:
+			w.anyOf = []int{CodeInvalidParams}
+			ex.enqMax = 1
+		}
+	case *EnqueueManyParams:
+		w.anyOf = []int{CodeInvalidParams}
+		all := yes
+		for _, j := range p.Jobs {
+			all = min(all, knownAfter(j.After))
+		}
+		if all == yes {
+			ex.enqMin = len(p.Jobs)
+		}
+		if all != no || inBatch {
+			ex.enqMax = len(p.Jobs)
+		}
 	case *engine.CancelRequest:
 		w.anyOf = []int{CodeNotFound, CodeConflict}
 	case *GetParams:
@@ -630,9 +725,38 @@ func expectReplies(line []byte, preAuth bool) wantExchange {
 		ex.notify = true
 	case *RetryParams: // docs: a job in another state is -32602
 		w.anyOf = []int{CodeNotFound, CodeInvalidParams}
+	case *ListParams:
+		w.anyOf = []int{CodeInvalidParams} // a cursor the backend did not make
 	}
-	ex.replies = []wantReply{w}
+	reply(w)
 	return ex
+}
+
+// tri is a yes, no or maybe answer, ordered so that min combines them.
+type tri int
+
+const (
+	no tri = iota
+	maybe
+	yes
+)
+
+// knownAfter says whether every id of an after list names a job the
+// fuzzer's fake holds before the request: j1 and j2. Other ids of the
+// j<n> form may be enqueued by an earlier entry of the same batch.
+func knownAfter(after []string) tri {
+	res := yes
+	for _, id := range after {
+		if id == "j1" || id == "j2" {
+			continue
+		}
+		if n, err := strconv.Atoi(strings.TrimPrefix(id, "j")); err == nil && n > 2 && strings.HasPrefix(id, "j") {
+			res = min(res, maybe)
+			continue
+		}
+		res = no
+	}
+	return res
 }
 
 func checkReply(t *testing.T, line []byte, got testResp, w wantReply) {
@@ -708,18 +832,33 @@ func readUntilClosed(t *testing.T, c *rawConn) (resps, notes []testResp) {
 			}
 			return resps, notes
 		}
-		var r testResp
-		if err := json.Unmarshal(line, &r); err != nil || r.JSONRPC != "2.0" {
-			t.Fatalf("bad line from the server %q: %v", line, err)
+		// A batch's answer is an array of responses, in the order of the
+		// requests (which stq keeps, though JSON-RPC does not promise it).
+		var batch []json.RawMessage
+		items := []json.RawMessage{line}
+		if json.Unmarshal(line, &batch) == nil {
+			if len(batch) == 0 {
+				t.Fatalf("an empty array from the server")
+			}
+			items = batch
 		}
-		if r.Method != "" && r.ID == nil {
-			notes = append(notes, r)
-			continue
+		for _, item := range items {
+			var r testResp
+			if err := json.Unmarshal(item, &r); err != nil || r.JSONRPC != "2.0" {
+				t.Fatalf("bad line from the server %q: %v", line, err)
+			}
+			if r.Method != "" && r.ID == nil {
+				if len(items) > 1 || batch != nil {
+					t.Fatalf("a notification inside a batch answer: %q", line)
+				}
+				notes = append(notes, r)
+				continue
+			}
+			if (r.Error == nil) == (r.Result == nil) {
+				t.Fatalf("response needs exactly one of result and error: %q", line)
+			}
+			resps = append(resps, r)
 		}
-		if (r.Error == nil) == (r.Result == nil) {
-			t.Fatalf("response needs exactly one of result and error: %q", line)
-		}
-		resps = append(resps, r)
 	}
 }
 

@@ -15,8 +15,100 @@ import (
 	"stq/engine"
 )
 
-// Params of the methods without params of their own: distinct types, so
-// decodeCall's result says which method it is for.
+// method is one entry of the method table: everything the server knows
+// about a method. Methods() (and so docs/API.md's completeness test),
+// request validation and dispatch all read the table, so adding a method
+// is one entry plus its handler.
+type method struct {
+	name    string
+	summary string
+	// params and result are the wire types, for documentation and tests.
+	params, result reflect.Type
+	// stream marks the open-ended methods, which a client's half-close
+	// cancels (see conn.handle).
+	stream bool
+	// decode reads params strictly into the method's own type and checks
+	// everything about them that needs no backend. It is pure, so a
+	// request it rejects never reaches the backend.
+	decode func(raw json.RawMessage) (any, error)
+	// handle calls the backend with what decode returned.
+	handle func(c *conn, ctx context.Context, params any) (any, error)
+}
+
+// def builds a table entry from a params type P, a result type R, an
+// optional check and a handler.
+func def[P, R any](name, summary string, check func(*P) error, handle func(*conn, context.Context, *P) (R, error)) *method {
+	return &method{
+		name: name, summary: summary,
+		params: reflect.TypeFor[P](), result: reflect.TypeFor[R](),
+		decode: func(raw json.RawMessage) (any, error) {
+			p := new(P)
+			if err := decodeParams(raw, p); err != nil {
+				return nil, err
+			}
+			if check != nil {
+				if err := check(p); err != nil {
+					return nil, err
+				}
+			}
+			return p, nil
+		},
+		handle: func(c *conn, ctx context.Context, p any) (any, error) { return handle(c, ctx, p.(*P)) },
+	}
+}
+
+// methodTable lists every method in documentation order. auth.v1 is
+// answered by conn.authenticate, before anything else; its entry is here
+// for Methods() and the docs.
+var methodTable = []*method{
+	def(MethodAuth, "authenticate the connection with the daemon's token; must come first", nil, handleAuthAgain),
+	def(MethodEnqueue, "add a job", nil, handleEnqueue),
+	def(MethodEnqueueMany, "add many jobs, all or nothing, in one commit", checkEnqueueMany, handleEnqueueMany),
+	def(MethodCancel, "cancel a job by id, or the live jobs of a subject", nil, handleCancel),
+	def(MethodGet, "read one job with its attempt history", checkGet, handleGet),
+	def(MethodList, "list jobs newest first, one page at a time", checkList, handleList),
+	stream(def(MethodWait, "wait until jobs end", checkWait, handleWait)),
+	stream(def(MethodTail, "read a job's output, or follow output and job events", checkTail, handleTail)),
+	def(MethodStats, "the daemon's state and job counts", nil, handleStats),
+	def(MethodRecover, "end the attempts of jobs whose daemon died, now", nil, handleRecover),
+	def(MethodPause, "stop a queue from starting jobs", checkQueue, handlePause),
+	def(MethodResume, "let a paused queue start jobs again", checkQueue, handleResume),
+	def(MethodRetry, "re-queue a FAILED, CANCELLED or EXPIRED job", checkRetry, handleRetry),
+}
+
+func stream(m *method) *method { m.stream = true; return m }
+
+// lookup finds a method by name; nil when the server does not answer it.
+func lookup(name string) *method {
+	for _, m := range methodTable {
+		if m.name == name {
+			return m
+		}
+	}
+	return nil
+}
+
+// Methods lists every method the server answers, in documentation order.
+func Methods() []string {
+	names := make([]string, len(methodTable))
+	for i, m := range methodTable {
+		names[i] = m.name
+	}
+	return names
+}
+
+// MethodSummary is the one-line description of a method; empty for a name
+// the server does not answer.
+func MethodSummary(name string) string {
+	if m := lookup(name); m != nil {
+		return m.summary
+	}
+	return ""
+}
+
+func isMethod(name string) bool { return lookup(name) != nil }
+
+// Params of the methods without params of their own.
 type (
 	statsParams   struct{}
 	recoverParams struct{}
@@ -32,232 +124,225 @@ type RetryParams struct {
 	ID string `json:"id"`
 }
 
-// pauseParams and resumeParams tell the two queue methods apart.
-type (
-	pauseParams  QueueParams
-	resumeParams QueueParams
-)
-
-// decodeCall decodes a request's params strictly into the method's own type
-// and checks everything about them that needs no backend. It is pure: the
-// server calls it before anything reaches the backend, so a request it
-// rejects never does. The result is one of *engine.EnqueueRequest,
-// *engine.CancelRequest, *GetParams, *engine.ListFilter (limit and states
-// already checked and defaulted), *WaitParams, *TailParams, *statsParams or
-// *recoverParams. Errors map to codes with toRPCError (CodeInvalidParams;
-// CodeMethodNotFound for a method the server does not answer).
+// decodeCall decodes a request's params with its method's decode. Errors
+// map to codes with toRPCError (CodeInvalidParams; CodeMethodNotFound for
+// a method the server does not answer).
 func decodeCall(req *request) (any, error) {
-	switch req.Method {
-	case MethodEnqueue:
-		var p engine.EnqueueRequest
-		if err := decodeParams(req.Params, &p); err != nil {
-			return nil, err
-		}
-		return &p, nil
-
-	case MethodCancel:
-		var p engine.CancelRequest
-		if err := decodeParams(req.Params, &p); err != nil {
-			return nil, err
-		}
-		return &p, nil
-
-	case MethodGet:
-		var p GetParams
-		if err := decodeParams(req.Params, &p); err != nil {
-			return nil, err
-		}
-		if p.ID == "" {
-			return nil, invalidParams("id is required")
-		}
-		return &p, nil
-
-	case MethodList:
-		return decodeList(req.Params)
-
-	case MethodWait:
-		var p WaitParams
-		if err := decodeParams(req.Params, &p); err != nil {
-			return nil, err
-		}
-		switch {
-		case len(p.IDs) == 0:
-			return nil, invalidParams("ids must not be empty")
-		case len(p.IDs) > MaxWaitIDs:
-			return nil, invalidParams("ids has %d entries, over the limit of %d", len(p.IDs), MaxWaitIDs)
-		case p.Timeout != nil && *p.Timeout < 0:
-			// engine.Duration refuses "-1s"; this also catches a days value
-			// that overflows ("1e300d", "infd") should ParseDuration ever
-			// let one through as negative again.
-			return nil, invalidParams("timeout is negative or out of range")
-		}
-		for i, id := range p.IDs {
-			if id == "" {
-				return nil, invalidParams("ids[%d] must not be empty", i)
-			}
-		}
-		return &p, nil
-
-	case MethodTail:
-		var p TailParams
-		if err := decodeParams(req.Params, &p); err != nil {
-			return nil, err
-		}
-		switch {
-		case p.AfterSeq < 0:
-			return nil, invalidParams("after_seq must not be negative, got %d", p.AfterSeq)
-		case p.JobID != "" && p.Queue != "":
-			return nil, invalidParams("give job_id or queue, not both")
-		case !p.Follow && p.JobID == "":
-			return nil, invalidParams("job_id is required unless follow is true")
-		}
-		return &p, nil
-
-	case MethodStats:
-		var p statsParams
-		if err := decodeParams(req.Params, &p); err != nil {
-			return nil, err
-		}
-		return &p, nil
-
-	case MethodRecover:
-		var p recoverParams
-		if err := decodeParams(req.Params, &p); err != nil {
-			return nil, err
-		}
-		return &p, nil
-
-	case MethodPause, MethodResume:
-		var p QueueParams
-		if err := decodeParams(req.Params, &p); err != nil {
-			return nil, err
-		}
-		if p.Queue == "" {
-			return nil, invalidParams("queue is required")
-		}
-		if req.Method == MethodPause {
-			return (*pauseParams)(&p), nil
-		}
-		return (*resumeParams)(&p), nil
-
-	case MethodRetry:
-		var p RetryParams
-		if err := decodeParams(req.Params, &p); err != nil {
-			return nil, err
-		}
-		if p.ID == "" {
-			return nil, invalidParams("id is required")
-		}
-		return &p, nil
+	m := lookup(req.Method)
+	if m == nil || m.name == MethodAuth {
+		return nil, rpcErr(CodeMethodNotFound, "method not found: %q", req.Method)
 	}
-	return nil, rpcErr(CodeMethodNotFound, "method not found: %q", req.Method)
-}
-
-func decodeList(raw json.RawMessage) (*engine.ListFilter, error) {
-	var p ListParams
-	if err := decodeParams(raw, &p); err != nil {
-		return nil, err
-	}
-	f := engine.ListFilter{Queue: p.Queue, Type: p.Type, Subject: p.Subject, Limit: p.Limit}
-	switch {
-	case p.Limit < 0:
-		return nil, invalidParams("limit must not be negative, got %d", p.Limit)
-	case p.Limit == 0:
-		f.Limit = DefaultListLimit
-	case p.Limit > MaxListLimit:
-		return nil, invalidParams("limit is %d, over the maximum of %d", p.Limit, MaxListLimit)
-	}
-	for _, s := range p.States {
-		st, err := engine.ParseState(s)
-		if err != nil {
-			return nil, err
-		}
-		f.States = append(f.States, st)
-	}
-	return &f, nil
+	return m.decode(req.Params)
 }
 
 // dispatch decodes a request's params, calls the backend and returns the
 // result to encode. Errors are mapped to codes by the caller.
 func (c *conn) dispatch(ctx context.Context, req *request) (any, error) {
+	m := lookup(req.Method)
+	if m == nil {
+		return nil, rpcErr(CodeMethodNotFound, "method not found: %q", req.Method)
+	}
 	params, err := decodeCall(req)
 	if err != nil {
 		return nil, err
 	}
-	b := c.srv.backend
-	switch p := params.(type) {
-	case *engine.EnqueueRequest:
-		if err := c.admitEnqueue(); err != nil {
-			return nil, err
-		}
-		res, err := b.Enqueue(ctx, *p)
-		if err != nil {
-			return nil, err
-		}
-		return &res, nil
+	return m.handle(c, ctx, params)
+}
 
-	case *engine.CancelRequest:
-		jobs, err := b.Cancel(ctx, *p)
-		if err != nil {
-			return nil, err
-		}
-		return &JobsResult{Jobs: nonNil(jobs)}, nil
+func handleAuthAgain(*conn, context.Context, *AuthParams) (*AuthResult, error) {
+	return nil, rpcErr(CodeInvalidRequest, "already authenticated")
+}
 
-	case *GetParams:
-		return b.Get(ctx, p.ID)
-
-	case *engine.ListFilter:
-		jobs, err := b.List(ctx, *p)
-		if err != nil {
-			return nil, err
-		}
-		return &JobsResult{Jobs: nonNil(jobs)}, nil
-
-	case *WaitParams:
-		return c.wait(ctx, p)
-
-	case *TailParams:
-		return c.tail(ctx, p)
-
-	case *statsParams:
-		st, err := b.Stats(ctx)
-		if err != nil {
-			return nil, err
-		}
-		return &st, nil
-
-	case *recoverParams:
-		rep, err := b.Recover(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if rep.Recovered == nil {
-			rep.Recovered = []engine.RecoveredJob{}
-		}
-		return &rep, nil
-
-	case *pauseParams:
-		if err := b.Pause(ctx, p.Queue); err != nil {
-			return nil, err
-		}
-		return &QueueResult{Queue: p.Queue, Paused: true}, nil
-
-	case *resumeParams:
-		if err := b.Resume(ctx, p.Queue); err != nil {
-			return nil, err
-		}
-		return &QueueResult{Queue: p.Queue, Paused: false}, nil
-
-	case *RetryParams:
-		return b.Retry(ctx, p.ID)
+func handleEnqueue(c *conn, ctx context.Context, p *engine.EnqueueRequest) (*engine.EnqueueResult, error) {
+	if err := c.admitEnqueues(1); err != nil {
+		return nil, err
 	}
-	return nil, rpcErr(CodeInternal, "no handler for method %q", req.Method)
+	res, err := c.srv.backend.Enqueue(ctx, *p)
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func checkEnqueueMany(p *EnqueueManyParams) error {
+	switch {
+	case len(p.Jobs) == 0:
+		return invalidParams("jobs must not be empty")
+	case len(p.Jobs) > MaxBatch:
+		return invalidParams("jobs has %d entries, over the limit of %d", len(p.Jobs), MaxBatch)
+	}
+	return nil
+}
+
+func handleEnqueueMany(c *conn, ctx context.Context, p *EnqueueManyParams) (*EnqueueManyResult, error) {
+	if err := c.admitEnqueues(len(p.Jobs)); err != nil {
+		return nil, err
+	}
+	res, err := c.srv.backend.EnqueueMany(ctx, p.Jobs)
+	if err != nil {
+		return nil, batchRefusal(err)
+	}
+	return &EnqueueManyResult{Results: res}, nil
+}
+
+// batchRefusal gives a refused all-or-nothing batch its wire form: the
+// code its cause maps to, with the bad entry's index in the data.
+func batchRefusal(err error) error {
+	var be *engine.BatchError
+	if !errors.As(err, &be) {
+		return err
+	}
+	e := toRPCError(be.Err, false)
+	e = rpcErr(e.Code, "jobs[%d]: %s; nothing was stored", be.Index, e.Message)
+	e.Data, _ = json.Marshal(BatchErrorData{Index: be.Index})
+	return e
+}
+
+func handleCancel(c *conn, ctx context.Context, p *engine.CancelRequest) (*JobsResult, error) {
+	jobs, err := c.srv.backend.Cancel(ctx, *p)
+	if err != nil {
+		return nil, err
+	}
+	return &JobsResult{Jobs: nonNil(jobs)}, nil
+}
+
+func checkGet(p *GetParams) error {
+	if p.ID == "" {
+		return invalidParams("id is required")
+	}
+	return nil
+}
+
+func handleGet(c *conn, ctx context.Context, p *GetParams) (*engine.Job, error) {
+	return c.srv.backend.Get(ctx, p.ID)
+}
+
+// checkList checks a list request and fills in the default limit.
+func checkList(p *ListParams) error {
+	switch {
+	case p.Limit < 0:
+		return invalidParams("limit must not be negative, got %d", p.Limit)
+	case p.Limit == 0:
+		p.Limit = DefaultListLimit
+	case p.Limit > MaxListLimit:
+		return invalidParams("limit is %d, over the maximum of %d", p.Limit, MaxListLimit)
+	}
+	for _, s := range p.States {
+		if _, err := engine.ParseState(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func handleList(c *conn, ctx context.Context, p *ListParams) (*ListResult, error) {
+	f := engine.ListFilter{Queue: p.Queue, Type: p.Type, Subject: p.Subject, Limit: p.Limit, Cursor: p.Cursor}
+	for _, s := range p.States {
+		st, _ := engine.ParseState(s) // checked by checkList
+		f.States = append(f.States, st)
+	}
+	page, err := c.srv.backend.List(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	return &ListResult{Jobs: nonNil(page.Jobs), NextCursor: page.Next}, nil
+}
+
+func checkWait(p *WaitParams) error {
+	switch {
+	case len(p.IDs) == 0:
+		return invalidParams("ids must not be empty")
+	case len(p.IDs) > MaxWaitIDs:
+		return invalidParams("ids has %d entries, over the limit of %d", len(p.IDs), MaxWaitIDs)
+	case p.Timeout != nil && *p.Timeout < 0:
+		// engine.Duration refuses "-1s"; this also catches a days value
+		// that overflows ("1e300d", "infd") should ParseDuration ever let
+		// one through as negative again.
+		return invalidParams("timeout is negative or out of range")
+	}
+	for i, id := range p.IDs {
+		if id == "" {
+			return invalidParams("ids[%d] must not be empty", i)
+		}
+	}
+	return nil
+}
+
+func handleWait(c *conn, ctx context.Context, p *WaitParams) (*WaitResult, error) {
+	return c.wait(ctx, p)
+}
+
+func checkTail(p *TailParams) error {
+	switch {
+	case p.AfterSeq < 0:
+		return invalidParams("after_seq must not be negative, got %d", p.AfterSeq)
+	case p.JobID != "" && p.Queue != "":
+		return invalidParams("give job_id or queue, not both")
+	case !p.Follow && p.JobID == "":
+		return invalidParams("job_id is required unless follow is true")
+	}
+	return nil
+}
+
+func handleTail(c *conn, ctx context.Context, p *TailParams) (any, error) {
+	return c.tail(ctx, p)
+}
+
+func handleStats(c *conn, ctx context.Context, _ *statsParams) (*engine.Stats, error) {
+	st, err := c.srv.backend.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+func handleRecover(c *conn, ctx context.Context, _ *recoverParams) (*engine.RecoverReport, error) {
+	rep, err := c.srv.backend.Recover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if rep.Recovered == nil {
+		rep.Recovered = []engine.RecoveredJob{}
+	}
+	return &rep, nil
+}
+
+func checkQueue(p *QueueParams) error {
+	if p.Queue == "" {
+		return invalidParams("queue is required")
+	}
+	return nil
+}
+
+func handlePause(c *conn, ctx context.Context, p *QueueParams) (*QueueResult, error) {
+	if err := c.srv.backend.Pause(ctx, p.Queue); err != nil {
+		return nil, err
+	}
+	return &QueueResult{Queue: p.Queue, Paused: true}, nil
+}
+
+func handleResume(c *conn, ctx context.Context, p *QueueParams) (*QueueResult, error) {
+	if err := c.srv.backend.Resume(ctx, p.Queue); err != nil {
+		return nil, err
+	}
+	return &QueueResult{Queue: p.Queue, Paused: false}, nil
+}
+
+func checkRetry(p *RetryParams) error {
+	if p.ID == "" {
+		return invalidParams("id is required")
+	}
+	return nil
+}
+
+func handleRetry(c *conn, ctx context.Context, p *RetryParams) (*engine.Job, error) {
+	return c.srv.backend.Retry(ctx, p.ID)
 }
 
 // wait blocks until every job is terminal, the timeout passes (a result with
 // timed_out, not an error: running out of patience is an answer) or the
 // connection ends. p has passed decodeCall.
-func (c *conn) wait(ctx context.Context, p *WaitParams) (any, error) {
+func (c *conn) wait(ctx context.Context, p *WaitParams) (*WaitResult, error) {
 	b := c.srv.backend
 	wctx := ctx
 	if p.Timeout != nil {
@@ -373,17 +458,36 @@ type QueueResult struct {
 	Paused bool   `json:"paused"`
 }
 
-// admitEnqueue applies the connection's and the server's enqueue buckets.
-// A refused request consumes nothing from either.
-func (c *conn) admitEnqueue() error {
+// admitEnqueues takes n enqueues from the connection's and the server's
+// buckets, all at once: a batch is admitted whole or not at all, and a
+// refused request consumes nothing from either.
+func (c *conn) admitEnqueues(n int) error {
 	now := time.Now()
-	for _, l := range []*rate.Limiter{c.enqLimit, c.srv.enqLimit} {
+	limits := []*rate.Limiter{c.enqLimit, c.srv.enqLimit}
+	for _, l := range limits {
+		if !fitsBurst(l, n) {
+			return rpcErr(CodeLimitExceeded, "%d enqueues in one request, over the enqueue rate limit's burst of %d; send smaller batches", n, l.Burst())
+		}
+	}
+	var granted []*rate.Reservation
+	for _, l := range limits {
 		if l == nil {
 			continue // a conn or server built without limits (tests)
 		}
-		if d := take(l, now); d > 0 {
+		r := l.ReserveN(now, n)
+		d := time.Second
+		if r.OK() {
+			d = r.DelayFrom(now)
+		}
+		if d > 0 {
+			// Give back this bucket's tokens and those the buckets before
+			// it granted.
+			for _, g := range append(granted, r) {
+				g.CancelAt(now)
+			}
 			return rateLimited(d)
 		}
+		granted = append(granted, r)
 	}
 	return nil
 }

@@ -16,7 +16,13 @@ type Backend interface {
 	Enqueue(ctx context.Context, req engine.EnqueueRequest) (engine.EnqueueResult, error)
 	Cancel(ctx context.Context, req engine.CancelRequest) ([]*engine.Job, error)
 	Get(ctx context.Context, id string) (*engine.Job, error)
-	List(ctx context.Context, f engine.ListFilter) ([]*engine.Job, error)
+	List(ctx context.Context, f engine.ListFilter) (engine.ListPage, error)
+	// EnqueueMany stores jobs all or nothing in one commit; a refusal is an
+	// *engine.BatchError naming the bad entry.
+	EnqueueMany(ctx context.Context, reqs []engine.EnqueueRequest) ([]engine.EnqueueResult, error)
+	// EnqueueEach stores jobs in one commit, each on its own: errs[i] is
+	// the refusal of reqs[i]. A JSON-RPC batch of enqueues uses it.
+	EnqueueEach(ctx context.Context, reqs []engine.EnqueueRequest) ([]engine.EnqueueResult, []error)
 	Wait(ctx context.Context, ids []string) ([]*engine.Job, error) // blocks until all are terminal or ctx ends
 	Logs(ctx context.Context, id string, afterSeq int64, limit int) ([]engine.LogLine, error)
 	Subscribe(f engine.EventFilter) *engine.Subscription
@@ -50,42 +56,24 @@ const (
 // Method names. Every method ends in a version suffix so that an
 // incompatible change becomes a new method rather than a silent break.
 const (
-	MethodAuth    = "auth.v1"
-	MethodEnqueue = "dev.enqueue.v1"
-	MethodCancel  = "dev.cancel.v1"
-	MethodGet     = "dev.get.v1"
-	MethodList    = "dev.list.v1"
-	MethodWait    = "dev.wait.v1"
-	MethodTail    = "logs.tail.v1"
-	MethodStats   = "admin.stats.v1"
-	MethodRecover = "admin.recover.v1"
-	MethodPause   = "admin.pause.v1"
-	MethodResume  = "admin.resume.v1"
-	MethodRetry   = "dev.retry.v1"
+	MethodAuth        = "auth.v1"
+	MethodEnqueue     = "dev.enqueue.v1"
+	MethodEnqueueMany = "dev.enqueue_many.v1"
+	MethodCancel      = "dev.cancel.v1"
+	MethodGet         = "dev.get.v1"
+	MethodList        = "dev.list.v1"
+	MethodWait        = "dev.wait.v1"
+	MethodTail        = "logs.tail.v1"
+	MethodStats       = "admin.stats.v1"
+	MethodRecover     = "admin.recover.v1"
+	MethodPause       = "admin.pause.v1"
+	MethodResume      = "admin.resume.v1"
+	MethodRetry       = "dev.retry.v1"
 
 	// NotifyLogsEvent is the method of the notifications logs.tail.v1 sends;
 	// their params are an engine.Event.
 	NotifyLogsEvent = "logs.event"
 )
-
-// Methods lists every method the server answers, in documentation order.
-func Methods() []string {
-	return []string{
-		MethodAuth, MethodEnqueue, MethodCancel, MethodGet, MethodList,
-		MethodWait, MethodTail, MethodStats, MethodRecover, MethodPause,
-		MethodResume, MethodRetry,
-	}
-}
-
-func isMethod(m string) bool {
-	switch m {
-	case MethodAuth, MethodEnqueue, MethodCancel, MethodGet, MethodList,
-		MethodWait, MethodTail, MethodStats, MethodRecover, MethodPause,
-		MethodResume, MethodRetry:
-		return true
-	}
-	return false
-}
 
 // Bounds of list-like requests.
 const (
@@ -95,6 +83,9 @@ const (
 	// MaxTailLines bounds the lines of one non-following logs.tail.v1
 	// response; "more" tells the client to ask again from the last seq.
 	MaxTailLines = 10000
+	// MaxBatch bounds the entries of a JSON-RPC batch and the jobs of one
+	// dev.enqueue_many.v1.
+	MaxBatch = engine.MaxEnqueueBatch
 )
 
 // RPCError is a JSON-RPC error object. Client methods return it (as
@@ -126,18 +117,46 @@ type GetParams struct {
 	ID string `json:"id"`
 }
 
-// ListParams are the params of dev.list.v1. States are matched in any case.
+// ListParams are the params of dev.list.v1. States are matched in any
+// case. Cursor continues after the page whose next_cursor it is.
 type ListParams struct {
 	States  []string `json:"states,omitempty"`
 	Queue   string   `json:"queue,omitempty"`
 	Type    string   `json:"type,omitempty"`
 	Subject string   `json:"subject,omitempty"`
 	Limit   int      `json:"limit,omitempty"`
+	Cursor  string   `json:"cursor,omitempty"`
 }
 
-// JobsResult is the result of dev.cancel.v1 and dev.list.v1.
+// ListResult is the result of dev.list.v1: one page, newest first.
+// NextCursor, when not empty, is the cursor of the next page; empty means
+// this page is the last.
+type ListResult struct {
+	Jobs       []*engine.Job `json:"jobs"`
+	NextCursor string        `json:"next_cursor"`
+}
+
+// JobsResult is the result of dev.cancel.v1.
 type JobsResult struct {
 	Jobs []*engine.Job `json:"jobs"`
+}
+
+// EnqueueManyParams are the params of dev.enqueue_many.v1: enqueue
+// requests, each with the members of dev.enqueue.v1's params.
+type EnqueueManyParams struct {
+	Jobs []engine.EnqueueRequest `json:"jobs"`
+}
+
+// EnqueueManyResult is the result of dev.enqueue_many.v1: one entry per
+// request, in order.
+type EnqueueManyResult struct {
+	Results []engine.EnqueueResult `json:"results"`
+}
+
+// BatchErrorData is the error data of a refused dev.enqueue_many.v1: the
+// index of the entry that was refused. Nothing of the batch was stored.
+type BatchErrorData struct {
+	Index int `json:"index"`
 }
 
 // WaitParams are the params of dev.wait.v1. A nil Timeout waits for as long
@@ -187,6 +206,11 @@ type request struct {
 	Params  json.RawMessage `json:"params"`
 }
 
+// notification reports a request without an id member, which JSON-RPC
+// says is executed and never answered. An explicit "id": null is a request
+// like any other, answered with a null id.
+func (r *request) notification() bool { return len(r.ID) == 0 }
+
 // response is an outgoing reply. ID is the request's id verbatim, or null.
 type response struct {
 	JSONRPC string          `json:"jsonrpc"`
@@ -221,6 +245,8 @@ func toRPCError(err error, shutdown bool) *RPCError {
 	switch {
 	case errors.As(err, &re):
 		return re
+	case errors.As(err, new(*engine.BatchError)):
+		return toRPCError(batchRefusal(err), shutdown)
 	case errors.Is(err, engine.ErrInvalid),
 		// A request the job's state does not allow (dev.retry.v1 of a
 		// QUEUED job): the caller's mistake, not a daemon failure.

@@ -56,6 +56,11 @@ func take(l *rate.Limiter, now time.Time) time.Duration {
 	return 0
 }
 
+// fitsBurst reports whether n tokens can ever be taken at once.
+func fitsBurst(l *rate.Limiter, n int) bool {
+	return l == nil || l.Limit() == rate.Inf || n <= l.Burst()
+}
+
 // RateLimitedData is the error data of a CodeRateLimited reply.
 type RateLimitedData struct {
 	RetryAfterMS int64 `json:"retry_after_ms"`

@@ -377,7 +377,7 @@ func (c *conn) authenticate() bool {
 			continue
 		}
 		req, id, perr := parseRequest(line)
-		ok := perr == nil && req.Method == MethodAuth
+		ok := perr == nil && req.Method == MethodAuth && !req.notification()
 		if ok {
 			var p AuthParams
 			ok = decodeParams(req.Params, &p) == nil && s.checkToken(p.Token)
@@ -403,9 +403,8 @@ func (c *conn) authenticate() bool {
 }
 
 // readLoop reads requests after authentication and starts one goroutine per
-// request. It reports whether it ended at a clean EOF.
+// request or batch. It reports whether it ended at a clean EOF.
 func (c *conn) readLoop() (eof bool) {
-	max := int32(c.srv.opts.MaxInFlight)
 	for {
 		line, err := c.lr.next()
 		if err != nil {
@@ -414,17 +413,23 @@ func (c *conn) readLoop() (eof bool) {
 			}
 			return errors.Is(err, io.EOF)
 		}
-		if isBlank(line) {
+		if first, ok := firstNonSpace(line); !ok {
+			continue
+		} else if first == '[' {
+			c.startBatch(line)
 			continue
 		}
 		req, id, perr := parseCall(line)
 		if perr != nil {
-			c.reply(id, nil, perr)
+			if req == nil || !req.notification() {
+				c.reply(id, nil, perr)
+			}
 			continue
 		}
-		if c.inflight.Add(1) > max {
-			c.inflight.Add(-1)
-			c.reply(id, nil, rpcErr(CodeLimitExceeded, "too many requests in flight on this connection (limit %d)", max))
+		if !c.admit() {
+			if !req.notification() {
+				c.reply(id, nil, c.tooMany())
+			}
 			continue
 		}
 		c.reqs.Add(1)
@@ -436,23 +441,55 @@ func (c *conn) readLoop() (eof bool) {
 	}
 }
 
-// handle runs one request and writes its response.
+// admit takes one of the connection's in-flight slots.
+func (c *conn) admit() bool {
+	if c.inflight.Add(1) > int32(c.srv.opts.MaxInFlight) {
+		c.inflight.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (c *conn) tooMany() *RPCError {
+	return rpcErr(CodeLimitExceeded, "too many requests in flight on this connection (limit %d)", c.srv.opts.MaxInFlight)
+}
+
+// handle runs one request and writes its response; a notification's
+// response is dropped, as JSON-RPC says.
 func (c *conn) handle(req *request) {
+	res := c.run(req)
+	if req.notification() {
+		return
+	}
+	c.reply(req.ID, res.Result, res.Error)
+}
+
+// run runs one request and returns its response.
+func (c *conn) run(req *request) *response {
 	ctx := c.ctx
-	if req.Method == MethodWait || req.Method == MethodTail {
+	if m := lookup(req.Method); m != nil && m.stream {
 		ctx = c.streamCtx
 	}
 	result, err := c.call(ctx, req)
-	if err == nil {
-		c.reply(req.ID, result, nil)
-		return
+	return c.respond(ctx, req, result, err)
+}
+
+// respond makes the response to req from its result or error.
+func (c *conn) respond(ctx context.Context, req *request, result any, err error) *response {
+	r := &response{JSONRPC: "2.0", ID: req.ID}
+	if r.ID == nil {
+		r.ID = nullID()
 	}
 	shutdown := c.srvCtx.Err() != nil
-	if ctx.Err() != nil && !shutdown && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
-		c.reply(req.ID, nil, rpcErr(CodeInternal, "cancelled: the connection is closing"))
-		return
+	switch {
+	case err == nil:
+		r.Result = result
+	case ctx.Err() != nil && !shutdown && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+		r.Error = rpcErr(CodeInternal, "cancelled: the connection is closing")
+	default:
+		r.Error = toRPCError(err, shutdown)
 	}
-	c.reply(req.ID, nil, toRPCError(err, shutdown))
+	return r
 }
 
 // call runs dispatch, turning a panic in the backend into an internal error
@@ -516,25 +553,28 @@ func (c *conn) write(v any) error {
 }
 
 // parseCall is what an authenticated connection's read loop does with a
-// non-blank line: parseRequest, then the checks that need no params (auth.v1
-// again, an unknown method). A request it returns is ready for decodeCall;
-// on error it returns the id the error response carries.
+// request object: parseRequest, then the checks that need no params
+// (auth.v1 again, an unknown method). A request it returns is ready for
+// decodeCall. On error it returns the id the error response carries, and
+// the request too when it was well-formed enough to tell whether it is a
+// notification (whose errors are never answered).
 func parseCall(line []byte) (*request, json.RawMessage, *RPCError) {
 	req, id, perr := parseRequest(line)
 	switch {
 	case perr != nil:
 		return nil, id, perr
 	case req.Method == MethodAuth:
-		return nil, id, rpcErr(CodeInvalidRequest, "already authenticated")
+		return req, id, rpcErr(CodeInvalidRequest, "already authenticated")
 	case !isMethod(req.Method):
-		return nil, id, rpcErr(CodeMethodNotFound, "method not found: %q", req.Method)
+		return req, id, rpcErr(CodeMethodNotFound, "method not found: %q", req.Method)
 	}
 	return req, id, nil
 }
 
-// parseRequest decodes and checks one request line. On error it still
+// parseRequest decodes and checks one request object. On error it still
 // returns the request's id when it could be read, so the error response can
-// carry it; otherwise the id is null.
+// carry it; otherwise the id is null. A request without an id member is a
+// notification: its id stays empty.
 func parseRequest(line []byte) (*request, json.RawMessage, *RPCError) {
 	if !utf8.Valid(line) {
 		return nil, nullID(), rpcErr(CodeParseError, "parse error: invalid UTF-8")
@@ -550,10 +590,7 @@ func parseRequest(line []byte) (*request, json.RawMessage, *RPCError) {
 	if !isBlank(line[dec.InputOffset():]) {
 		return nil, nullID(), rpcErr(CodeParseError, "parse error: unexpected data after the request object")
 	}
-	switch first, _ := firstNonSpace(line); {
-	case first == '[':
-		return nil, nullID(), rpcErr(CodeInvalidRequest, "batch requests are not supported")
-	case first != '{':
+	if first, _ := firstNonSpace(line); first != '{' {
 		return nil, nullID(), rpcErr(CodeInvalidRequest, "invalid request: not a JSON object")
 	}
 	if derr != nil {
@@ -568,19 +605,20 @@ func parseRequest(line []byte) (*request, json.RawMessage, *RPCError) {
 		}
 		return nil, id, rpcErr(CodeInvalidRequest, "invalid request: %s", describeJSONError(derr))
 	}
-	if isNullOrEmpty(req.ID) {
-		return nil, nullID(), rpcErr(CodeInvalidRequest, "invalid request: id required (notifications are not supported)")
+	if len(req.ID) > 0 && !validID(req.ID) && !isNullOrEmpty(req.ID) {
+		return nil, nullID(), rpcErr(CodeInvalidRequest, "invalid request: id must be a string, a number or null")
 	}
-	if !validID(req.ID) {
-		return nil, nullID(), rpcErr(CodeInvalidRequest, "invalid request: id must be a string or a number")
+	id := req.ID
+	if len(id) == 0 {
+		id = nullID()
 	}
 	if req.JSONRPC != "2.0" {
-		return nil, req.ID, rpcErr(CodeInvalidRequest, `invalid request: jsonrpc must be "2.0"`)
+		return nil, id, rpcErr(CodeInvalidRequest, `invalid request: jsonrpc must be "2.0"`)
 	}
 	if req.Method == "" {
-		return nil, req.ID, rpcErr(CodeInvalidRequest, "invalid request: method required")
+		return nil, id, rpcErr(CodeInvalidRequest, "invalid request: method required")
 	}
-	return req, req.ID, nil
+	return req, id, nil
 }
 
 // validID reports whether a raw id is a string or a number.
