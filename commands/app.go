@@ -56,6 +56,7 @@ func (a *app) cli() *cli.App {
 		a.statsCommand(),
 		a.recoverCommand(),
 		a.benchCommand(),
+		a.mcpCommand(),
 	}
 	cmds = append(cmds, a.queueCommands()...)
 	// urfave/cli's own usage-error handling prints help and exits 1 (or 3
@@ -95,15 +96,17 @@ func (a *app) paths(c *cli.Context) (Paths, error) {
 	return resolvePaths(c.String("home"))
 }
 
-// client connects to the daemon of the selected home and authenticates.
+// client connects to the daemon of the selected home. Authentication goes
+// out with the first call (ipc.Connect), so a one-shot command pays one
+// round trip.
 func (a *app) client(c *cli.Context) (*ipc.Client, Paths, error) {
 	p, err := a.paths(c)
 	if err != nil {
 		return nil, p, err
 	}
-	tok, err := readToken(p)
+	tok, err := p.ReadToken()
 	if err != nil {
-		return nil, p, err
+		return nil, p, rpcFailure(err)
 	}
 	ctx, cancel := context.WithTimeout(c.Context, dialTimeout)
 	defer cancel()
@@ -114,29 +117,36 @@ func (a *app) client(c *cli.Context) (*ipc.Client, Paths, error) {
 	return cl, p, nil
 }
 
-// rpcFailure turns a client error into one with the right exit code.
+// withClient runs fn with a client of the selected home and maps its error
+// to an exit code.
+func (a *app) withClient(c *cli.Context, fn func(*ipc.Client) error) error {
+	cl, _, err := a.client(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	if err := fn(cl); err != nil {
+		return rpcFailure(err)
+	}
+	return nil
+}
+
+// rpcFailure turns a client error into one with the right exit code. An
+// error that already carries one keeps it.
 func rpcFailure(err error) error {
-	var re *ipc.RPCError
+	var (
+		re *ipc.RPCError
+		ee *exitError
+	)
 	switch {
+	case errors.As(err, &ee):
+		return err
 	case errors.Is(err, ipc.ErrNoDaemon):
 		return &exitError{code: ExitNoDaemon, err: err}
 	case errors.As(err, &re):
 		return &exitError{code: ExitFailure, err: errors.New(re.Message)}
 	}
 	return &exitError{code: ExitFailure, err: err}
-}
-
-// call makes one request to the daemon.
-func (a *app) call(c *cli.Context, method string, params, result any) error {
-	cl, _, err := a.client(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	if err := cl.Call(c.Context, method, params, result); err != nil {
-		return rpcFailure(err)
-	}
-	return nil
 }
 
 // stdoutIsTerminal decides between styled and plain output.

@@ -420,9 +420,8 @@ func (env *benchEnv) floodWith(ctx context.Context, clients, n int, reqFor func(
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var res engine.EnqueueResult
 			for i := c; i < n; i += clients {
-				if err := cl.Call(ctx, "dev.enqueue.v1", reqFor(i), &res); err != nil {
+				if _, err := cl.Enqueue(ctx, reqFor(i)); err != nil {
 					errs <- err
 					return
 				}
@@ -463,8 +462,8 @@ func (env *benchEnv) drainRate(ctx context.Context, n int, req engine.EnqueueReq
 	}
 	// Claims follow enqueue order, so the last job to finish is among the
 	// newest ones listed.
-	var res ipc.JobsResult
-	if err := cl.Call(ctx, "dev.list.v1", ipc.ListParams{Limit: 1000}, &res); err != nil {
+	res, err := cl.List(ctx, ipc.ListParams{Limit: 1000})
+	if err != nil {
 		return 0, 0, err
 	}
 	var last time.Time
@@ -538,10 +537,11 @@ func (env *benchEnv) storm(ctx context.Context, n, subjects int, debounce time.D
 // default queue are in the given states, and returns the stats then.
 func waitCount(ctx context.Context, cl *ipc.Client, n int, states ...engine.State) (engine.Stats, error) {
 	for {
-		var st engine.Stats
-		if err := cl.Call(ctx, "admin.stats.v1", struct{}{}, &st); err != nil {
-			return st, err
+		stp, err := cl.Stats(ctx)
+		if err != nil {
+			return engine.Stats{}, err
 		}
+		st := *stp
 		var got int64
 		for _, s := range states {
 			got += st.Queues[engine.DefaultQueue][s]
@@ -578,12 +578,12 @@ func (env *benchEnv) startLatency(ctx context.Context, samples int) ([]float64, 
 	defer cl.Close()
 	out := make([]float64, 0, samples)
 	for i := 0; i < samples; i++ {
-		var res engine.EnqueueResult
-		if err := cl.Call(ctx, "dev.enqueue.v1", engine.EnqueueRequest{Type: "noop"}, &res); err != nil {
+		res, err := cl.Enqueue(ctx, engine.EnqueueRequest{Type: "noop"})
+		if err != nil {
 			return nil, err
 		}
-		var w ipc.WaitResult
-		if err := cl.Call(ctx, "dev.wait.v1", ipc.WaitParams{IDs: []string{res.Job.ID}}, &w); err != nil {
+		w, err := cl.Wait(ctx, ipc.WaitParams{IDs: []string{res.Job.ID}})
+		if err != nil {
 			return nil, err
 		}
 		j := w.Jobs[0]

@@ -238,16 +238,16 @@ func flatRun(ctx context.Context, self, durability string, n, samples int) (flat
 		}
 		later := engine.Duration(time.Hour)
 		enqueue, err := timeCalls(ctx, samples, func() error {
-			var res engine.EnqueueResult
-			return cl.Call(ctx, "dev.enqueue.v1", engine.EnqueueRequest{Type: "noop", Delay: &later,
-				Payload: []byte(`{"path":"src/main.rs","reason":"save"}`)}, &res)
+			_, err := cl.Enqueue(ctx, engine.EnqueueRequest{Type: "noop", Delay: &later,
+				Payload: []byte(`{"path":"src/main.rs","reason":"save"}`)})
+			return err
 		})
 		if err != nil {
 			return 0, fmt.Errorf("enqueue: %w", err)
 		}
 		stats, err := timeCalls(ctx, samples, func() error {
-			var st engine.Stats
-			return cl.Call(ctx, "admin.stats.v1", struct{}{}, &st)
+			_, err := cl.Stats(ctx)
+			return err
 		})
 		if err != nil {
 			return 0, fmt.Errorf("stats: %w", err)
@@ -264,8 +264,8 @@ func flatRun(ctx context.Context, self, durability string, n, samples int) (flat
 // checkHistory fails unless the daemon counts at least n DONE jobs and
 // runs with retention off.
 func checkHistory(ctx context.Context, cl *ipc.Client, n int) error {
-	var st engine.Stats
-	if err := cl.Call(ctx, "admin.stats.v1", struct{}{}, &st); err != nil {
+	st, err := cl.Stats(ctx)
+	if err != nil {
 		return err
 	}
 	if st.Retention.Keep != 0 || st.Retention.MaxAge != 0 {

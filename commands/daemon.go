@@ -64,7 +64,7 @@ func (a *app) runDaemon(c *cli.Context) error {
 	}
 	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
 
-	if err := p.ensureDirs(); err != nil {
+	if err := ensureDirs(p); err != nil {
 		return err
 	}
 	if path := c.String("cpu-profile"); path != "" {
@@ -274,19 +274,6 @@ func ensureToken(path string) (string, error) {
 		return "", fmt.Errorf("write token: %w", err)
 	}
 	return tok, nil
-}
-
-// readToken is the client side: it reads the token the daemon wrote.
-func readToken(p Paths) (string, error) {
-	b, err := os.ReadFile(p.Token)
-	if errors.Is(err, fs.ErrNotExist) {
-		return "", &exitError{code: ExitNoDaemon,
-			err: fmt.Errorf("no daemon at %s: start one with `stq daemon`", p.Socket)}
-	}
-	if err != nil {
-		return "", fmt.Errorf("read token: %w", err)
-	}
-	return strings.TrimSpace(string(b)), nil
 }
 
 // dialTimeout bounds connect plus auth; a live daemon answers in

@@ -1,9 +1,8 @@
 package commands
 
 import (
-	"bytes"
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,7 +22,12 @@ func (a *app) enqueueCommand() *cli.Command {
 		ArgsUsage: "[-- COMMAND [ARG...]]",
 		Description: "Adds a job and prints its id on stdout, so `id=$(stq enqueue ...)` works.\n" +
 			"A command after -- runs as a subprocess in the current directory; without one,\n" +
-			"the job runs the handler config.toml gives its --type.",
+			"the job runs the handler config.toml gives its --type.\n\n" +
+			"--batch FILE reads one request per line, with the members of the socket API's\n" +
+			"dev.enqueue.v1 params (queue, type, subject, payload, command, ...), sends them\n" +
+			"in all-or-nothing chunks of up to 1000 and prints one id per line in input order.\n" +
+			"A bad line stops the run before anything of its chunk is stored and names the\n" +
+			"line; the chunks before it stay stored (their ids are printed).",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "queue", Aliases: []string{"q"}, Value: engine.DefaultQueue, Usage: "queue name"},
 			&cli.StringFlag{Name: "type", Aliases: []string{"t"}, Value: engine.DefaultType, Usage: "job type"},
@@ -44,6 +48,7 @@ func (a *app) enqueueCommand() *cli.Command {
 			&cli.StringFlag{Name: "debounce", Usage: "start only once no newer generation of the subject arrived for DURATION"},
 			&cli.BoolFlag{Name: "replace", Usage: "stop a running older generation of the subject (it ends SUPERSEDED) instead of waiting for it"},
 			&cli.StringSliceFlag{Name: "after", Usage: "start only after job ID is DONE; cancelled if it ends otherwise (repeatable)"},
+			&cli.StringFlag{Name: "batch", Usage: "read enqueue requests from FILE (- for stdin), one JSON object per line, and print one id per line"},
 			&cli.BoolFlag{Name: "json", Usage: "print the whole reply as JSON instead of the id"},
 		},
 		Action: a.enqueue,
@@ -51,35 +56,19 @@ func (a *app) enqueueCommand() *cli.Command {
 }
 
 func (a *app) enqueue(c *cli.Context) error {
+	if c.IsSet("batch") {
+		return a.enqueueBatch(c)
+	}
 	req, err := a.enqueueRequest(c)
 	if err != nil {
 		return err
 	}
-	// The reply is kept raw: --json prints it as the daemon sent it, and
-	// otherwise three fields are decoded, not the whole job. An editor hook
-	// runs this on every save, so what it skips counts.
-	var raw json.RawMessage
-	if err := a.enqueueWithRetry(c, req, &raw); err != nil {
+	res, err := a.enqueueWithRetry(c, req)
+	if err != nil {
 		return err
 	}
 	if c.Bool("json") {
-		var buf bytes.Buffer
-		if err := json.Indent(&buf, raw, "", "  "); err != nil {
-			return fmt.Errorf("malformed reply from daemon: %w", err)
-		}
-		buf.WriteByte('\n')
-		_, err := a.stdout.Write(buf.Bytes())
-		return err
-	}
-	var res struct {
-		Job struct {
-			ID    string       `json:"id"`
-			State engine.State `json:"state"`
-			Error string       `json:"error"`
-		} `json:"job"`
-	}
-	if err := json.Unmarshal(raw, &res); err != nil || res.Job.ID == "" {
-		return fmt.Errorf("malformed reply from daemon: %s", raw)
+		return writeJSON(a.stdout, res)
 	}
 	fmt.Fprintln(a.stdout, res.Job.ID)
 	if res.Job.State == engine.StateSuperseded {
@@ -257,34 +246,44 @@ const rateLimitPatience = 5 * time.Second
 // enqueueWithRetry sends the request and, when the daemon answers "rate
 // limited", waits as long as it says (within rateLimitPatience) and tries
 // again on the same connection.
-func (a *app) enqueueWithRetry(c *cli.Context, req engine.EnqueueRequest, res any) error {
+func (a *app) enqueueWithRetry(c *cli.Context, req engine.EnqueueRequest) (*engine.EnqueueResult, error) {
 	cl, _, err := a.client(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer cl.Close()
+	var res *engine.EnqueueResult
+	err = retryRateLimited(c.Context, func() (err error) {
+		res, err = cl.Enqueue(c.Context, req)
+		return err
+	})
+	if err != nil {
+		return nil, rpcFailure(err)
+	}
+	return res, nil
+}
+
+// retryRateLimited runs send until the daemon stops answering "rate
+// limited", waiting as long as each answer asks, for rateLimitPatience at
+// most.
+func retryRateLimited(ctx context.Context, send func() error) error {
 	give := time.Now().Add(rateLimitPatience)
 	for {
-		err := cl.Call(c.Context, "dev.enqueue.v1", req, res)
-		var re *ipc.RPCError
-		if err == nil || !errors.As(err, &re) || re.Code != ipc.CodeRateLimited {
-			if err != nil {
-				return rpcFailure(err)
-			}
-			return nil
+		err := send()
+		wait, limited := ipc.RetryAfter(err)
+		if !limited {
+			return err
 		}
-		wait := 100 * time.Millisecond
-		var data ipc.RateLimitedData
-		if json.Unmarshal(re.Data, &data) == nil && data.RetryAfterMS > 0 {
-			wait = time.Duration(data.RetryAfterMS) * time.Millisecond
+		if wait <= 0 {
+			wait = 100 * time.Millisecond
 		}
 		if time.Now().Add(wait).After(give) {
 			return failf("the daemon is rate-limiting enqueues and asked to wait %s; gave up after trying for %s", wait, rateLimitPatience)
 		}
 		select {
 		case <-time.After(wait):
-		case <-c.Context.Done():
-			return c.Context.Err()
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -53,8 +54,8 @@ func (a *app) cancel(c *cli.Context) error {
 	var cancelled []*engine.Job
 	var firstErr error
 	for _, r := range reqs {
-		var res ipc.JobsResult
-		if err := cl.Call(c.Context, "dev.cancel.v1", r, &res); err != nil {
+		jobs, err := cl.Cancel(c.Context, r)
+		if err != nil {
 			if firstErr == nil {
 				firstErr = rpcFailure(err)
 			}
@@ -63,7 +64,7 @@ func (a *app) cancel(c *cli.Context) error {
 			}
 			continue
 		}
-		cancelled = append(cancelled, res.Jobs...)
+		cancelled = append(cancelled, jobs...)
 	}
 	if c.Bool("json") {
 		if cancelled == nil {
@@ -87,17 +88,23 @@ func (a *app) listCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "list",
 		Usage: "list jobs, newest first",
+		Description: "Shows one page of at most --limit jobs; on a terminal the last line says when\n" +
+			"more match. --all streams every match a page at a time (with --json, one JSON\n" +
+			"object per line; otherwise tab-separated rows under one header line).",
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "state", Usage: "only jobs in these states (repeatable or comma-separated)"},
 			&cli.StringFlag{Name: "queue", Aliases: []string{"q"}, Usage: "only this queue"},
 			&cli.StringFlag{Name: "type", Aliases: []string{"t"}, Usage: "only this type"},
 			&cli.StringFlag{Name: "subject", Aliases: []string{"s"}, Usage: "only this subject"},
-			&cli.IntFlag{Name: "limit", Aliases: []string{"n"}, Value: 50, Usage: "at most N jobs (max 10000)"},
-			&cli.BoolFlag{Name: "json", Usage: "print a JSON array"},
+			&cli.IntFlag{Name: "limit", Aliases: []string{"n"}, Value: 50, Usage: "at most N jobs (max 10000); with --all, the page size"},
+			&cli.BoolFlag{Name: "all", Usage: "every matching job, streamed a page at a time"},
+			&cli.BoolFlag{Name: "json", Usage: "print a JSON array (with --all: one JSON object per line)"},
 		},
 		Action: a.list,
 	}
 }
+
+var listHeaders = []string{"ID", "QUEUE", "TYPE", "SUBJECT", "GEN", "STATE", "ATTEMPT", "PRIO", "CREATED", "NOTE"}
 
 func (a *app) list(c *cli.Context) error {
 	p := ipc.ListParams{Queue: c.String("queue"), Type: c.String("type"), Subject: c.String("subject"), Limit: c.Int("limit")}
@@ -110,34 +117,81 @@ func (a *app) list(c *cli.Context) error {
 			p.States = append(p.States, string(st))
 		}
 	}
-	if p.Limit < 1 || p.Limit > 10000 {
-		return usageErrorf("--limit must be between 1 and 10000")
+	if p.Limit < 1 || p.Limit > ipc.MaxListLimit {
+		return usageErrorf("--limit must be between 1 and %d", ipc.MaxListLimit)
 	}
-	var res ipc.JobsResult
-	if err := a.call(c, "dev.list.v1", p, &res); err != nil {
+	if c.Bool("all") {
+		return a.withClient(c, func(cl *ipc.Client) error { return a.listAll(c, cl, p) })
+	}
+	var res *ipc.ListResult
+	if err := a.withClient(c, func(cl *ipc.Client) (err error) {
+		res, err = cl.List(c.Context, p)
+		return err
+	}); err != nil {
 		return err
 	}
 	if c.Bool("json") {
-		if res.Jobs == nil {
-			res.Jobs = []*engine.Job{}
-		}
-		return writeJSON(a.stdout, res.Jobs)
+		return writeJSON(a.stdout, nonNilJobs(res.Jobs))
 	}
 	rows := make([][]string, 0, len(res.Jobs))
 	for _, j := range res.Jobs {
-		gen := "-"
-		if j.Subject != "" {
-			gen = fmt.Sprint(j.Generation)
-		}
-		note := j.Error
-		if j.Waiting != "" {
-			note = "waiting: " + j.Waiting
-		}
-		rows = append(rows, []string{j.ID, j.Queue, j.Type, clip(orDash(j.Subject), 40), gen, string(j.State),
-			fmt.Sprintf("%d/%d", j.Attempt, j.MaxAttempts), fmt.Sprint(j.Priority), fmtTime(j.CreatedAt), clip(orDash(note), 50)})
+		rows = append(rows, listRow(j, true))
 	}
-	a.styles().writeTable(a.stdout, []string{"ID", "QUEUE", "TYPE", "SUBJECT", "GEN", "STATE", "ATTEMPT", "PRIO", "CREATED", "NOTE"}, rows, 5)
+	a.styles().writeTable(a.stdout, listHeaders, rows, 5)
+	if res.NextCursor != "" && a.stdoutIsTerminal() {
+		fmt.Fprintf(a.stdout, "… more jobs match than the %d shown: raise --limit or use --all\n", len(res.Jobs))
+	}
 	return nil
+}
+
+// listAll streams every match: memory holds one page, whatever matches.
+func (a *app) listAll(c *cli.Context, cl *ipc.Client, p ipc.ListParams) error {
+	asJSON := c.Bool("json")
+	enc := json.NewEncoder(a.stdout)
+	if !asJSON {
+		fmt.Fprintln(a.stdout, strings.Join(listHeaders, "\t"))
+	}
+	for j, err := range cl.ListAll(c.Context, p) {
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			if err := enc.Encode(j); err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := fmt.Fprintln(a.stdout, strings.Join(listRow(j, false), "\t")); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// listRow is a job's row in a list table; clipped cuts long cells for a
+// table that must fit.
+func listRow(j *engine.Job, clipped bool) []string {
+	gen := "-"
+	if j.Subject != "" {
+		gen = fmt.Sprint(j.Generation)
+	}
+	note := j.Error
+	if j.Waiting != "" {
+		note = "waiting: " + j.Waiting
+	}
+	subject, noteText := orDash(j.Subject), orDash(note)
+	if clipped {
+		subject, noteText = clip(subject, 40), clip(noteText, 50)
+	}
+	return []string{j.ID, j.Queue, j.Type, subject, gen, string(j.State),
+		fmt.Sprintf("%d/%d", j.Attempt, j.MaxAttempts), fmt.Sprint(j.Priority), fmtTime(j.CreatedAt), noteText}
+}
+
+func nonNilJobs(jobs []*engine.Job) []*engine.Job {
+	if jobs == nil {
+		return []*engine.Job{}
+	}
+	return jobs
 }
 
 func (a *app) showCommand() *cli.Command {
@@ -154,12 +208,15 @@ func (a *app) show(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usageErrorf("show needs exactly one job id")
 	}
-	var j engine.Job
-	if err := a.call(c, "dev.get.v1", map[string]string{"id": c.Args().First()}, &j); err != nil {
+	var j *engine.Job
+	if err := a.withClient(c, func(cl *ipc.Client) (err error) {
+		j, err = cl.Get(c.Context, c.Args().First())
+		return err
+	}); err != nil {
 		return err
 	}
 	if c.Bool("json") {
-		return writeJSON(a.stdout, &j)
+		return writeJSON(a.stdout, j)
 	}
 	s := a.styles()
 	w := a.stdout
@@ -263,8 +320,11 @@ func (a *app) wait(c *cli.Context) error {
 		v := engine.Duration(d)
 		params.Timeout = &v
 	}
-	var res ipc.WaitResult
-	if err := a.call(c, "dev.wait.v1", params, &res); err != nil {
+	var res *ipc.WaitResult
+	if err := a.withClient(c, func(cl *ipc.Client) (err error) {
+		res, err = cl.Wait(c.Context, params)
+		return err
+	}); err != nil {
 		return err
 	}
 	if c.Bool("json") {

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"stq/engine"
+	"stq/ipc"
 )
 
 func (a *app) statsCommand() *cli.Command {
@@ -31,10 +32,11 @@ func (a *app) stats(c *cli.Context) error {
 		return err
 	}
 	defer cl.Close()
-	var st engine.Stats
-	if err := cl.Call(c.Context, "admin.stats.v1", struct{}{}, &st); err != nil {
+	stp, err := cl.Stats(c.Context)
+	if err != nil {
 		return rpcFailure(err)
 	}
+	st := *stp
 	if c.Bool("json") {
 		return writeJSON(a.stdout, statsOutput{Stats: st, Paths: p})
 	}
@@ -78,8 +80,11 @@ func (a *app) recoverCommand() *cli.Command {
 		Usage: "find jobs marked RUNNING whose process is gone, kill leftovers, retry or fail them",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON object"}},
 		Action: func(c *cli.Context) error {
-			var rep engine.RecoverReport
-			if err := a.call(c, "admin.recover.v1", struct{}{}, &rep); err != nil {
+			var rep *engine.RecoverReport
+			if err := a.withClient(c, func(cl *ipc.Client) (err error) {
+				rep, err = cl.Recover(c.Context)
+				return err
+			}); err != nil {
 				return err
 			}
 			if c.Bool("json") {
@@ -146,7 +151,7 @@ func (a *app) queueCommands() []*cli.Command {
 				if err != nil {
 					return err
 				}
-				return a.call(c, "admin.pause.v1", map[string]string{"queue": q}, &struct{}{})
+				return a.withClient(c, func(cl *ipc.Client) error { return cl.Pause(c.Context, q) })
 			},
 		},
 		{
@@ -158,7 +163,7 @@ func (a *app) queueCommands() []*cli.Command {
 				if err != nil {
 					return err
 				}
-				return a.call(c, "admin.resume.v1", map[string]string{"queue": q}, &struct{}{})
+				return a.withClient(c, func(cl *ipc.Client) error { return cl.Resume(c.Context, q) })
 			},
 		},
 		{
@@ -170,12 +175,15 @@ func (a *app) queueCommands() []*cli.Command {
 				if c.NArg() != 1 {
 					return usageErrorf("retry needs exactly one job id")
 				}
-				var j engine.Job
-				if err := a.call(c, "dev.retry.v1", map[string]string{"id": c.Args().First()}, &j); err != nil {
+				var j *engine.Job
+				if err := a.withClient(c, func(cl *ipc.Client) (err error) {
+					j, err = cl.Retry(c.Context, c.Args().First())
+					return err
+				}); err != nil {
 					return err
 				}
 				if c.Bool("json") {
-					return writeJSON(a.stdout, &j)
+					return writeJSON(a.stdout, j)
 				}
 				fmt.Fprintln(a.stdout, j.ID)
 				return nil

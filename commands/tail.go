@@ -43,69 +43,33 @@ func (a *app) tail(c *cli.Context) error {
 	defer cl.Close()
 	multi := p.JobID == ""
 	asJSON := c.Bool("json")
-
-	if !p.Follow {
-		if !asJSON {
-			var j engine.Job
-			if err := cl.Call(c.Context, "dev.get.v1", map[string]string{"id": p.JobID}, &j); err != nil {
-				return rpcFailure(err)
-			}
-			if j.LogTruncated {
-				fmt.Fprintln(a.stdout, "[stq] earlier output was dropped: the log keeps the newest lines up to its size limit")
-			}
+	enc := json.NewEncoder(a.stdout)
+	enc.SetEscapeHTML(false)
+	if !p.Follow && !asJSON {
+		j, err := cl.Get(c.Context, p.JobID)
+		if err != nil {
+			return rpcFailure(err)
 		}
-		// Page through the stored log; the daemon caps each reply.
-		for {
-			var res ipc.LinesResult
-			if err := cl.Call(c.Context, "logs.tail.v1", p, &res); err != nil {
-				return rpcFailure(err)
-			}
-			for i := range res.Lines {
-				if asJSON {
-					if err := json.NewEncoder(a.stdout).Encode(engine.Event{Kind: engine.EventLog, JobID: p.JobID, Line: &res.Lines[i]}); err != nil {
-						return err
-					}
-					continue
-				}
-				a.printLine(p.JobID, &res.Lines[i], false)
-			}
-			if !res.More || len(res.Lines) == 0 {
-				return nil
-			}
-			p.AfterSeq = res.Lines[len(res.Lines)-1].Seq
+		if j.LogTruncated {
+			fmt.Fprintln(a.stdout, "[stq] earlier output was dropped: the log keeps the newest lines up to its size limit")
 		}
 	}
-
-	// The final reply carries the finished job; say how it ended unless an
-	// event already did (a job that ended before tail started sends none).
-	printedEnd := false
-	onEvent := func(method string, params json.RawMessage) error {
-		if asJSON {
-			_, err := fmt.Fprintf(a.stdout, "%s\n", params)
-			return err
+	for ev, err := range cl.Tail(c.Context, p) {
+		if err != nil {
+			return rpcFailure(err)
 		}
-		var ev engine.Event
-		if err := json.Unmarshal(params, &ev); err != nil {
-			return fmt.Errorf("decode event: %w", err)
+		if asJSON {
+			if err := enc.Encode(&ev); err != nil {
+				return err
+			}
+			continue
 		}
 		switch {
 		case ev.Kind == engine.EventLog && ev.Line != nil:
 			a.printLine(ev.JobID, ev.Line, multi)
 		case ev.Kind == engine.EventJob && ev.Job != nil:
 			a.printJobEvent(ev.Job)
-			printedEnd = printedEnd || (ev.JobID == p.JobID && ev.Job.State.Terminal())
 		}
-		return nil
-	}
-	var final ipc.TailResult
-	if err := cl.Stream(c.Context, "logs.tail.v1", p, onEvent, &final); err != nil {
-		if c.Context.Err() != nil {
-			return nil // interrupted by the user
-		}
-		return rpcFailure(err)
-	}
-	if final.Job != nil && !printedEnd && !asJSON {
-		a.printJobEvent(final.Job)
 	}
 	return nil
 }
