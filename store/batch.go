@@ -47,7 +47,7 @@ func (s *Store) EnqueueMany(ctx context.Context, b engine.EnqueueBatch) (engine.
 			}
 			if b.Atomic {
 				if err := c.enqueue(&ins[i], explicit(i), &outs[i]); err != nil {
-					return &engine.BatchError{Index: i, Err: fmt.Errorf("enqueue job %s: %w", ins[i].id, err)}
+					return &engine.BatchError{Index: i, Err: err} // the index names it; its id was never stored
 				}
 				continue
 			}
