@@ -26,6 +26,8 @@ type fakeBackend struct {
 	fail    error // when set, every method but Subscribe returns it
 	waiting int   // calls blocked in Wait
 	paused  map[string]bool
+	// eachCalls records the size of every EnqueueEach call.
+	eachCalls []int
 }
 
 func newFake() *fakeBackend {
@@ -196,6 +198,9 @@ func (f *fakeBackend) EnqueueMany(ctx context.Context, reqs []engine.EnqueueRequ
 }
 
 func (f *fakeBackend) EnqueueEach(ctx context.Context, reqs []engine.EnqueueRequest) ([]engine.EnqueueResult, []error) {
+	f.mu.Lock()
+	f.eachCalls = append(f.eachCalls, len(reqs))
+	f.mu.Unlock()
 	out := make([]engine.EnqueueResult, len(reqs))
 	errs := make([]error, len(reqs))
 	for i, r := range reqs {
