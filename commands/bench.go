@@ -83,7 +83,7 @@ const stormDebounce = time.Second
 
 // benchGroups name the groups of rows --only can pick.
 func benchGroups() []string {
-	return []string{"enqueue", "baseline", "noop", "subprocess", "storm", "rss", "latency", "process", "flat"}
+	return []string{"enqueue", "baseline", "bulk", "noop", "subprocess", "storm", "rss", "latency", "process", "flat"}
 }
 
 type benchEnv struct {
@@ -170,6 +170,12 @@ func (a *app) bench(c *cli.Context) error {
 	}
 	for _, r := range baselineRows(durability, bareCommits(jobs), bare, enq1) {
 		add(r)
+	}
+
+	if want("bulk") {
+		if err := benchBulk(ctx, self, durability, jobs, reps, c.Bool("quick"), profilePath, add); err != nil {
+			return err
+		}
 	}
 
 	if want("noop") {

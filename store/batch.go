@@ -7,6 +7,9 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
+
+	"github.com/ncruces/go-sqlite3"
 
 	"stq/engine"
 )
@@ -40,16 +43,22 @@ func (s *Store) EnqueueMany(ctx context.Context, b engine.EnqueueBatch) (engine.
 	}
 	outs := make([]enqueued, n)
 	explicit := func(i int) bool { return b.ExplicitGen != nil && b.ExplicitGen[i] }
+	// runs[i] is how many jobs from i on are stored and plain (see plain),
+	// so that runs of them can share a multi-row insert.
+	runs := make([]int, n+1)
+	for i := n - 1; i >= 0; i-- {
+		if ok[i] && ins[i].plain() {
+			runs[i] = runs[i+1] + 1
+		}
+	}
 	err := s.write(ctx, func(c *conn) error {
-		for i := range ins {
-			if !ok[i] {
-				continue
-			}
+		// one stores job i as Enqueue does.
+		one := func(i int) error {
 			if b.Atomic {
 				if err := c.enqueue(&ins[i], explicit(i), &outs[i]); err != nil {
 					return &engine.BatchError{Index: i, Err: err} // the index names it; its id was never stored
 				}
-				continue
+				return nil
 			}
 			failed, err := c.part(func() error { return c.enqueue(&ins[i], explicit(i), &outs[i]) })
 			if err != nil {
@@ -59,6 +68,50 @@ func (s *Store) EnqueueMany(ctx context.Context, b engine.EnqueueBatch) (engine.
 				res.Errs[i] = fmt.Errorf("enqueue job %s: %w", ins[i].id, failed)
 				ok[i] = false
 			}
+			return nil
+		}
+		var many *sqlite3.Stmt
+		defer func() {
+			if many != nil {
+				_ = many.Close()
+			}
+		}()
+		for i := 0; i < n; {
+			if !ok[i] {
+				i++
+				continue
+			}
+			if runs[i] < insertRun {
+				if err := one(i); err != nil {
+					return err
+				}
+				i++
+				continue
+			}
+			if many == nil {
+				var err error
+				if many, err = c.prepareInsertMany(insertRun); err != nil {
+					return err
+				}
+			}
+			err := c.insertPlain(many, ins[i:i+insertRun], outs[i:i+insertRun])
+			if err != nil && c.db.GetAutocommit() {
+				// The transaction itself is gone; so is the op.
+				if b.Atomic {
+					return &engine.BatchError{Index: i, Err: err}
+				}
+				return err
+			}
+			if err != nil {
+				// The statement has undone itself. Store its jobs one by
+				// one, so each gets the outcome and error it gets alone.
+				for j := i; j < i+insertRun; j++ {
+					if err := one(j); err != nil {
+						return err
+					}
+				}
+			}
+			i += insertRun
 		}
 		return nil
 	})
@@ -96,4 +149,58 @@ func storedResult(job *engine.Job, in *newJob, out *enqueued) engine.EnqueueResu
 		stored.FinishedAt = &t
 	}
 	return engine.EnqueueResult{Job: stored, Superseded: out.superseded, Cancelled: out.cancelled}
+}
+
+// insertRun is how many plain jobs of a batch share one multi-row INSERT.
+// SQLite's fixed cost per statement run (opening cursors, the statement
+// journal a trigger needs, the list behind the jobs_finished index's IN
+// test) is then paid once per insertRun jobs rather than per job: it about
+// halves the SQLite CPU per job of a 1,000-job batch. The statement is
+// prepared once per batch op (about 0.1-1 ms), so only batches with a run
+// of at least insertRun plain jobs use it.
+const insertRun = 32
+
+// plain reports whether storing the job is only its row: no supersede key
+// to look up or update, no dependencies to resolve or record. Such a job is
+// stored QUEUED with the generation it came with, whatever else is in the
+// batch.
+func (in *newJob) plain() bool { return in.subject == "" && len(in.after) == 0 }
+
+// prepareInsertMany prepares qInsertJob with its VALUES row repeated k
+// times. The caller closes it before its op ends.
+func (c *conn) prepareInsertMany(k int) (*sqlite3.Stmt, error) {
+	q := sqlText[qInsertJob]
+	i := strings.LastIndex(q, "VALUES")
+	row := strings.TrimSpace(q[i+len("VALUES"):])
+	sql := q[:i] + "VALUES " + strings.Repeat(row+", ", k-1) + row
+	st, tail, err := c.db.Prepare(sql)
+	if err != nil {
+		return nil, fmt.Errorf("prepare multi-row insert: %w", err)
+	}
+	if st == nil || tail != "" {
+		if st != nil {
+			_ = st.Close()
+		}
+		return nil, errors.New("prepare multi-row insert: not exactly one statement")
+	}
+	return st, nil
+}
+
+// insertPlain stores plain jobs (see plain) with one run of st, a
+// prepareInsertMany statement for len(ins) rows, as enqueue stores each of
+// them. An error leaves none of them stored, unless the transaction is gone
+// too.
+func (c *conn) insertPlain(st *sqlite3.Stmt, ins []newJob, outs []enqueued) error {
+	b := bind(st)
+	for k := range ins {
+		outs[k] = enqueued{generation: ins[k].generation, state: engine.StateQueued}
+		bindInsertJob(&b, &ins[k], &outs[k])
+	}
+	if b.check() != nil {
+		return b.err
+	}
+	if err := st.Exec(); err != nil {
+		return fmt.Errorf("insert jobs: %w", err)
+	}
+	return nil
 }

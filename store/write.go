@@ -173,6 +173,43 @@ func (c *conn) enqueue(in *newJob, explicitGen bool, out *enqueued) error {
 		return err
 	}
 	b := bind(st)
+	bindInsertJob(&b, in, out)
+	if b.check() != nil {
+		return b.err
+	}
+	if err := st.Exec(); err != nil {
+		if isUnique(err) {
+			return fmt.Errorf("%w: a job with id %q already exists", engine.ErrInvalid, in.id)
+		}
+		return fmt.Errorf("insert job: %w", err)
+	}
+	if len(depSeqs) == 0 {
+		return nil
+	}
+	// The rows are kept whatever the job's state, so that a retry of a job
+	// cancelled on arrival still waits for its dependencies.
+	seq := c.db.LastInsertRowID()
+	ins, err := c.stmt(qInsertDep)
+	if err != nil {
+		return err
+	}
+	for _, dep := range depSeqs {
+		b := bind(ins)
+		b.int64(seq)
+		b.int64(dep)
+		if b.check() != nil {
+			return b.err
+		}
+		if err := ins.Exec(); err != nil {
+			return fmt.Errorf("record dependency: %w", err)
+		}
+	}
+	return nil
+}
+
+// bindInsertJob binds the values of qInsertJob's row for in, stored as out
+// decided, continuing at b's next parameter.
+func bindInsertJob(b *binder, in *newJob, out *enqueued) {
 	b.text(in.id)
 	b.text(in.queue)
 	b.text(in.typ)
@@ -209,37 +246,6 @@ func (c *conn) enqueue(in *newJob, explicitGen bool, out *enqueued) error {
 	b.int64(in.debounce)
 	b.bool(in.replace)
 	b.optJSONText(in.afterJSON)
-	if b.check() != nil {
-		return b.err
-	}
-	if err := st.Exec(); err != nil {
-		if isUnique(err) {
-			return fmt.Errorf("%w: a job with id %q already exists", engine.ErrInvalid, in.id)
-		}
-		return fmt.Errorf("insert job: %w", err)
-	}
-	if len(depSeqs) == 0 {
-		return nil
-	}
-	// The rows are kept whatever the job's state, so that a retry of a job
-	// cancelled on arrival still waits for its dependencies.
-	seq := c.db.LastInsertRowID()
-	ins, err := c.stmt(qInsertDep)
-	if err != nil {
-		return err
-	}
-	for _, dep := range depSeqs {
-		b := bind(ins)
-		b.int64(seq)
-		b.int64(dep)
-		if b.check() != nil {
-			return b.err
-		}
-		if err := ins.Exec(); err != nil {
-			return fmt.Errorf("record dependency: %w", err)
-		}
-	}
-	return nil
 }
 
 // ended is a job that has just reached a terminal state, as the cancel

@@ -1,0 +1,123 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/ncruces/go-sqlite3"
+
+	"stq/engine"
+)
+
+// BareBatchedInsert is the floor under batched enqueues, for `stq bench`:
+// it inserts rows queued noop jobs, perTxn of them per BEGIN IMMEDIATE ...
+// COMMIT, into a new database at path, and returns rows per second.
+//
+// The database is opened exactly as the store's writer opens it (WAL, the
+// synchronous level given as for Options.Synchronous, the writer's other
+// pragmas, the migrated schema with its indexes and triggers), and each row
+// is one run of the store's own single-row insert statement, bound as an
+// enqueue of a noop job scheduled an hour out binds it: an id of the
+// engine's form, the default queue, the given payload, default attempts,
+// deadline and backoff. (A batch enqueue stores runs of such jobs with a
+// multi-row statement, see insertRun, so its SQLite part can beat this loop.) Nothing else of the store runs: no op queue or savepoints, no
+// dependency or subject lookups, no encoding of jobs or building of results.
+// It refuses a path that already exists and leaves the file behind for the
+// caller to remove.
+func BareBatchedInsert(ctx context.Context, path, synchronous string, rows, perTxn int, payload []byte) (rate float64, err error) {
+	if rows < 1 || perTxn < 1 {
+		return 0, fmt.Errorf("bare batched insert: %w: rows and rows per transaction must be at least 1", engine.ErrInvalid)
+	}
+	mode, err := synchronousPragma(synchronous)
+	if err != nil {
+		return 0, fmt.Errorf("bare batched insert: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("bare batched insert: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return 0, fmt.Errorf("bare batched insert: %w", err)
+	}
+	c, err := openWriter(path, mode)
+	if err != nil {
+		return 0, fmt.Errorf("bare batched insert: %w", err)
+	}
+	defer func() {
+		if cerr := c.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("bare batched insert: close: %w", cerr)
+		}
+	}()
+	ins, err := c.stmt(qInsertJob)
+	if err != nil {
+		return 0, fmt.Errorf("bare batched insert: %w", err)
+	}
+	var ids bareIDs
+	start := time.Now()
+	for done := 0; done < rows; done += perTxn {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if err := c.exec(qBegin); err != nil {
+			return 0, fmt.Errorf("bare batched insert: begin: %w", err)
+		}
+		now := time.Now()
+		for range min(perTxn, rows-done) {
+			if err := bareInsert(ins, ids.next(now), payload, now); err != nil {
+				c.resetAll()
+				_ = c.exec(qRollback)
+				return 0, fmt.Errorf("bare batched insert: %w", err)
+			}
+		}
+		if err := c.exec(qCommit); err != nil {
+			_ = c.exec(qRollback)
+			return 0, fmt.Errorf("bare batched insert: commit: %w", err)
+		}
+	}
+	rate = float64(rows) / time.Since(start).Seconds()
+	// The rows must all be there for the rate to mean anything.
+	var stored int64
+	if err := c.runOnce(`SELECT count(*) FROM jobs`, nil, func(st *sqlite3.Stmt) { stored = st.ColumnInt64(0) }); err != nil {
+		return 0, fmt.Errorf("bare batched insert: count rows: %w", err)
+	}
+	if stored != int64(rows) {
+		return 0, fmt.Errorf("bare batched insert: %d rows stored of %d", stored, rows)
+	}
+	return rate, nil
+}
+
+// bareInsert runs qInsertJob for a queued noop job without a subject,
+// dependencies, command or TTL, due an hour after now, bound as enqueue
+// binds it.
+func bareInsert(ins *sqlite3.Stmt, id string, payload []byte, now time.Time) error {
+	in := newJob{
+		id: id, queue: engine.DefaultQueue, typ: "noop", maxAttempts: engine.DefaultMaxAttempts,
+		payload: payload, runAt: now.Add(time.Hour), createdAt: now,
+		deadline: int64(engine.DefaultDeadline), backoff: int64(engine.DefaultBackoff),
+	}
+	out := enqueued{state: engine.StateQueued}
+	b := bind(ins)
+	bindInsertJob(&b, &in, &out)
+	if b.check() != nil {
+		return b.err
+	}
+	if err := ins.Exec(); err != nil {
+		return fmt.Errorf("insert job: %w", err)
+	}
+	return nil
+}
+
+// bareIDs makes ids as the engine's newID does: 48 bits of milliseconds
+// and 80 fresh random bits.
+type bareIDs struct{}
+
+func (g *bareIDs) next(now time.Time) string {
+	var b [16]byte
+	ms := uint64(now.UnixMilli())
+	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
+	_, _ = rand.Read(b[6:])
+	return historyIDs.EncodeToString(b[:])
+}
