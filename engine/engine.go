@@ -133,7 +133,6 @@ type Engine struct {
 	ended    []*endedAttempt
 	batching bool
 	rng      *mrand.Rand
-	lastID   [16]byte
 
 	// queueLimits is the per-queue concurrency caps from the configuration,
 	// built once: every claim hands it to the store, which only reads it.
@@ -997,6 +996,9 @@ func (e *Engine) Subscribe(f EventFilter) *Subscription { return e.bus.subscribe
 // Enqueue validates a request, fills in defaults and stores the job. The
 // job is durable when Enqueue returns.
 func (e *Engine) Enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult, error) {
+	if err := e.resolveAfter(ctx, &req); err != nil {
+		return EnqueueResult{}, err
+	}
 	j, err := e.prepare(&req, e.clock.Now())
 	if err != nil {
 		return EnqueueResult{}, err
@@ -1017,7 +1019,7 @@ const MaxEnqueueBatch = 10000
 // they had come one by one. If any request is invalid or cannot be stored,
 // nothing is stored and the error is a *BatchError naming its index.
 func (e *Engine) EnqueueMany(ctx context.Context, reqs []EnqueueRequest) ([]EnqueueResult, error) {
-	b, errs := e.prepareBatch(reqs, true)
+	b, errs := e.prepareBatch(ctx, reqs, true)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -1035,7 +1037,7 @@ func (e *Engine) EnqueueMany(ctx context.Context, reqs []EnqueueRequest) ([]Enqu
 // the refusal of reqs[i], which leaves the others stored. It is how a
 // JSON-RPC batch of separate enqueues shares one commit.
 func (e *Engine) EnqueueEach(ctx context.Context, reqs []EnqueueRequest) ([]EnqueueResult, []error) {
-	b, errs := e.prepareBatch(reqs, false)
+	b, errs := e.prepareBatch(ctx, reqs, false)
 	results := make([]EnqueueResult, len(reqs))
 	if len(b.Jobs) == 0 {
 		return results, errs
@@ -1063,7 +1065,7 @@ func (e *Engine) EnqueueEach(ctx context.Context, reqs []EnqueueRequest) ([]Enqu
 // prepareBatch turns requests into the jobs of one store batch. errs[i] is
 // set for a request that is refused before the store sees it: with atomic,
 // the first such refusal as a *BatchError and nothing else.
-func (e *Engine) prepareBatch(reqs []EnqueueRequest, atomic bool) (EnqueueBatch, []error) {
+func (e *Engine) prepareBatch(ctx context.Context, reqs []EnqueueRequest, atomic bool) (EnqueueBatch, []error) {
 	errs := make([]error, len(reqs))
 	if len(reqs) > MaxEnqueueBatch {
 		err := fmt.Errorf("%w: %d requests, over the batch limit of %d", ErrInvalid, len(reqs), MaxEnqueueBatch)
@@ -1078,7 +1080,11 @@ func (e *Engine) prepareBatch(reqs []EnqueueRequest, atomic bool) (EnqueueBatch,
 	now := e.clock.Now()
 	b := EnqueueBatch{Atomic: atomic, Jobs: make([]*Job, 0, len(reqs)), ExplicitGen: make([]bool, 0, len(reqs))}
 	for i := range reqs {
-		j, err := e.prepare(&reqs[i], now)
+		err := e.resolveAfter(ctx, &reqs[i])
+		var j *Job
+		if err == nil {
+			j, err = e.prepare(&reqs[i], now)
+		}
 		if err != nil {
 			if atomic {
 				return EnqueueBatch{}, []error{&BatchError{Index: i, Err: err}}
@@ -1090,6 +1096,16 @@ func (e *Engine) prepareBatch(reqs []EnqueueRequest, atomic bool) (EnqueueBatch,
 		b.ExplicitGen = append(b.ExplicitGen, reqs[i].Generation != nil)
 	}
 	return b, errs
+}
+
+// resolveAfter turns the id prefixes of a request's After list into ids,
+// on a copy: the caller's slice is left alone.
+func (e *Engine) resolveAfter(ctx context.Context, req *EnqueueRequest) error {
+	if len(req.After) == 0 || len(req.After) > MaxAfter {
+		return nil // validate reports an oversized list
+	}
+	req.After = slices.Clone(req.After)
+	return e.resolveIDs(ctx, req.After)
 }
 
 // prepare validates a request and builds the job it asks for, with the
@@ -1234,6 +1250,10 @@ func (e *Engine) Get(ctx context.Context, id string) (*Job, error) {
 	if err := checkName("id", id); err != nil {
 		return nil, err
 	}
+	id, err := e.resolveID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	j, err := e.store.Get(ctx, id)
 	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", id, err)
@@ -1348,6 +1368,9 @@ func (e *Engine) List(ctx context.Context, f ListFilter) (ListPage, error) {
 	if err := e.annotate(ctx, page.Jobs); err != nil {
 		return ListPage{}, err
 	}
+	if err := e.fillShortIDs(ctx, page.Jobs); err != nil {
+		return ListPage{}, err
+	}
 	return page, nil
 }
 
@@ -1357,9 +1380,11 @@ func (e *Engine) Logs(ctx context.Context, id string, afterSeq int64, limit int)
 	if limit <= 0 {
 		limit = 1000
 	}
-	if _, err := e.Get(ctx, id); err != nil {
+	j, err := e.Get(ctx, id)
+	if err != nil {
 		return nil, err
 	}
+	id = j.ID
 	lines, err := e.store.Logs(ctx, id, afterSeq, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read logs of %s: %w", id, err)
@@ -1509,6 +1534,10 @@ func (e *Engine) Wait(ctx context.Context, ids []string) ([]*Job, error) {
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("%w: wait needs at least one job id", ErrInvalid)
 	}
+	ids = slices.Clone(ids)
+	if err := e.resolveIDs(ctx, ids); err != nil {
+		return nil, err
+	}
 	sub := e.Subscribe(EventFilter{Kind: EventJob})
 	defer func() { sub.Close() }()
 	jobs := make([]*Job, len(ids))
@@ -1588,6 +1617,10 @@ func (e *Engine) setPaused(ctx context.Context, queue string, paused bool) error
 // series (attempt 0, due now); its history is kept.
 func (e *Engine) Retry(ctx context.Context, id string) (*Job, error) {
 	if err := checkName("id", id); err != nil {
+		return nil, err
+	}
+	id, err := e.resolveID(ctx, id)
+	if err != nil {
 		return nil, err
 	}
 	j, err := e.store.Retry(ctx, id, e.clock.Now())
@@ -1702,26 +1735,18 @@ func (e *Engine) sameHost(owner string) bool {
 
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
 
-// newID returns a 26-character id that sorts by creation time: 48 bits of
-// milliseconds, then 80 random bits. Within one millisecond it increments
-// the previous id, so ids from one daemon are strictly increasing.
+// newID returns a 26-character id that sorts by creation time to the
+// millisecond: 48 bits of milliseconds, then 80 random bits. The random
+// part is fresh for every id, not counted up within a millisecond, so jobs
+// enqueued together differ early in their ids: the short unique prefixes
+// that tables show and people type stay about ten characters long even
+// for a batch (see fillShortIDs). Two ids of one millisecond collide with
+// odds of 2^-80.
 func (e *Engine) newID(now time.Time) string {
 	var b [16]byte
 	ms := uint64(now.UnixMilli())
 	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
 	_, _ = rand.Read(b[6:])
-	e.mu.Lock()
-	if string(b[:6]) == string(e.lastID[:6]) {
-		b = e.lastID
-		for i := 15; i >= 6; i-- {
-			b[i]++
-			if b[i] != 0 {
-				break
-			}
-		}
-	}
-	e.lastID = b
-	e.mu.Unlock()
 	return idEncoding.EncodeToString(b[:])
 }
 

@@ -13,7 +13,11 @@ import (
 // Job is one unit of work. Its JSON form is what `stq show --json` prints and
 // what the socket API returns; field names are part of the contract.
 type Job struct {
-	ID          string            `json:"id"`
+	ID string `json:"id"`
+	// ShortID is the shortest prefix of ID (at least MinIDPrefix
+	// characters) that no other stored job's id starts with, as of the
+	// read; set by List, empty elsewhere. Computed, never stored.
+	ShortID     string            `json:"short_id,omitempty"`
 	Queue       string            `json:"queue"`
 	Type        string            `json:"type"`
 	Subject     string            `json:"subject"`

@@ -116,20 +116,27 @@ func TestDurationJSONRoundTrip(t *testing.T) {
 	}
 }
 
-func TestNewIDsAreUniqueAndOrdered(t *testing.T) {
+// TestNewIDsAreUniqueAndOrderedByMillisecond: ids sort by the millisecond
+// they were made in; within one they are random, so that jobs enqueued
+// together have short distinct prefixes.
+func TestNewIDsAreUniqueAndOrderedByMillisecond(t *testing.T) {
 	t.Parallel()
 	e := &Engine{}
 	now := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
-	prev := ""
+	maxPrev := "" // the largest id of the milliseconds before
+	maxCur := ""
 	seen := map[string]bool{}
 	for i := 0; i < 10000; i++ {
+		if i%100 == 0 {
+			maxPrev = max(maxPrev, maxCur)
+		}
 		id := e.newID(now.Add(time.Duration(i/100) * time.Millisecond))
 		if len(id) != 26 {
 			t.Fatalf("id %q has length %d", id, len(id))
 		}
-		if seen[id] || id <= prev {
-			t.Fatalf("id %q after %q is not new and increasing", id, prev)
+		if seen[id] || id <= maxPrev {
+			t.Fatalf("id %q is not new, or sorts before an id of an earlier millisecond (%q)", id, maxPrev)
 		}
-		seen[id], prev = true, id
+		seen[id], maxCur = true, max(maxCur, id)
 	}
 }

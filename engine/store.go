@@ -93,6 +93,12 @@ type Store interface {
 	// job of an earlier one. A cursor the store did not make is an error
 	// wrapping ErrInvalid.
 	List(ctx context.Context, f ListFilter) (ListPage, error)
+	// MatchIDs returns up to limit ids of stored jobs that start with
+	// prefix, in id order.
+	MatchIDs(ctx context.Context, prefix string, limit int) ([]string, error)
+	// AdjacentIDs returns, for each id, the stored ids just before and
+	// just after it in id order ("" where there is none).
+	AdjacentIDs(ctx context.Context, ids []string) ([][2]string, error)
 	// Running returns every RUNNING job with its attempt history.
 	Running(ctx context.Context) ([]*Job, error)
 	// NextWake says when the earliest future run_at and the earliest TTL

@@ -26,10 +26,13 @@ func (c *conn) tail(ctx context.Context, p *TailParams) (any, error) {
 // storedLines returns up to MaxTailLines stored lines after afterSeq.
 func (c *conn) storedLines(ctx context.Context, id string, afterSeq int64) (*LinesResult, error) {
 	b := c.srv.backend
-	// Ask for the job first so an unknown id is "not found", not an empty log.
-	if _, err := b.Get(ctx, id); err != nil {
+	// Ask for the job first so an unknown id is "not found", not an empty
+	// log; and so a prefix becomes the job's id.
+	j, err := b.Get(ctx, id)
+	if err != nil {
 		return nil, err
 	}
+	id = j.ID
 	res := &LinesResult{Lines: []engine.LogLine{}}
 	for len(res.Lines) < MaxTailLines {
 		n := min(tailPage, MaxTailLines-len(res.Lines))
@@ -56,6 +59,12 @@ func (c *conn) storedLines(ctx context.Context, id string, afterSeq int64) (*Lin
 // so no line falls between the two; lines seen twice are dropped by seq.
 func (c *conn) followJob(ctx context.Context, id string, afterSeq int64) (any, error) {
 	b := c.srv.backend
+	// The subscription filters by the whole id, which a prefix is not.
+	first, err := b.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	id = first.ID
 	sub := b.Subscribe(engine.EventFilter{JobID: id})
 	if sub == nil {
 		return nil, rpcErr(CodeInternal, "subscribe failed")

@@ -271,3 +271,64 @@ func (s *Store) Logs(ctx context.Context, id string, afterSeq int64, limit int) 
 	}
 	return lines, nil
 }
+
+// maxRune sorts after every other character: a prefix followed by it is an
+// upper bound of every string that starts with the prefix.
+const maxRune = "\U0010FFFF"
+
+// MatchIDs returns up to limit ids that start with prefix, in id order.
+func (s *Store) MatchIDs(ctx context.Context, prefix string, limit int) ([]string, error) {
+	var ids []string
+	err := s.read(ctx, func(c *conn) error {
+		st, err := c.stmt(qMatchIDs)
+		if err != nil {
+			return err
+		}
+		b := bind(st)
+		b.text(prefix)
+		b.text(prefix + maxRune)
+		b.int64(int64(limit))
+		if b.check() != nil {
+			return b.err
+		}
+		for st.Step() {
+			ids = append(ids, st.ColumnText(0))
+		}
+		return st.Reset()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("match ids %q: %w", prefix, err)
+	}
+	return ids, nil
+}
+
+// AdjacentIDs returns each id's neighbours in id order, in one snapshot.
+func (s *Store) AdjacentIDs(ctx context.Context, ids []string) ([][2]string, error) {
+	out := make([][2]string, len(ids))
+	err := s.read(ctx, func(c *conn) error {
+		for i, id := range ids {
+			for k, q := range []stmtID{qIDBefore, qIDAfter} {
+				st, err := c.stmt(q)
+				if err != nil {
+					return err
+				}
+				b := bind(st)
+				b.text(id)
+				if b.check() != nil {
+					return b.err
+				}
+				if st.Step() {
+					out[i][k] = st.ColumnText(0)
+				}
+				if err := st.Reset(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read neighbouring ids: %w", err)
+	}
+	return out, nil
+}

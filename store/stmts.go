@@ -56,6 +56,9 @@ const (
 
 	qGetJob
 	qJobSeq
+	qMatchIDs
+	qIDBefore
+	qIDAfter
 	qAttempts
 	qList
 	qListKey
@@ -238,6 +241,11 @@ var sqlText = [numStmts]string{
 	qGetJob: `SELECT ` + jobCols + ` FROM jobs WHERE id = ?`,
 
 	qJobSeq: `SELECT seq FROM jobs WHERE id = ?`,
+
+	// Id prefixes and neighbours walk the id column's unique index.
+	qMatchIDs: `SELECT id FROM jobs WHERE id >= ?1 AND id < ?2 ORDER BY id LIMIT ?3`,
+	qIDBefore: `SELECT max(id) FROM jobs WHERE id < ?`,
+	qIDAfter:  `SELECT min(id) FROM jobs WHERE id > ?`,
 
 	qAttempts: `SELECT n, started_at, finished_at, outcome, reason, exit_code, pid, pid_start
 		FROM attempts WHERE job_seq = ? ORDER BY run`,

@@ -92,6 +92,7 @@ var cases = []struct {
 	{"an atomic enqueue many with a bad entry stores nothing and names the entry", testEnqueueManyAtomic},
 	{"a non-atomic enqueue many stores the good entries and reports each bad one at its index", testEnqueueManyEach},
 	{"list pages with a cursor and never repeats or skips a job when jobs arrive between pages", testListPaging},
+	{"ids match by prefix in id order and each id knows its neighbours", testMatchAndAdjacentIDs},
 	{"complete and claim records starts then completes then claims in one step and a bad entry fails alone", testCompleteAndClaim},
 }
 
@@ -1504,5 +1505,38 @@ func testListPaging(f *fx) {
 		if _, err := f.s.List(f.ctx, engine.ListFilter{Cursor: c}); !errors.Is(err, engine.ErrInvalid) {
 			f.Errorf("cursor %q: got %v, want ErrInvalid", c, err)
 		}
+	}
+}
+
+func testMatchAndAdjacentIDs(f *fx) {
+	for _, id := range []string{"abc1", "abc2", "abd1", "b"} {
+		j := f.job("q", "t", "")
+		j.ID = id
+		f.enqueue(j, false)
+	}
+	for _, tc := range []struct {
+		prefix string
+		limit  int
+		want   []string
+	}{
+		{"abc", 10, []string{"abc1", "abc2"}},
+		{"ab", 10, []string{"abc1", "abc2", "abd1"}},
+		{"ab", 2, []string{"abc1", "abc2"}},
+		{"abc2", 10, []string{"abc2"}},
+		{"abc20", 10, nil},
+		{"c", 10, nil},
+	} {
+		got, err := f.s.MatchIDs(f.ctx, tc.prefix, tc.limit)
+		if err != nil || !slices.Equal(got, tc.want) {
+			f.Errorf("MatchIDs(%q, %d) = %v, %v; want %v", tc.prefix, tc.limit, got, err, tc.want)
+		}
+	}
+	adj, err := f.s.AdjacentIDs(f.ctx, []string{"abc1", "abc2", "b", "abc15"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	want := [][2]string{{"", "abc2"}, {"abc1", "abd1"}, {"abd1", ""}, {"abc1", "abc2"}}
+	if !slices.Equal(adj, want) {
+		f.Errorf("AdjacentIDs = %v, want %v", adj, want)
 	}
 }
