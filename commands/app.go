@@ -9,9 +9,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"stq/ipc"
 )
@@ -19,6 +20,7 @@ import (
 // app holds what every command needs; commands are methods on it so tests
 // can run them with their own writers and no global state.
 type app struct {
+	args    []string // as typed, for naming flags the way the user wrote them
 	version string
 	stdin   io.Reader
 	stdout  io.Writer
@@ -27,8 +29,8 @@ type app struct {
 
 // Main runs the stq command line and returns the process exit code.
 func Main(ctx context.Context, args []string, version string, stdin io.Reader, stdout, stderr io.Writer) int {
-	a := &app{version: version, stdin: stdin, stdout: stdout, stderr: stderr}
-	err := a.cli().RunContext(ctx, args)
+	a := &app{args: args, version: version, stdin: stdin, stdout: stdout, stderr: stderr}
+	err := a.cli().Run(ctx, args)
 	if err != nil && err != errSilentFailure {
 		fmt.Fprintf(stderr, "stq: %s\n", firstLine(err.Error()))
 		var ee *exitError
@@ -44,7 +46,7 @@ func firstLine(s string) string {
 	return s
 }
 
-func (a *app) cli() *cli.App {
+func (a *app) cli() *cli.Command {
 	cmds := []*cli.Command{
 		a.daemonCommand(),
 		a.enqueueCommand(),
@@ -59,47 +61,113 @@ func (a *app) cli() *cli.App {
 		a.mcpCommand(),
 	}
 	cmds = append(cmds, a.queueCommands()...)
-	// urfave/cli's own usage-error handling prints help and exits 1 (or 3
-	// for an unknown help topic); stq's contract is exit 2 with one line.
-	onUsage := func(_ *cli.Context, err error, _ bool) error {
-		return &exitError{code: ExitUsage, err: err, hint: "see `stq --help`"}
-	}
 	for _, c := range cmds {
-		c.OnUsageError = onUsage
+		c.OnUsageError = a.onUsageError
+		oneDefault(c.Flags)
 	}
-	return &cli.App{
-		Name:                 "stq",
-		Usage:                "a fast local job queue with supersede, retries and crash recovery",
-		Version:              a.version,
-		Reader:               a.stdin,
-		Writer:               a.stdout,
-		ErrWriter:            a.stderr,
-		HideHelpCommand:      true,
-		EnableBashCompletion: false,
+	return &cli.Command{
+		Name:            "stq",
+		Usage:           "a fast local job queue with supersede, retries and crash recovery",
+		Version:         a.version,
+		Reader:          a.stdin,
+		Writer:          a.stdout,
+		ErrWriter:       a.stderr,
+		HideHelpCommand: true,
+		// Completion scripts come from `stq completion bash|zsh|fish`.
+		EnableShellCompletion: true,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "home", EnvVars: []string{"STQ_HOME"}, Usage: "directory holding stq.db, stq.sock, token, config.toml and the lock file"},
+			&cli.StringFlag{Name: "home", Sources: cli.EnvVars("STQ_HOME"), Usage: "directory holding stq.db, stq.sock, token, config.toml and the lock file"},
 		},
 		Commands:     cmds,
-		OnUsageError: onUsage,
+		OnUsageError: a.onUsageError,
 		// stq decides exit codes itself; never let the library call os.Exit.
-		ExitErrHandler: func(*cli.Context, error) {},
-		Action: func(c *cli.Context) error {
+		ExitErrHandler: func(context.Context, *cli.Command, error) {},
+		Action: func(ctx context.Context, c *cli.Command) error {
 			if c.Args().Present() {
-				return &exitError{code: ExitUsage, err: fmt.Errorf("unknown command %q", c.Args().First()), hint: "see `stq --help`"}
+				return unknownCommand(c.Args().First(), cmds)
 			}
-			return cli.ShowAppHelp(c)
+			return cli.ShowRootCommandHelp(c)
 		},
 	}
 }
 
-func (a *app) paths(c *cli.Context) (Paths, error) {
+// onUsageError turns the library's usage errors into stq's contract: exit
+// 2, one line naming the flag as it was typed, a hint naming the help of the
+// command that was typed.
+func (a *app) onUsageError(_ context.Context, c *cli.Command, err error, _ bool) error {
+	return &exitError{code: ExitUsage, err: errors.New(a.describeUsage(err.Error())), hint: fmt.Sprintf("see '%s --help'", c.FullName())}
+}
+
+// describeUsage rewords the flag package's messages, which print every
+// flag with one dash and Go's parse errors. The patterns are compiled here,
+// on the error path, not at init, which every `stq enqueue` pays for.
+func (a *app) describeUsage(msg string) string {
+	undefinedFlag := regexp.MustCompile(`^flag provided but not defined: -+(.+)$`)
+	badFlagValue := regexp.MustCompile(`^invalid value "(.*)" for flag -+([^:]+): (.*)$`)
+	missingValue := regexp.MustCompile(`^flag needs an argument: -+(.+)$`)
+	if m := undefinedFlag.FindStringSubmatch(msg); m != nil {
+		return "unknown flag " + a.typed(m[1])
+	}
+	if m := missingValue.FindStringSubmatch(msg); m != nil {
+		return a.typed(m[1]) + " needs a value"
+	}
+	if m := badFlagValue.FindStringSubmatch(msg); m != nil {
+		want := m[3]
+		switch {
+		case strings.Contains(want, "ParseInt"), strings.Contains(want, "ParseUint"):
+			want = "want a whole number"
+		case strings.Contains(want, "ParseFloat"):
+			want = "want a number"
+		case strings.Contains(want, "ParseBool"):
+			want = "want true or false"
+		}
+		return fmt.Sprintf("invalid value %q for %s: %s", m[1], a.typed(m[2]), want)
+	}
+	return msg
+}
+
+// typed is how the user wrote flag name: -x or --name, as on the command
+// line (a long name typed with one dash keeps its one dash).
+func (a *app) typed(name string) string {
+	for _, arg := range a.args {
+		if arg == "--" {
+			break
+		}
+		flag, _, _ := strings.Cut(arg, "=")
+		if strings.TrimLeft(flag, "-") == name && strings.HasPrefix(flag, "-") {
+			return flag
+		}
+	}
+	if len(name) == 1 {
+		return "-" + name
+	}
+	return "--" + name
+}
+
+// oneDefault makes help show one default per flag: a usage text that says
+// its own default keeps it, and a zero the library would print ("default:
+// 0") means "not set", which the usage text explains.
+func oneDefault(flags []cli.Flag) {
+	for _, f := range flags {
+		switch f := f.(type) {
+		case *cli.IntFlag:
+			f.HideDefault = f.HideDefault || f.Value == 0 || strings.Contains(f.Usage, "default")
+		case *cli.Int64Flag:
+			f.HideDefault = f.HideDefault || f.Value == 0 || strings.Contains(f.Usage, "default")
+		case *cli.StringFlag:
+			f.HideDefault = f.HideDefault || strings.Contains(f.Usage, "default")
+		}
+	}
+}
+
+func (a *app) paths(c *cli.Command) (Paths, error) {
 	return resolvePaths(c.String("home"))
 }
 
 // client connects to the daemon of the selected home. Authentication goes
 // out with the first call (ipc.Connect), so a one-shot command pays one
 // round trip.
-func (a *app) client(c *cli.Context) (*ipc.Client, Paths, error) {
+func (a *app) client(ctx context.Context, c *cli.Command) (*ipc.Client, Paths, error) {
 	p, err := a.paths(c)
 	if err != nil {
 		return nil, p, err
@@ -108,7 +176,7 @@ func (a *app) client(c *cli.Context) (*ipc.Client, Paths, error) {
 	if err != nil {
 		return nil, p, rpcFailure(err)
 	}
-	ctx, cancel := context.WithTimeout(c.Context, dialTimeout)
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	cl, err := ipc.Connect(ctx, p.Socket, tok)
 	if err != nil {
@@ -119,8 +187,8 @@ func (a *app) client(c *cli.Context) (*ipc.Client, Paths, error) {
 
 // withClient runs fn with a client of the selected home and maps its error
 // to an exit code.
-func (a *app) withClient(c *cli.Context, fn func(*ipc.Client) error) error {
-	cl, _, err := a.client(c)
+func (a *app) withClient(ctx context.Context, c *cli.Command, fn func(*ipc.Client) error) error {
+	cl, _, err := a.client(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -157,4 +225,68 @@ func (a *app) stdoutIsTerminal() bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// typedFor is the stq command for what people coming from other queues
+// (pueue, task spoolers) type; "" when there is none.
+func typedFor(name string) string {
+	switch name {
+	case "status":
+		return "stats"
+	case "add", "push":
+		return "enqueue"
+	case "ls":
+		return "list"
+	case "log", "logs", "follow":
+		return "tail"
+	case "kill", "remove", "rm":
+		return "cancel"
+	}
+	return ""
+}
+
+// unknownCommand says a command does not exist and suggests the closest
+// one: the alias table first, then the name within two edits.
+func unknownCommand(name string, cmds []*cli.Command) error {
+	best, dist := "", 3
+	if alias := typedFor(name); alias != "" {
+		best, dist = alias, 0
+	}
+	for _, c := range cmds {
+		if d := editDistance(name, c.Name); d < dist {
+			best, dist = c.Name, d
+		}
+	}
+	hint := "see 'stq --help'"
+	if best != "" {
+		hint = fmt.Sprintf("did you mean 'stq %s'? (see 'stq --help')", best)
+	}
+	return &exitError{code: ExitUsage, err: fmt.Errorf("unknown command %q", name), hint: hint}
+}
+
+// editDistance is the Damerau-Levenshtein distance (adjacent swaps count
+// one: "enqeue" is one from "enqueue").
+func editDistance(a, b string) int {
+	ra, rb := []rune(a), []rune(b)
+	d := make([][]int, len(ra)+1)
+	for i := range d {
+		d[i] = make([]int, len(rb)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(ra); i++ {
+		for j := 1; j <= len(rb); j++ {
+			cost := 1
+			if ra[i-1] == rb[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && ra[i-1] == rb[j-2] && ra[i-2] == rb[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(ra)][len(rb)]
 }

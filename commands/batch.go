@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"context"
 	"bufio"
 	"bytes"
 	"encoding/json"
@@ -10,7 +11,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"stq/engine"
 	"stq/ipc"
@@ -35,7 +36,7 @@ type batchLine struct {
 }
 
 // enqueueBatch is `stq enqueue --batch FILE`.
-func (a *app) enqueueBatch(c *cli.Context) error {
+func (a *app) enqueueBatch(ctx context.Context, c *cli.Command) error {
 	for _, name := range c.LocalFlagNames() {
 		if name != "batch" && name != "json" {
 			return usageErrorf("--batch takes every job's options from its input lines; --%s cannot go with it", name)
@@ -53,12 +54,12 @@ func (a *app) enqueueBatch(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("find working directory: %w", err)
 	}
-	cl, _, err := a.client(c)
+	cl, _, err := a.client(ctx, c)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	sender := &batchSender{a: a, c: c, cl: cl, asJSON: c.Bool("json")}
+	sender := &batchSender{a: a, ctx: ctx, c: c, cl: cl, asJSON: c.Bool("json")}
 	r := bufio.NewReaderSize(in, 64<<10)
 	var chunk []batchLine
 	bytesIn := 0
@@ -163,7 +164,8 @@ func trimJSON(s string) string {
 // batchSender sends chunks over one connection and prints their ids.
 type batchSender struct {
 	a      *app
-	c      *cli.Context
+	ctx    context.Context
+	c      *cli.Command
 	cl     *ipc.Client
 	asJSON bool
 }
@@ -174,8 +176,8 @@ func (s *batchSender) send(chunk []batchLine) error {
 		reqs[i] = chunk[i].req
 	}
 	var res []engine.EnqueueResult
-	err := retryRateLimited(s.c.Context, func() (err error) {
-		res, err = s.cl.EnqueueMany(s.c.Context, reqs)
+	err := retryRateLimited(s.ctx, func() (err error) {
+		res, err = s.cl.EnqueueMany(s.ctx, reqs)
 		return err
 	})
 	if i, ok := ipc.BatchIndex(err); ok && i >= 0 && i < len(chunk) {

@@ -15,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"stq/engine"
 	"stq/exec"
@@ -94,7 +94,7 @@ type benchEnv struct {
 	self   string
 }
 
-func (a *app) bench(c *cli.Context) error {
+func (a *app) bench(ctx context.Context, c *cli.Command) error {
 	jobs, reps, samples := c.Int("jobs"), c.Int("reps"), c.Int("samples")
 	if c.Bool("quick") {
 		jobs, reps, samples = 300, 1, 30
@@ -120,7 +120,6 @@ func (a *app) bench(c *cli.Context) error {
 			fmt.Fprintf(a.stderr, "  %-44s %12.1f %s\n", r.Name, r.Median, r.Unit)
 		}
 	}
-	ctx := c.Context
 	durability := c.String("durability")
 	profilePath := func(row string) string {
 		if dir := c.String("profile-dir"); dir != "" {

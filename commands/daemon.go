@@ -1,6 +1,7 @@
 package commands
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -17,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 	"golang.org/x/sys/unix"
 
 	"stq/engine"
@@ -53,7 +54,7 @@ func (a *app) pathsHelp() string {
 	return fmt.Sprintf("Paths in use now:\n   home:   %s\n   db:     %s\n   socket: %s\n   token:  %s\n   config: %s", p.Home, p.DB, p.Socket, p.Token, p.Config)
 }
 
-func (a *app) runDaemon(c *cli.Context) error {
+func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 	p, err := a.paths(c)
 	if err != nil {
 		return err
@@ -161,7 +162,7 @@ func (a *app) runDaemon(c *cli.Context) error {
 		Logger:       log,
 	})
 
-	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
 	probeDone := make(chan struct{})

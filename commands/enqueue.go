@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"stq/engine"
 	"stq/ipc"
@@ -55,15 +55,15 @@ func (a *app) enqueueCommand() *cli.Command {
 	}
 }
 
-func (a *app) enqueue(c *cli.Context) error {
+func (a *app) enqueue(ctx context.Context, c *cli.Command) error {
 	if c.IsSet("batch") {
-		return a.enqueueBatch(c)
+		return a.enqueueBatch(ctx, c)
 	}
 	req, err := a.enqueueRequest(c)
 	if err != nil {
 		return err
 	}
-	res, err := a.enqueueWithRetry(c, req)
+	res, err := a.enqueueWithRetry(ctx, c, req)
 	if err != nil {
 		return err
 	}
@@ -80,7 +80,7 @@ func (a *app) enqueue(c *cli.Context) error {
 // enqueueRequest builds the request from flags. Everything the client can
 // check on its own is checked here, so a typo costs no round trip; the
 // daemon checks again.
-func (a *app) enqueueRequest(c *cli.Context) (engine.EnqueueRequest, error) {
+func (a *app) enqueueRequest(c *cli.Command) (engine.EnqueueRequest, error) {
 	// urfave/cli's IsSet walks every flag's names through a regexp for
 	// each flag not given; asking once for the given ones is a tenth of a
 	// millisecond less on every save.
@@ -246,15 +246,15 @@ const rateLimitPatience = 5 * time.Second
 // enqueueWithRetry sends the request and, when the daemon answers "rate
 // limited", waits as long as it says (within rateLimitPatience) and tries
 // again on the same connection.
-func (a *app) enqueueWithRetry(c *cli.Context, req engine.EnqueueRequest) (*engine.EnqueueResult, error) {
-	cl, _, err := a.client(c)
+func (a *app) enqueueWithRetry(ctx context.Context, c *cli.Command, req engine.EnqueueRequest) (*engine.EnqueueResult, error) {
+	cl, _, err := a.client(ctx, c)
 	if err != nil {
 		return nil, err
 	}
 	defer cl.Close()
 	var res *engine.EnqueueResult
-	err = retryRateLimited(c.Context, func() (err error) {
-		res, err = cl.Enqueue(c.Context, req)
+	err = retryRateLimited(ctx, func() (err error) {
+		res, err = cl.Enqueue(ctx, req)
 		return err
 	})
 	if err != nil {

@@ -1,11 +1,12 @@
 package commands
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"stq/engine"
 	"stq/ipc"
@@ -28,7 +29,7 @@ func (a *app) cancelCommand() *cli.Command {
 
 // cancel prints the id of each job it cancelled. A running job is killed
 // first; the command returns once it is recorded CANCELLED.
-func (a *app) cancel(c *cli.Context) error {
+func (a *app) cancel(ctx context.Context, c *cli.Command) error {
 	ids := c.Args().Slice()
 	var reqs []engine.CancelRequest
 	switch {
@@ -46,7 +47,7 @@ func (a *app) cancel(c *cli.Context) error {
 			reqs = append(reqs, engine.CancelRequest{ID: id})
 		}
 	}
-	cl, _, err := a.client(c)
+	cl, _, err := a.client(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -54,7 +55,7 @@ func (a *app) cancel(c *cli.Context) error {
 	var cancelled []*engine.Job
 	var firstErr error
 	for _, r := range reqs {
-		jobs, err := cl.Cancel(c.Context, r)
+		jobs, err := cl.Cancel(ctx, r)
 		if err != nil {
 			if firstErr == nil {
 				firstErr = rpcFailure(err)
@@ -106,7 +107,7 @@ func (a *app) listCommand() *cli.Command {
 
 var listHeaders = []string{"ID", "QUEUE", "TYPE", "SUBJECT", "GEN", "STATE", "ATTEMPT", "PRIO", "CREATED", "NOTE"}
 
-func (a *app) list(c *cli.Context) error {
+func (a *app) list(ctx context.Context, c *cli.Command) error {
 	p := ipc.ListParams{Queue: c.String("queue"), Type: c.String("type"), Subject: c.String("subject"), Limit: c.Int("limit")}
 	for _, s := range c.StringSlice("state") {
 		for _, part := range strings.Split(s, ",") {
@@ -121,11 +122,11 @@ func (a *app) list(c *cli.Context) error {
 		return usageErrorf("--limit must be between 1 and %d", ipc.MaxListLimit)
 	}
 	if c.Bool("all") {
-		return a.withClient(c, func(cl *ipc.Client) error { return a.listAll(c, cl, p) })
+		return a.withClient(ctx, c, func(cl *ipc.Client) error { return a.listAll(ctx, c, cl, p) })
 	}
 	var res *ipc.ListResult
-	if err := a.withClient(c, func(cl *ipc.Client) (err error) {
-		res, err = cl.List(c.Context, p)
+	if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
+		res, err = cl.List(ctx, p)
 		return err
 	}); err != nil {
 		return err
@@ -145,13 +146,13 @@ func (a *app) list(c *cli.Context) error {
 }
 
 // listAll streams every match: memory holds one page, whatever matches.
-func (a *app) listAll(c *cli.Context, cl *ipc.Client, p ipc.ListParams) error {
+func (a *app) listAll(ctx context.Context, c *cli.Command, cl *ipc.Client, p ipc.ListParams) error {
 	asJSON := c.Bool("json")
 	enc := json.NewEncoder(a.stdout)
 	if !asJSON {
 		fmt.Fprintln(a.stdout, strings.Join(listHeaders, "\t"))
 	}
-	for j, err := range cl.ListAll(c.Context, p) {
+	for j, err := range cl.ListAll(ctx, p) {
 		if err != nil {
 			return err
 		}
@@ -204,13 +205,13 @@ func (a *app) showCommand() *cli.Command {
 	}
 }
 
-func (a *app) show(c *cli.Context) error {
+func (a *app) show(ctx context.Context, c *cli.Command) error {
 	if c.NArg() != 1 {
 		return usageErrorf("show needs exactly one job id")
 	}
 	var j *engine.Job
-	if err := a.withClient(c, func(cl *ipc.Client) (err error) {
-		j, err = cl.Get(c.Context, c.Args().First())
+	if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
+		j, err = cl.Get(ctx, c.Args().First())
 		return err
 	}); err != nil {
 		return err
@@ -306,7 +307,7 @@ func (a *app) waitCommand() *cli.Command {
 	}
 }
 
-func (a *app) wait(c *cli.Context) error {
+func (a *app) wait(ctx context.Context, c *cli.Command) error {
 	ids := c.Args().Slice()
 	if len(ids) == 0 {
 		return usageErrorf("wait needs at least one job id")
@@ -321,8 +322,8 @@ func (a *app) wait(c *cli.Context) error {
 		params.Timeout = &v
 	}
 	var res *ipc.WaitResult
-	if err := a.withClient(c, func(cl *ipc.Client) (err error) {
-		res, err = cl.Wait(c.Context, params)
+	if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
+		res, err = cl.Wait(ctx, params)
 		return err
 	}); err != nil {
 		return err

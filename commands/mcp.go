@@ -4,7 +4,7 @@ import (
 	"context"
 	"io"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"stq/ipc"
 	"stq/mcpserver"
@@ -17,9 +17,9 @@ func (a *app) mcpCommand() *cli.Command {
 		Description: "Register it with an agent as {\"command\": \"stq\", \"args\": [\"mcp\"]}.\n" +
 			"The tools enqueue, list, show, wait, logs, cancel, retry and stats talk to the\n" +
 			"daemon of the selected home; start one with `stq daemon`.",
-		Action: func(c *cli.Context) error {
+		Action: func(ctx context.Context, c *cli.Command) error {
 			home := c.String("home")
-			return mcpserver.Run(c.Context, io.NopCloser(a.stdin), nopWriteCloser{a.stdout}, mcpserver.Config{
+			return mcpserver.Run(ctx, io.NopCloser(a.stdin), nopWriteCloser{a.stdout}, mcpserver.Config{
 				Version: a.version,
 				Connect: func(ctx context.Context) (*ipc.Client, error) { return ipc.ConnectHome(ctx, home) },
 			})

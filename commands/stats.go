@@ -1,12 +1,13 @@
 package commands
 
 import (
+	"context"
 	"fmt"
 	"sort"
 	"strings"
 	"time"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"stq/engine"
 	"stq/ipc"
@@ -26,13 +27,13 @@ type statsOutput struct {
 	Paths Paths `json:"paths"`
 }
 
-func (a *app) stats(c *cli.Context) error {
-	cl, p, err := a.client(c)
+func (a *app) stats(ctx context.Context, c *cli.Command) error {
+	cl, p, err := a.client(ctx, c)
 	if err != nil {
 		return err
 	}
 	defer cl.Close()
-	stp, err := cl.Stats(c.Context)
+	stp, err := cl.Stats(ctx)
 	if err != nil {
 		return rpcFailure(err)
 	}
@@ -79,10 +80,10 @@ func (a *app) recoverCommand() *cli.Command {
 		Name:  "recover",
 		Usage: "find jobs marked RUNNING whose process is gone, kill leftovers, retry or fail them",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON object"}},
-		Action: func(c *cli.Context) error {
+		Action: func(ctx context.Context, c *cli.Command) error {
 			var rep *engine.RecoverReport
-			if err := a.withClient(c, func(cl *ipc.Client) (err error) {
-				rep, err = cl.Recover(c.Context)
+			if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
+				rep, err = cl.Recover(ctx)
 				return err
 			}); err != nil {
 				return err
@@ -135,7 +136,7 @@ func retentionText(r engine.RetentionStats) string {
 }
 
 func (a *app) queueCommands() []*cli.Command {
-	queueArg := func(c *cli.Context) (string, error) {
+	queueArg := func(c *cli.Command) (string, error) {
 		if c.NArg() != 1 || c.Args().First() == "" {
 			return "", usageErrorf("give exactly one queue name")
 		}
@@ -146,24 +147,24 @@ func (a *app) queueCommands() []*cli.Command {
 			Name:      "pause",
 			Usage:     "stop a queue from starting jobs; running ones finish; survives restarts",
 			ArgsUsage: "QUEUE",
-			Action: func(c *cli.Context) error {
+			Action: func(ctx context.Context, c *cli.Command) error {
 				q, err := queueArg(c)
 				if err != nil {
 					return err
 				}
-				return a.withClient(c, func(cl *ipc.Client) error { return cl.Pause(c.Context, q) })
+				return a.withClient(ctx, c, func(cl *ipc.Client) error { return cl.Pause(ctx, q) })
 			},
 		},
 		{
 			Name:      "resume",
 			Usage:     "let a paused queue start jobs again",
 			ArgsUsage: "QUEUE",
-			Action: func(c *cli.Context) error {
+			Action: func(ctx context.Context, c *cli.Command) error {
 				q, err := queueArg(c)
 				if err != nil {
 					return err
 				}
-				return a.withClient(c, func(cl *ipc.Client) error { return cl.Resume(c.Context, q) })
+				return a.withClient(ctx, c, func(cl *ipc.Client) error { return cl.Resume(ctx, q) })
 			},
 		},
 		{
@@ -171,13 +172,13 @@ func (a *app) queueCommands() []*cli.Command {
 			Usage:     "re-queue a FAILED, CANCELLED or EXPIRED job as a new attempt series",
 			ArgsUsage: "ID",
 			Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the job as JSON"}},
-			Action: func(c *cli.Context) error {
+			Action: func(ctx context.Context, c *cli.Command) error {
 				if c.NArg() != 1 {
 					return usageErrorf("retry needs exactly one job id")
 				}
 				var j *engine.Job
-				if err := a.withClient(c, func(cl *ipc.Client) (err error) {
-					j, err = cl.Retry(c.Context, c.Args().First())
+				if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
+					j, err = cl.Retry(ctx, c.Args().First())
 					return err
 				}); err != nil {
 					return err

@@ -1,10 +1,11 @@
 package commands
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 
-	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v3"
 
 	"stq/engine"
 	"stq/ipc"
@@ -25,7 +26,7 @@ func (a *app) tailCommand() *cli.Command {
 	}
 }
 
-func (a *app) tail(c *cli.Context) error {
+func (a *app) tail(ctx context.Context, c *cli.Command) error {
 	p := ipc.TailParams{JobID: c.String("job"), Queue: c.String("queue"), Follow: c.Bool("follow")}
 	if c.NArg() > 1 || (c.NArg() == 1 && p.JobID != "") {
 		return usageErrorf("give one job id, as an argument or with --job")
@@ -36,7 +37,7 @@ func (a *app) tail(c *cli.Context) error {
 	if !p.Follow && p.JobID == "" {
 		return usageErrorf("tail without -f needs a job id")
 	}
-	cl, _, err := a.client(c)
+	cl, _, err := a.client(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -46,7 +47,7 @@ func (a *app) tail(c *cli.Context) error {
 	enc := json.NewEncoder(a.stdout)
 	enc.SetEscapeHTML(false)
 	if !p.Follow && !asJSON {
-		j, err := cl.Get(c.Context, p.JobID)
+		j, err := cl.Get(ctx, p.JobID)
 		if err != nil {
 			return rpcFailure(err)
 		}
@@ -54,7 +55,7 @@ func (a *app) tail(c *cli.Context) error {
 			fmt.Fprintln(a.stdout, "[stq] earlier output was dropped: the log keeps the newest lines up to its size limit")
 		}
 	}
-	for ev, err := range cl.Tail(c.Context, p) {
+	for ev, err := range cl.Tail(ctx, p) {
 		if err != nil {
 			return rpcFailure(err)
 		}
