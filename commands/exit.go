@@ -11,6 +11,8 @@ const (
 	ExitFailure  = 1 // an error, or a job that did not end DONE
 	ExitUsage    = 2 // bad command line: unknown command or flag, bad flag value
 	ExitNoDaemon = 3 // the daemon is not reachable
+	ExitTimeout  = 4 // wait --timeout ran out before the jobs ended
+	ExitAuth     = 5 // the daemon's token is missing, unreadable or refused
 )
 
 // exitError carries an exit code and an optional hint line for the user.
