@@ -354,7 +354,7 @@ func TestListAllPages(t *testing.T) {
 	}
 	r = e.run("list", "--all", "--limit", "7", "--queue", "paged")
 	rows := strings.Split(strings.TrimSpace(r.stdout), "\n")
-	if r.code != 0 || len(rows) != 251 || !strings.HasPrefix(rows[0], "ID\tQUEUE") || len(strings.Split(rows[1], "\t")) != 10 {
+	if r.code != 0 || len(rows) != 251 || !strings.HasPrefix(rows[0], "ID\tSTATE\tQUEUE") || len(strings.Split(rows[1], "\t")) != 7 {
 		t.Fatalf("list --all: exit %d, %d rows, first %q", r.code, len(rows), rows[0])
 	}
 	if n := len(e.list("--queue", "paged", "--limit", "60")); n != 60 {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"regexp"
 	"strings"
@@ -57,6 +58,8 @@ func (a *app) cli() *cli.Command {
 		a.tailCommand(),
 		a.statsCommand(),
 		a.recoverCommand(),
+		a.shutdownCommand(),
+		a.reloadCommand(),
 		a.benchCommand(),
 		a.mcpCommand(),
 	}
@@ -172,14 +175,24 @@ func (a *app) client(ctx context.Context, c *cli.Command) (*ipc.Client, Paths, e
 	if err != nil {
 		return nil, p, err
 	}
-	tok, err := p.ReadToken()
-	if err != nil {
-		return nil, p, rpcFailure(err)
-	}
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
-	cl, err := ipc.Connect(ctx, p.Socket, tok)
-	if err != nil {
+	// A daemon that is starting is waited for (ipc.StartWait).
+	cl, err := ipc.ConnectPaths(ctx, p)
+	var te *ipc.TokenError
+	switch {
+	case errors.As(err, &te):
+		pid, _ := p.LockHolder()
+		if pid == "" {
+			pid = "PID"
+		}
+		fix := "make it a file you can read, or remove it and restart the daemon"
+		if errors.Is(te, fs.ErrNotExist) {
+			fix = "restart the daemon to write it again"
+		}
+		return nil, p, &exitError{code: ExitAuth, err: err,
+			hint: fmt.Sprintf("the daemon writes %s when it starts: %s (kill -TERM %s; stq daemon --detach)", te.Path, fix, pid)}
+	case err != nil:
 		return nil, p, rpcFailure(err)
 	}
 	return cl, p, nil
@@ -211,6 +224,13 @@ func rpcFailure(err error) error {
 		return err
 	case errors.Is(err, ipc.ErrNoDaemon):
 		return &exitError{code: ExitNoDaemon, err: err}
+	case errors.Is(err, ipc.ErrUnauthorized):
+		msg := err.Error()
+		if errors.As(err, &re) {
+			msg = strings.Replace(msg, re.Error(), "the daemon refused this client's token", 1)
+		}
+		return &exitError{code: ExitAuth, err: errors.New(msg),
+			hint: "the token file must be the one the running daemon wrote when it started; if it was replaced, restart the daemon (kill -TERM with the PID in the home's stq.lock)"}
 	case errors.As(err, &re):
 		return &exitError{code: ExitFailure, err: errors.New(re.Message)}
 	}

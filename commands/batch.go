@@ -38,7 +38,7 @@ type batchLine struct {
 // enqueueBatch is `stq enqueue --batch FILE`.
 func (a *app) enqueueBatch(ctx context.Context, c *cli.Command) error {
 	for _, name := range c.LocalFlagNames() {
-		if name != "batch" && name != "json" {
+		if name != "batch" && name != "json" && name != "daemon-env" {
 			return usageErrorf("--batch takes every job's options from its input lines; --%s cannot go with it", name)
 		}
 	}
@@ -60,6 +60,17 @@ func (a *app) enqueueBatch(ctx context.Context, c *cli.Command) error {
 	}
 	defer cl.Close()
 	sender := &batchSender{a: a, ctx: ctx, c: c, cl: cl, asJSON: c.Bool("json")}
+	// Lines without a base_env start from this shell's environment, as
+	// `stq enqueue` jobs do; it goes once per chunk, not once per line, so
+	// a chunk leaves room for it.
+	chunkBytes := batchChunkBytes
+	if !c.Bool("daemon-env") {
+		sender.baseEnv = callerEnv(os.Environ())
+		for k, v := range sender.baseEnv {
+			chunkBytes -= len(k) + len(v) + 6
+		}
+		chunkBytes = max(chunkBytes, batchChunkBytes/16)
+	}
 	r := bufio.NewReaderSize(in, 64<<10)
 	var chunk []batchLine
 	bytesIn := 0
@@ -73,7 +84,7 @@ func (a *app) enqueueBatch(ctx context.Context, c *cli.Command) error {
 			if perr != nil {
 				return perr
 			}
-			if len(chunk) > 0 && (len(chunk) == batchChunkJobs || bytesIn+bl.size > batchChunkBytes) {
+			if len(chunk) > 0 && (len(chunk) == batchChunkJobs || bytesIn+bl.size > chunkBytes) {
 				if err := sender.send(chunk); err != nil {
 					return err
 				}
@@ -168,6 +179,9 @@ type batchSender struct {
 	c      *cli.Command
 	cl     *ipc.Client
 	asJSON bool
+	// baseEnv is the base environment of the lines without one; nil: the
+	// daemon's (--daemon-env).
+	baseEnv map[string]string
 }
 
 func (s *batchSender) send(chunk []batchLine) error {
@@ -177,7 +191,7 @@ func (s *batchSender) send(chunk []batchLine) error {
 	}
 	var res []engine.EnqueueResult
 	err := retryRateLimited(s.ctx, func() (err error) {
-		res, err = s.cl.EnqueueMany(s.ctx, reqs)
+		res, err = s.cl.EnqueueManyEnv(s.ctx, s.baseEnv, reqs)
 		return err
 	})
 	if i, ok := ipc.BatchIndex(err); ok && i >= 0 && i < len(chunk) {
@@ -187,7 +201,7 @@ func (s *batchSender) send(chunk []batchLine) error {
 		return failf("line %d: %s (nothing from line %d on was stored)", chunk[i].n, msg, chunk[0].n)
 	}
 	if err != nil {
-		return rpcFailure(err)
+		return baseEnvHint(rpcFailure(err))
 	}
 	w := bufio.NewWriter(s.a.stdout)
 	enc := json.NewEncoder(w)

@@ -139,7 +139,7 @@ func TestTablesArePlainOnAPipeAndColourlessUnderNoColor(t *testing.T) {
 	rows := [][]string{{"j1", "DONE"}, {"j2", "FAILED"}}
 	var pipe bytes.Buffer
 	newStyles(&pipe, false, false).writeTable(&pipe, []string{"ID", "STATE"}, rows, 1)
-	if got := pipe.String(); got != "ID  STATE\nj1  DONE\nj2  FAILED\n" {
+	if got := pipe.String(); got != "ID\tSTATE\nj1\tDONE\nj2\tFAILED\n" {
 		t.Fatalf("plain table:\n%q", got)
 	}
 	var term bytes.Buffer

@@ -40,6 +40,7 @@ func (a *app) daemonCommand() *cli.Command {
 			&cli.StringFlag{Name: "durability", Usage: `"full": fsync every commit, an acknowledged job survives power loss (default); "normal": survives a daemon crash, not power loss`},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "cpu-profile", Usage: "write a Go CPU profile of the daemon's whole run to FILE (for docs/PERFORMANCE.md)"},
+			&cli.BoolFlag{Name: "detach", Usage: "run in the background: return once the daemon answers and print its PID; its log goes to daemon.log in the home"},
 		},
 		Action: a.runDaemon,
 	}
@@ -63,6 +64,9 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
 		return usageErrorf("--log-level: %v", err)
 	}
+	if c.Bool("detach") {
+		return a.detach(ctx, p)
+	}
 	log := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: level}))
 
 	if err := ensureDirs(p); err != nil {
@@ -84,29 +88,42 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 		return err
 	}
 	defer unlock()
+	// SIGHUP reloads config.toml (see daemonControl); caught from here on,
+	// so one that comes while the daemon starts does not kill it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	cfg, err := loadConfig(p.Config)
 	if err != nil {
 		return failf("%v", err)
 	}
-	if c.IsSet("workers") {
-		if c.Int("workers") < 1 {
-			return usageErrorf("--workers must be at least 1")
+	// The command line's settings win over the file's, at start and at
+	// every reload.
+	flags := func(cfg *Config) error {
+		if c.IsSet("workers") {
+			if c.Int("workers") < 1 {
+				return usageErrorf("--workers must be at least 1")
+			}
+			cfg.Workers = c.Int("workers")
 		}
-		cfg.Workers = c.Int("workers")
+		if c.IsSet("grace") {
+			d, err := engine.ParseDuration(c.String("grace"))
+			if err != nil {
+				return usageErrorf("--grace: %v", err)
+			}
+			cfg.Grace = d
+		}
+		if c.IsSet("durability") {
+			cfg.Durability = c.String("durability")
+			if cfg.Durability != "full" && cfg.Durability != "normal" {
+				return usageErrorf("--durability must be \"full\" or \"normal\"")
+			}
+		}
+		return nil
 	}
-	if c.IsSet("grace") {
-		d, err := engine.ParseDuration(c.String("grace"))
-		if err != nil {
-			return usageErrorf("--grace: %v", err)
-		}
-		cfg.Grace = d
-	}
-	if c.IsSet("durability") {
-		cfg.Durability = c.String("durability")
-		if cfg.Durability != "full" && cfg.Durability != "normal" {
-			return usageErrorf("--durability must be \"full\" or \"normal\"")
-		}
+	if err := flags(&cfg); err != nil {
+		return err
 	}
 	token, err := ensureToken(p.Token)
 	if err != nil {
@@ -125,18 +142,10 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 	}
 	host, _ := os.Hostname()
 	probe := exec.NewSystemProbe(cfg.IdleThreshold)
-	eng, err := engine.New(engine.Config{
-		Workers:         cfg.Workers,
-		Host:            host,
-		Grace:           cfg.Grace,
-		KillGrace:       cfg.KillGrace,
-		DefaultDeadline: cfg.DefaultDeadline,
-		MaxPayload:      cfg.MaxPayload,
-		LogLimit:        cfg.LogLimit,
-		Types:           cfg.Types,
-		Queues:          cfg.Queues,
-		Retention:       cfg.Retention,
-	}, engine.Deps{
+	ctl := &daemonControl{config: p.Config, flags: flags, started: cfg, log: log}
+	ecfg := engineConfig(cfg, host)
+	ecfg.Version = a.version
+	eng, err := engine.New(ecfg, engine.Deps{
 		Store:      st,
 		Subprocess: exec.Subprocess{Gate: !exec.MarkerRecovery},
 		InProcess:  exec.InProcess{Registry: reg},
@@ -144,6 +153,7 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 		Processes:  exec.Processes{},
 		Probe:      probe,
 		Logger:     log,
+		Control:    ctl,
 	})
 	if err != nil {
 		return failf("%v", err)
@@ -164,6 +174,13 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// stq shutdown takes the same path as SIGTERM; SIGTERM stays caught.
+	ctx, shutdown := context.WithCancel(ctx)
+	defer shutdown()
+	ctl.eng, ctl.srv, ctl.shutdown = eng, srv, shutdown
+	hupDone := make(chan struct{})
+	go func() { watchHangup(ctx, hup, ctl); close(hupDone) }()
+	defer func() { shutdown(); <-hupDone }()
 
 	probeDone := make(chan struct{})
 	go func() { probe.Run(ctx); close(probeDone) }()
@@ -176,7 +193,7 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 	if workers == 0 {
 		workers = runtime.NumCPU()
 	}
-	log.Info("stq daemon ready", "socket", p.Socket, "db", p.DB, "workers", workers, "owner", eng.Owner(), "pid", os.Getpid())
+	log.Info("stq daemon ready", "socket", p.Socket, "db", p.DB, "workers", workers, "owner", eng.Owner(), "pid", os.Getpid(), "version", a.version)
 
 	var runErr error
 	select {
@@ -204,7 +221,15 @@ func lockHome(p Paths) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	// A client probing whether a daemon is starting (ipc.Paths.LockHolder)
+	// holds a shared lock for an instant: try again for a moment before
+	// calling the home taken.
+	err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	for i := 0; i < 10 && errors.Is(err, unix.EWOULDBLOCK); i++ {
+		time.Sleep(10 * time.Millisecond)
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+	}
+	if err != nil {
 		defer f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			b := make([]byte, 32)

@@ -3,6 +3,7 @@ package commands
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -27,7 +28,9 @@ func (a *app) enqueueCommand() *cli.Command {
 			"dev.enqueue.v1 params (queue, type, subject, payload, command, ...), sends them\n" +
 			"in all-or-nothing chunks of up to 1000 and prints one id per line in input order.\n" +
 			"A bad line stops the run before anything of its chunk is stored and names the\n" +
-			"line; the chunks before it stay stored (their ids are printed).",
+			"line; the chunks before it stay stored (their ids are printed).\n\n" +
+			"The job runs with this shell's environment plus --env (with --batch: every line\n" +
+			"without a base_env member); --daemon-env runs it with the daemon's instead.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "queue", Aliases: []string{"q"}, Value: engine.DefaultQueue, Usage: "queue name"},
 			&cli.StringFlag{Name: "type", Aliases: []string{"t"}, Value: engine.DefaultType, Usage: "job type"},
@@ -37,11 +40,12 @@ func (a *app) enqueueCommand() *cli.Command {
 			&cli.StringFlag{Name: "payload", Usage: "JSON payload, given to the job on stdin"},
 			&cli.StringFlag{Name: "payload-file", Usage: "read the JSON payload from FILE (- for stdin)"},
 			&cli.StringSliceFlag{Name: "env", Aliases: []string{"e"}, Usage: "K=V added to the job's environment (repeatable)"},
+			&cli.BoolFlag{Name: "daemon-env", Usage: "run the job with the daemon's environment instead of this shell's (plus --env)"},
 			&cli.IntFlag{Name: "max-attempts", Usage: "attempts before the job FAILS (default 3)"},
 			&cli.StringFlag{Name: "backoff", Usage: "base retry delay, doubled each retry, ±25% jitter (default 1s)"},
 			&cli.StringFlag{Name: "deadline", Usage: "time limit per attempt, 0 for none (default 60s)"},
 			&cli.StringFlag{Name: "ttl", Usage: "expire the job if it has not started this long after enqueue"},
-			&cli.StringFlag{Name: "at", Usage: "run at TIME (RFC 3339, \"2006-01-02 15:04\", or \"15:04\" today, local time)"},
+			&cli.StringFlag{Name: "at", Usage: "run at TIME (RFC 3339, \"2006-01-02 15:04\", or \"15:04\": the next 15:04, today or tomorrow; local time)"},
 			&cli.StringFlag{Name: "in", Usage: "run after DURATION"},
 			&cli.BoolFlag{Name: "wait-idle", Usage: "start only while system CPU use is below the idle threshold"},
 			&cli.BoolFlag{Name: "require-charging", Usage: "start only on AC power"},
@@ -65,14 +69,25 @@ func (a *app) enqueue(ctx context.Context, c *cli.Command) error {
 	}
 	res, err := a.enqueueWithRetry(ctx, c, req)
 	if err != nil {
-		return err
+		return baseEnvHint(err)
+	}
+	if req.RunAt != nil && isClockTime(c.String("at")) {
+		// A bare clock time may have meant tomorrow: say which day it is.
+		day := "today"
+		if !midnight(*req.RunAt).Equal(midnight(time.Now())) {
+			day = "tomorrow"
+		}
+		fmt.Fprintf(a.stderr, "stq: runs at %s (%s)\n", req.RunAt.Format("2006-01-02 15:04:05 -0700"), day)
 	}
 	if c.Bool("json") {
 		return writeJSON(a.stdout, res)
 	}
 	fmt.Fprintln(a.stdout, res.Job.ID)
-	if res.Job.State == engine.StateSuperseded {
-		fmt.Fprintf(a.stderr, "stq: job %s superseded on arrival: %s\n", res.Job.ID, res.Job.Error)
+	switch res.Job.State {
+	case engine.StateSuperseded:
+		fmt.Fprintf(a.stderr, "stq: job %s: %s\n", res.Job.ID, res.Job.Error) // "superseded on arrival: …"
+	case engine.StateCancelled:
+		fmt.Fprintf(a.stderr, "stq: job %s cancelled on arrival: %s\n", res.Job.ID, res.Job.Error) // a dependency already failed
 	}
 	return nil
 }
@@ -140,6 +155,9 @@ func (a *app) enqueueRequest(c *cli.Command) (engine.EnqueueRequest, error) {
 			req.Env = map[string]string{}
 		}
 		req.Env[k] = v
+	}
+	if !given["daemon-env"] || !c.Bool("daemon-env") {
+		req.BaseEnv = callerEnv(os.Environ())
 	}
 	for _, f := range []struct {
 		name string
@@ -213,8 +231,35 @@ func (a *app) readPayloadFile(name string) ([]byte, error) {
 	return b, nil
 }
 
+// clockLayouts are the bare clock times --at takes, each with the unit it
+// is precise to.
+var clockLayouts = []struct {
+	layout string
+	unit   time.Duration
+}{{"15:04:05", time.Second}, {"15:04", time.Minute}}
+
+// isClockTime says whether s is a bare clock time, with no date.
+func isClockTime(s string) bool {
+	for _, l := range clockLayouts {
+		if _, err := time.Parse(l.layout, s); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// midnight is the start of t's day, in local time.
+func midnight(t time.Time) time.Time {
+	y, m, d := t.Local().Date()
+	return time.Date(y, m, d, 0, 0, 0, 0, time.Local)
+}
+
 // parseTime accepts RFC 3339, or a local "2006-01-02 15:04[:05]", or a local
-// "15:04[:05]" meaning today.
+// clock time "15:04[:05]": the next time the clock shows it, as at(1) reads
+// it. That is today unless the time has passed, to the unit given ("10:27"
+// is today until 10:28:00, "10:27:00" until 10:27:01), and then tomorrow;
+// the day is counted on the calendar, so a DST change in between keeps the
+// clock time.
 func parseTime(s string, now time.Time) (time.Time, error) {
 	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
 		return t, nil
@@ -224,10 +269,14 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 			return t, nil
 		}
 	}
-	for _, layout := range []string{"15:04:05", "15:04"} {
-		if t, err := time.ParseInLocation(layout, s, now.Location()); err == nil {
+	for _, cl := range clockLayouts {
+		if t, err := time.ParseInLocation(cl.layout, s, now.Location()); err == nil {
 			y, m, d := now.Date()
-			return time.Date(y, m, d, t.Hour(), t.Minute(), t.Second(), 0, now.Location()), nil
+			at := time.Date(y, m, d, t.Hour(), t.Minute(), t.Second(), 0, now.Location())
+			if !at.Add(cl.unit).After(now) {
+				at = time.Date(y, m, d+1, t.Hour(), t.Minute(), t.Second(), 0, now.Location())
+			}
+			return at, nil
 		}
 	}
 	return time.Time{}, fmt.Errorf("cannot read %q as a time (examples: 2026-11-25T18:00:00Z, \"2026-11-25 18:00\", 18:00)", s)
@@ -247,7 +296,7 @@ const rateLimitPatience = 5 * time.Second
 // limited", waits as long as it says (within rateLimitPatience) and tries
 // again on the same connection.
 func (a *app) enqueueWithRetry(ctx context.Context, c *cli.Command, req engine.EnqueueRequest) (*engine.EnqueueResult, error) {
-	cl, _, err := a.client(ctx, c)
+	cl, p, err := a.client(ctx, c)
 	if err != nil {
 		return nil, err
 	}
@@ -258,9 +307,21 @@ func (a *app) enqueueWithRetry(ctx context.Context, c *cli.Command, req engine.E
 		return err
 	})
 	if err != nil {
-		return nil, rpcFailure(err)
+		return nil, noHandlerHint(rpcFailure(err), req.Type, p)
 	}
 	return res, nil
+}
+
+// noHandlerHint gives the daemon's "job type T has no handler" refusal the
+// fix as a hint: a handler in config.toml, put in force by stq reload.
+func noHandlerHint(err error, jobType string, p Paths) error {
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.hint != "" || !strings.Contains(ee.err.Error(), "has no handler") {
+		return err
+	}
+	msg, _, _ := strings.Cut(ee.err.Error(), ": give a command")
+	return &exitError{code: ee.code, err: errors.New(msg),
+		hint: fmt.Sprintf("give a command after --, or add [handlers.%s] with a command to %s and run 'stq reload'", jobType, p.Config)}
 }
 
 // retryRateLimited runs send until the daemon stops answering "rate

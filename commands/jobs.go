@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v3"
 
@@ -28,7 +29,8 @@ func (a *app) cancelCommand() *cli.Command {
 }
 
 // cancel prints the id of each job it cancelled. A running job is killed
-// first; the command returns once it is recorded CANCELLED.
+// first; the command returns once it is recorded CANCELLED. A --subject
+// that matches no queued or running job says so and exits 1.
 func (a *app) cancel(ctx context.Context, c *cli.Command) error {
 	ids := c.Args().Slice()
 	var reqs []engine.CancelRequest
@@ -82,6 +84,10 @@ func (a *app) cancel(ctx context.Context, c *cli.Command) error {
 	if firstErr != nil && len(reqs) > 1 {
 		return errSilentFailure
 	}
+	if firstErr == nil && len(cancelled) == 0 && len(ids) == 0 {
+		// A subject nothing matched: a typo must not look like success.
+		return failf("0 queued or running jobs matched subject %s in queue %s, type %s", c.String("subject"), c.String("queue"), c.String("type"))
+	}
 	return firstErr
 }
 
@@ -90,8 +96,11 @@ func (a *app) listCommand() *cli.Command {
 		Name:  "list",
 		Usage: "list jobs, newest first",
 		Description: "Shows one page of at most --limit jobs; on a terminal the last line says when\n" +
-			"more match. --all streams every match a page at a time (with --json, one JSON\n" +
-			"object per line; otherwise tab-separated rows under one header line).",
+			"more match. A terminal shows short ids and cuts long cells to fit its width;\n" +
+			"on a pipe rows are tab-separated, never cut, with the full id first (cut -f1).\n" +
+			"--wide shows every column. --all streams every match a page at a time (with\n" +
+			"--json, one JSON object per line; otherwise tab-separated rows under one header\n" +
+			"line).",
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "state", Usage: "only jobs in these states (repeatable or comma-separated)"},
 			&cli.StringFlag{Name: "queue", Aliases: []string{"q"}, Usage: "only this queue"},
@@ -99,13 +108,12 @@ func (a *app) listCommand() *cli.Command {
 			&cli.StringFlag{Name: "subject", Aliases: []string{"s"}, Usage: "only this subject"},
 			&cli.IntFlag{Name: "limit", Aliases: []string{"n"}, Value: 50, Usage: "at most N jobs (max 10000); with --all, the page size"},
 			&cli.BoolFlag{Name: "all", Usage: "every matching job, streamed a page at a time"},
+			&cli.BoolFlag{Name: "wide", Aliases: []string{"w"}, Usage: "every column (full id, type, generation, attempt, priority, created), uncut"},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON array (with --all: one JSON object per line)"},
 		},
 		Action: a.list,
 	}
 }
-
-var listHeaders = []string{"ID", "QUEUE", "TYPE", "SUBJECT", "GEN", "STATE", "ATTEMPT", "PRIO", "CREATED", "NOTE"}
 
 func (a *app) list(ctx context.Context, c *cli.Command) error {
 	p := ipc.ListParams{Queue: c.String("queue"), Type: c.String("type"), Subject: c.String("subject"), Limit: c.Int("limit")}
@@ -134,12 +142,20 @@ func (a *app) list(ctx context.Context, c *cli.Command) error {
 	if c.Bool("json") {
 		return writeJSON(a.stdout, nonNilJobs(res.Jobs))
 	}
+	terminal, wide, now := a.stdoutIsTerminal(), c.Bool("wide"), time.Now()
+	headers := listHeaders
+	if wide {
+		headers = wideHeaders
+	}
 	rows := make([][]string, 0, len(res.Jobs))
 	for _, j := range res.Jobs {
-		rows = append(rows, listRow(j, true))
+		rows = append(rows, listRow(j, now, wide, terminal && !wide))
 	}
-	a.styles().writeTable(a.stdout, listHeaders, rows, 5)
-	if res.NextCursor != "" && a.stdoutIsTerminal() {
+	if terminal && !wide {
+		rows = fitTable(headers, rows, listCuts, a.stdoutWidth())
+	}
+	a.styles().writeList(a.stdout, headers, rows, listStateCol)
+	if res.NextCursor != "" && terminal {
 		fmt.Fprintf(a.stdout, "… more jobs match than the %d shown: raise --limit or use --all\n", len(res.Jobs))
 	}
 	return nil
@@ -147,10 +163,14 @@ func (a *app) list(ctx context.Context, c *cli.Command) error {
 
 // listAll streams every match: memory holds one page, whatever matches.
 func (a *app) listAll(ctx context.Context, c *cli.Command, cl *ipc.Client, p ipc.ListParams) error {
-	asJSON := c.Bool("json")
+	asJSON, wide := c.Bool("json"), c.Bool("wide")
 	enc := json.NewEncoder(a.stdout)
 	if !asJSON {
-		fmt.Fprintln(a.stdout, strings.Join(listHeaders, "\t"))
+		headers := listHeaders
+		if wide {
+			headers = wideHeaders
+		}
+		fmt.Fprintln(a.stdout, tsvRow(headers))
 	}
 	for j, err := range cl.ListAll(ctx, p) {
 		if err != nil {
@@ -162,30 +182,11 @@ func (a *app) listAll(ctx context.Context, c *cli.Command, cl *ipc.Client, p ipc
 			}
 			continue
 		}
-		if _, err := fmt.Fprintln(a.stdout, strings.Join(listRow(j, false), "\t")); err != nil {
+		if _, err := fmt.Fprintln(a.stdout, tsvRow(listRow(j, time.Now(), wide, false))); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// listRow is a job's row in a list table; clipped cuts long cells for a
-// table that must fit.
-func listRow(j *engine.Job, clipped bool) []string {
-	gen := "-"
-	if j.Subject != "" {
-		gen = fmt.Sprint(j.Generation)
-	}
-	note := j.Error
-	if j.Waiting != "" {
-		note = "waiting: " + j.Waiting
-	}
-	subject, noteText := orDash(j.Subject), orDash(note)
-	if clipped {
-		subject, noteText = clip(subject, 40), clip(noteText, 50)
-	}
-	return []string{j.ID, j.Queue, j.Type, subject, gen, string(j.State),
-		fmt.Sprintf("%d/%d", j.Attempt, j.MaxAttempts), fmt.Sprint(j.Priority), fmtTime(j.CreatedAt), noteText}
 }
 
 func nonNilJobs(jobs []*engine.Job) []*engine.Job {
@@ -221,7 +222,7 @@ func (a *app) show(ctx context.Context, c *cli.Command) error {
 	}
 	s := a.styles()
 	w := a.stdout
-	field := func(k, v string) { fmt.Fprintf(w, "%-13s %s\n", s.key(k+":"), v) }
+	field := func(k, v string) { s.field(w, 13, k, v) }
 	field("id", j.ID)
 	field("state", s.stateText(j.State))
 	field("queue", j.Queue)
@@ -233,10 +234,13 @@ func (a *app) show(ctx context.Context, c *cli.Command) error {
 	field("priority", fmt.Sprint(j.Priority))
 	field("attempt", fmt.Sprintf("%d of %d", j.Attempt, j.MaxAttempts))
 	if len(j.Command) > 0 {
-		field("command", strings.Join(j.Command, " "))
+		field("command", commandText(j))
 	}
 	if j.Cwd != "" {
 		field("cwd", j.Cwd)
+	}
+	if j.BaseEnv != nil || len(j.Command) > 0 {
+		field("environment", envSummary(j.BaseEnv))
 	}
 	for k, v := range j.Env {
 		field("env", k+"="+v)
@@ -254,7 +258,7 @@ func (a *app) show(ctx context.Context, c *cli.Command) error {
 	}
 	field("backoff", j.Backoff.String())
 	if j.Waiting != "" {
-		field("waiting", j.Waiting)
+		field("waiting", waitingText(j, time.Now()))
 	}
 	var conds []string
 	if j.WaitIdle {
@@ -287,7 +291,11 @@ func (a *app) show(ctx context.Context, c *cli.Command) error {
 			if at.PID > 0 {
 				pid = fmt.Sprint(at.PID)
 			}
-			rows = append(rows, []string{fmt.Sprint(at.N), fmtTime(at.StartedAt), fmtTimePtr(at.FinishedAt), string(at.Outcome), fmtIntPtr(at.ExitCode), pid, clip(orDash(at.Reason), 60)})
+			reason := orDash(at.Reason)
+			if s.styled {
+				reason = clip(reason, 60) // a pipe gets it whole
+			}
+			rows = append(rows, []string{fmt.Sprint(at.N), fmtTime(at.StartedAt), fmtTimePtr(at.FinishedAt), string(at.Outcome), fmtIntPtr(at.ExitCode), pid, reason})
 		}
 		s.writeTable(w, []string{"#", "STARTED", "FINISHED", "OUTCOME", "EXIT", "PID", "REASON"}, rows, -1)
 	}
@@ -298,9 +306,15 @@ func (a *app) waitCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "wait",
 		Usage:     "wait for jobs to end; exit 0 only if all are DONE",
-		ArgsUsage: "ID...",
+		ArgsUsage: "ID... | --queue QUEUE | --all",
+		Description: "Prints ID<TAB>STATE for each job once they have ended. --queue and --all wait\n" +
+			"for the jobs QUEUED or RUNNING (in that queue, or anywhere) when the command\n" +
+			"starts; jobs enqueued after that are not waited for.\n" +
+			"Exit 0 if every job ended DONE, 1 if one did not, 4 if --timeout ran out first.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "timeout", Usage: "give up after DURATION (exit 1)"},
+			&cli.StringFlag{Name: "timeout", Usage: "give up after DURATION (exit 4)"},
+			&cli.StringFlag{Name: "queue", Aliases: []string{"q"}, Usage: "wait for the jobs QUEUED or RUNNING in this queue now"},
+			&cli.BoolFlag{Name: "all", Usage: "wait for every job QUEUED or RUNNING now"},
 			&cli.BoolFlag{Name: "json", Usage: "print the jobs as a JSON array"},
 		},
 		Action: a.wait,
@@ -309,45 +323,64 @@ func (a *app) waitCommand() *cli.Command {
 
 func (a *app) wait(ctx context.Context, c *cli.Command) error {
 	ids := c.Args().Slice()
-	if len(ids) == 0 {
-		return usageErrorf("wait needs at least one job id")
+	byQueue, all := c.IsSet("queue"), c.Bool("all")
+	switch {
+	case byQueue && all:
+		return usageErrorf("give --queue or --all, not both")
+	case (byQueue || all) && len(ids) > 0:
+		return usageErrorf("give job ids, --queue or --all, not several")
+	case byQueue && c.String("queue") == "":
+		return usageErrorf("--queue must not be empty")
+	case !byQueue && !all && len(ids) == 0:
+		return usageErrorf("wait needs job ids, --queue QUEUE or --all")
 	}
-	params := ipc.WaitParams{IDs: ids}
+	var timeout *time.Duration
 	if c.IsSet("timeout") {
 		d, err := engine.ParseDuration(c.String("timeout"))
 		if err != nil {
 			return usageErrorf("--timeout: %v", err)
 		}
-		v := engine.Duration(d)
-		params.Timeout = &v
+		timeout = &d
 	}
-	var res *ipc.WaitResult
+	asJSON := c.Bool("json")
+	var jobs []*engine.Job // for --json, printed at the end
+	timedOut, allDone := false, true
 	if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
-		res, err = cl.Wait(ctx, params)
+		if byQueue || all {
+			if ids, err = liveJobIDs(ctx, cl, c.String("queue")); err != nil {
+				return err
+			}
+		}
+		timedOut, err = waitInChunks(ctx, cl, ids, timeout, func(chunk []*engine.Job) {
+			for _, j := range chunk {
+				allDone = allDone && j.State == engine.StateDone
+			}
+			if asJSON {
+				jobs = append(jobs, chunk...)
+				return
+			}
+			for _, j := range chunk {
+				line := j.ID + "\t" + string(j.State)
+				if j.State != engine.StateDone && j.Error != "" {
+					line += "\t" + j.Error
+				}
+				fmt.Fprintln(a.stdout, line)
+			}
+		})
 		return err
 	}); err != nil {
 		return err
 	}
-	if c.Bool("json") {
-		if err := writeJSON(a.stdout, res.Jobs); err != nil {
+	if asJSON {
+		if err := writeJSON(a.stdout, nonNilJobs(jobs)); err != nil {
 			return err
 		}
-	} else {
-		for _, j := range res.Jobs {
-			line := j.ID + "\t" + string(j.State)
-			if j.State != engine.StateDone && j.Error != "" {
-				line += "\t" + j.Error
-			}
-			fmt.Fprintln(a.stdout, line)
-		}
 	}
-	if res.TimedOut {
-		return failf("timed out waiting for jobs")
+	if timedOut {
+		return &exitError{code: ExitTimeout, err: fmt.Errorf("timed out after %s waiting for jobs", c.String("timeout"))}
 	}
-	for _, j := range res.Jobs {
-		if j.State != engine.StateDone {
-			return errSilentFailure
-		}
+	if !allDone {
+		return errSilentFailure
 	}
 	return nil
 }

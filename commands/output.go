@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/charmbracelet/lipgloss"
@@ -16,8 +15,10 @@ import (
 )
 
 // Output rules: data goes to stdout, messages and errors to stderr. On a
-// terminal, tables are drawn with lipgloss (colour unless NO_COLOR is set);
-// on a pipe they are plain tab-aligned text that scripts can cut.
+// terminal, tables are drawn with lipgloss (colour unless NO_COLOR is set)
+// and may be cut to fit the width; on a pipe they are plain text, one line
+// per row, cells separated by one tab, never padded nor cut, so `cut -f`
+// and `awk -F'\t'` read them.
 
 // styles gathers every style in one place so plain mode is one switch.
 type styles struct {
@@ -63,12 +64,10 @@ func newStyles(w io.Writer, terminal, noColor bool) styles {
 // job state.
 func (s styles) writeTable(w io.Writer, headers []string, rows [][]string, stateCol int) {
 	if !s.styled {
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, strings.Join(headers, "\t"))
+		fmt.Fprintln(w, tsvRow(headers))
 		for _, r := range rows {
-			fmt.Fprintln(tw, strings.Join(r, "\t"))
+			fmt.Fprintln(w, tsvRow(r))
 		}
-		tw.Flush()
 		return
 	}
 	t := table.New().
@@ -89,6 +88,67 @@ func (s styles) writeTable(w io.Writer, headers []string, rows [][]string, state
 			return st
 		})
 	fmt.Fprintln(w, t.Render())
+}
+
+// writeList prints rows under headers like writeTable, but on a terminal
+// without column borders: a rule under the headers and two spaces between
+// columns (listOverhead), which leaves room for the cells of a wide list.
+func (s styles) writeList(w io.Writer, headers []string, rows [][]string, stateCol int) {
+	if !s.styled {
+		s.writeTable(w, headers, rows, stateCol)
+		return
+	}
+	last := len(headers) - 1
+	t := table.New().
+		Border(lipgloss.NormalBorder()).
+		BorderTop(false).BorderBottom(false).BorderLeft(false).BorderRight(false).
+		BorderColumn(false).BorderRow(false).BorderHeader(true).
+		BorderStyle(s.border).
+		Headers(headers...).
+		Rows(rows...).
+		StyleFunc(func(row, col int) lipgloss.Style {
+			gap := 2
+			if col == last {
+				gap = 0
+			}
+			if row == table.HeaderRow {
+				return s.header.Padding(0, gap, 0, 0)
+			}
+			if col == stateCol && row >= 0 && row < len(rows) {
+				if c, ok := s.state[engine.State(rows[row][col])]; ok {
+					return c.Padding(0, gap, 0, 0)
+				}
+			}
+			return lipgloss.NewStyle().Padding(0, gap, 0, 0)
+		})
+	lines := strings.Split(t.Render(), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ") // the last column's padding
+	}
+	fmt.Fprintln(w, strings.Join(lines, "\n"))
+}
+
+// listOverhead is the width writeList adds to n columns' cells.
+func listOverhead(n int) int { return 2 * (n - 1) }
+
+// tsvRow joins cells with tabs. A tab, newline or carriage return inside a
+// cell is written as \t, \n or \r, so a row stays one line of its columns.
+func tsvRow(cells []string) string {
+	esc := make([]string, len(cells))
+	for i, c := range cells {
+		esc[i] = tsvEscaper.Replace(c)
+	}
+	return strings.Join(esc, "\t")
+}
+
+var tsvEscaper = strings.NewReplacer("\t", `\t`, "\n", `\n`, "\r", `\r`)
+
+// field prints a label and its value, the value starting at column width+1
+// whatever the label's styling: the padding is measured on the label as
+// shown, not on its escape codes.
+func (s styles) field(w io.Writer, width int, k, v string) {
+	label := s.key(k + ":")
+	fmt.Fprintf(w, "%s%s %s\n", label, strings.Repeat(" ", max(0, width-lipgloss.Width(label))), v)
 }
 
 func (s styles) key(k string) string {

@@ -43,11 +43,11 @@ func (a *app) stats(ctx context.Context, c *cli.Command) error {
 	}
 	s := a.styles()
 	w := a.stdout
-	field := func(k, v string) { fmt.Fprintf(w, "%-10s %s\n", s.key(k+":"), v) }
+	field := func(k, v string) { s.field(w, 10, k, v) }
 	field("home", p.Home)
 	field("socket", p.Socket)
 	field("db", fmt.Sprintf("%s (%s)", p.DB, fmtBytes(st.DBBytes)))
-	field("daemon", fmt.Sprintf("%s, up %s", st.Owner, time.Since(st.Started).Truncate(time.Second)))
+	field("daemon", fmt.Sprintf("pid %d, version %s, %s, up %s", st.PID, st.Version, st.Owner, time.Since(st.Started).Truncate(time.Second)))
 	field("workers", fmt.Sprintf("%d (%d running)", st.Workers, st.Running))
 	field("recovered", fmt.Sprint(st.Recovered))
 	field("paused", orDash(strings.Join(st.Paused, ", ")))
@@ -135,6 +135,30 @@ func retentionText(r engine.RetentionStats) string {
 	return fmt.Sprintf("finished jobs kept %s, %s", age, keep)
 }
 
+// warnUnknownQueue warns on stderr when a queue just paused has no jobs
+// and no [queues.NAME] section in the home's config.toml: most likely a
+// typo. The pause stands (jobs may come later); the warning is a courtesy,
+// so a failure to look is silent.
+func (a *app) warnUnknownQueue(ctx context.Context, cl *ipc.Client, p Paths, queue string) {
+	st, err := cl.Stats(ctx)
+	if err != nil {
+		return
+	}
+	for _, n := range st.Queues[queue] {
+		if n > 0 {
+			return
+		}
+	}
+	cfg, err := loadConfig(p.Config)
+	if err != nil {
+		return
+	}
+	if _, ok := cfg.Queues[queue]; ok {
+		return
+	}
+	fmt.Fprintf(a.stderr, "stq: warning: queue %q has no jobs and no [queues.%s] section in config.toml; paused anyway\n", queue, queue)
+}
+
 func (a *app) queueCommands() []*cli.Command {
 	queueArg := func(c *cli.Command) (string, error) {
 		if c.NArg() != 1 || c.Args().First() == "" {
@@ -152,7 +176,16 @@ func (a *app) queueCommands() []*cli.Command {
 				if err != nil {
 					return err
 				}
-				return a.withClient(ctx, c, func(cl *ipc.Client) error { return cl.Pause(ctx, q) })
+				cl, p, err := a.client(ctx, c)
+				if err != nil {
+					return err
+				}
+				defer cl.Close()
+				if err := cl.Pause(ctx, q); err != nil {
+					return rpcFailure(err)
+				}
+				a.warnUnknownQueue(ctx, cl, p, q)
+				return nil
 			},
 		},
 		{

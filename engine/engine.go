@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -8,8 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	mrand "math/rand/v2"
-	"runtime"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,6 +59,8 @@ type Config struct {
 	Queues map[string]QueueConfig
 	// Retention bounds the finished history; see RetentionConfig.
 	Retention RetentionConfig
+	// Version is the daemon's version, reported by Stats.
+	Version string
 }
 
 // RetentionConfig says how much finished history to keep. Finished jobs
@@ -87,6 +91,8 @@ type Deps struct {
 	Probe  Probe
 	Clock  Clock
 	Logger *slog.Logger
+	// Control serves Shutdown and Reload; nil refuses them.
+	Control Control
 }
 
 // Engine schedules and runs jobs. Create it with New, start it with Run;
@@ -134,9 +140,12 @@ type Engine struct {
 	batching bool
 	rng      *mrand.Rand
 
-	// queueLimits is the per-queue concurrency caps from the configuration,
-	// built once: every claim hands it to the store, which only reads it.
-	queueLimits map[string]int
+	// live is the settings in force (see Reconfigure). cfg keeps what New
+	// was given, for the fields that never change: Workers, Host, Owner.
+	live atomic.Pointer[settings]
+	// reconfigured wakes the maintenance loop after a Reconfigure.
+	reconfigured chan struct{}
+	control      Control
 
 	recovered atomic.Int64
 	jobs      sync.WaitGroup
@@ -151,8 +160,10 @@ type activeJob struct {
 	mu        sync.Mutex
 	pending   []LogLine // captured but not yet stored
 	pendBytes int64
-	dropped   int
 	seq       int64
+	// flushMu makes one flush of the job at a time, so its batches reach
+	// the store in seq order: the store reads a seq gap as lines dropped.
+	flushMu sync.Mutex
 }
 
 // pendingStart is a process record waiting for the dispatcher's next
@@ -179,59 +190,9 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	if d.Store == nil {
 		return nil, errors.New("new engine: no store")
 	}
-	if cfg.Workers <= 0 {
-		cfg.Workers = runtime.NumCPU()
-	}
-	if cfg.Grace <= 0 {
-		cfg.Grace = DefaultGrace
-	}
-	if cfg.KillGrace <= 0 {
-		cfg.KillGrace = DefaultKillGrace
-	}
-	if cfg.DefaultDeadline == 0 {
-		cfg.DefaultDeadline = DefaultDeadline
-	}
-	if cfg.MaxPayload <= 0 {
-		cfg.MaxPayload = DefaultMaxPayload
-	}
-	if cfg.LogLimit <= 0 {
-		cfg.LogLimit = DefaultLogLimit
-	}
-	if cfg.Host == "" {
-		cfg.Host = "localhost"
-	}
-	if cfg.Retention.MaxAge == 0 {
-		cfg.Retention.MaxAge = DefaultRetentionAge
-	}
-	if cfg.Retention.Keep == 0 {
-		cfg.Retention.Keep = DefaultRetentionKeep
-	}
-	if cfg.Retention.Interval <= 0 {
-		cfg.Retention.Interval = DefaultRetentionInterval
-	}
+	cfg = withDefaults(cfg)
 	if cfg.Owner == "" {
 		cfg.Owner = cfg.Host + "/" + newInstanceID()
-	}
-	for name, tc := range cfg.Types {
-		if err := checkName("handler type", name); err != nil {
-			return nil, err
-		}
-		switch tc.Mode {
-		case "", ModeSubprocess:
-			if tc.Mode == ModeSubprocess && len(tc.Command) == 0 {
-				return nil, fmt.Errorf("handler %q: mode %q needs a command", name, tc.Mode)
-			}
-		case ModeInProcess:
-			h := tc.Handler
-			if h == "" {
-				h = name
-			}
-			if _, ok := d.Registry.Lookup(h); !ok {
-				return nil, fmt.Errorf("handler %q: no in-process handler named %q", name, h)
-			}
-		default:
-			return nil, fmt.Errorf("handler %q: unknown mode %q (want %q or %q)", name, tc.Mode, ModeSubprocess, ModeInProcess)
-		}
 	}
 	if d.Clock == nil {
 		d.Clock = SystemClock{}
@@ -245,42 +206,32 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	if d.Probe == nil {
 		d.Probe = alwaysReady{}
 	}
-	for name, q := range cfg.Queues {
-		if err := checkName("queue", name); err != nil {
-			return nil, err
-		}
-		if q.Concurrency < 0 || q.Weight < 0 {
-			return nil, fmt.Errorf("queue %q: concurrency and weight must not be negative", name)
-		}
-	}
-	var limits map[string]int
-	for name, q := range cfg.Queues {
-		if q.Concurrency > 0 {
-			if limits == nil {
-				limits = make(map[string]int)
-			}
-			limits[name] = q.Concurrency
-		}
+	live, err := newSettings(cfg, d.Registry)
+	if err != nil {
+		return nil, err
 	}
 	var seed [16]byte
 	_, _ = rand.Read(seed[:])
-	return &Engine{
-		queueLimits: limits,
-		cfg:         cfg,
-		store:       d.Store,
-		sub:         d.Subprocess,
-		inproc:      d.InProcess,
-		reg:         d.Registry,
-		procs:       d.Processes,
-		probe:       d.Probe,
-		clock:       d.Clock,
-		log:         d.Logger,
-		bus:         newBus(),
-		started:     d.Clock.Now(),
-		wake:        make(chan struct{}, 1),
-		running:     make(map[string]*activeJob),
-		rng:         mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
-	}, nil
+	e := &Engine{
+		cfg:     cfg,
+		control: d.Control,
+		store:   d.Store,
+		sub:     d.Subprocess,
+		inproc:  d.InProcess,
+		reg:     d.Registry,
+		procs:   d.Processes,
+		probe:   d.Probe,
+		clock:   d.Clock,
+		log:     d.Logger,
+		bus:     newBus(),
+		started: d.Clock.Now(),
+		wake:    make(chan struct{}, 1),
+		running: make(map[string]*activeJob),
+		rng:     mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
+	}
+	e.reconfigured = make(chan struct{}, 1)
+	e.live.Store(live)
+	return e, nil
 }
 
 // Owner is the name this engine claims jobs under.
@@ -312,11 +263,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	e.dispatch(ctx, jobsCtx)
 
 	if n := e.runningCount(); n > 0 {
-		e.log.Info("waiting for running jobs", "count", n, "grace", e.cfg.Grace)
+		e.log.Info("waiting for running jobs", "count", n, "grace", e.conf().Grace)
 	}
 	allDone := make(chan struct{})
 	go func() { e.jobs.Wait(); close(allDone) }()
-	grace := e.clock.NewTimer(e.cfg.Grace)
+	grace := e.clock.NewTimer(e.conf().Grace)
 	select {
 	case <-allDone:
 		grace.Stop()
@@ -482,7 +433,7 @@ func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int, s
 		limit = 0 // shutting down: store the completions, claim nothing
 	}
 	req := ClaimRequest{Owner: e.cfg.Owner, Now: now, Limit: limit, Idle: e.probe.Idle(), OnAC: e.probe.Power().OnAC,
-		QueueLimits: e.queueLimits}
+		QueueLimits: e.conf().queueLimits}
 	// With weights, this first pass gives each queue its share of the
 	// free workers and the second pass fills what the shares left idle, so
 	// weights never keep a worker from a ready job.
@@ -561,7 +512,8 @@ func (e *Engine) completeAndClaim(starts []*pendingStart, ended []*endedAttempt,
 func (e *Engine) shares(free int) (map[string]int, int, bool) {
 	total := 1 // the unlisted queues together weigh 1 each; count one
 	weighted := false
-	for _, q := range e.cfg.Queues {
+	queues := e.conf().Queues
+	for _, q := range queues {
 		if q.Weight > 0 {
 			weighted = true
 			total += q.Weight
@@ -573,8 +525,8 @@ func (e *Engine) shares(free int) (map[string]int, int, bool) {
 		return nil, 0, false
 	}
 	share := func(w int) int { return max(1, free*w/total) }
-	quota := make(map[string]int, len(e.cfg.Queues))
-	for name, q := range e.cfg.Queues {
+	quota := make(map[string]int, len(queues))
+	for name, q := range queues {
 		quota[name] = share(max(q.Weight, 1))
 	}
 	return quota, share(1), true
@@ -617,9 +569,10 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 	}
 
 	run := &Run{
-		Job:   j,
-		Env:   jobEnv(j),
-		Grace: e.cfg.KillGrace,
+		Job:     j,
+		Env:     jobEnv(j),
+		BaseEnv: j.BaseEnv.list(), // nil: the daemon's environment
+		Grace:   e.conf().KillGrace,
 		Output: func(stream, text string) {
 			e.output(a, stream, text)
 		},
@@ -631,6 +584,9 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 		},
 	}
 	exec, err := e.resolve(j, run)
+	if err == nil && len(run.Command) > 0 {
+		err = j.BaseEnv.usable()
+	}
 	var res Result
 	if err != nil {
 		res = Result{Err: err}
@@ -805,7 +761,7 @@ func (e *Engine) resolve(j *Job, run *Run) (Executor, error) {
 // own: the configured command, or the name of a registered in-process
 // handler; neither when the type has nothing.
 func (e *Engine) typeHandler(jobType string) (command []string, handler string) {
-	tc, ok := e.cfg.Types[jobType]
+	tc, ok := e.conf().Types[jobType]
 	if ok && tc.Mode != ModeInProcess && len(tc.Command) > 0 {
 		return tc.Command, ""
 	}
@@ -826,16 +782,10 @@ func (e *Engine) needExec(ex Executor, kind string) (Executor, error) {
 	return ex, nil
 }
 
+// jobEnv is the attempt's additions to its base environment: the job's env,
+// then the STQ_* variables (jobEnvNames), last so that they always win.
 func jobEnv(j *Job) []string {
 	env := make([]string, 0, 6+len(j.Env))
-	env = append(env,
-		"STQ_JOB_ID="+j.ID,
-		"STQ_QUEUE="+j.Queue,
-		"STQ_TYPE="+j.Type,
-		"STQ_SUBJECT="+j.Subject,
-		"STQ_GENERATION="+strconv.FormatInt(j.Generation, 10),
-		"STQ_ATTEMPT="+strconv.Itoa(j.Attempt),
-	)
 	keys := make([]string, 0, len(j.Env))
 	for k := range j.Env {
 		keys = append(keys, k)
@@ -844,13 +794,22 @@ func jobEnv(j *Job) []string {
 	for _, k := range keys {
 		env = append(env, k+"="+j.Env[k])
 	}
-	return env
+	return append(env,
+		"STQ_JOB_ID="+j.ID,
+		"STQ_QUEUE="+j.Queue,
+		"STQ_TYPE="+j.Type,
+		"STQ_SUBJECT="+j.Subject,
+		"STQ_GENERATION="+strconv.FormatInt(j.Generation, 10),
+		"STQ_ATTEMPT="+strconv.Itoa(j.Attempt),
+	)
 }
 
 // output records one line a job printed: it goes to live subscribers at
 // once and to the store with the next flush. The in-memory backlog is
 // bounded by the log limit, oldest lines dropped first, so a job printing
-// without end cannot grow the daemon's memory.
+// without end cannot grow the daemon's memory. Every line takes a seq,
+// dropped or not: the store counts the seqs it never receives as dropped,
+// and notes them (see Store.AppendLog).
 func (e *Engine) output(a *activeJob, stream, text string) {
 	now := e.clock.Now()
 	a.mu.Lock()
@@ -858,11 +817,10 @@ func (e *Engine) output(a *activeJob, stream, text string) {
 	line := LogLine{Seq: a.seq, Time: now, Attempt: a.job.Attempt, Stream: stream, Text: text}
 	a.pending = append(a.pending, line)
 	a.pendBytes += int64(len(text)) + LogLineOverhead
-	for a.pendBytes > e.cfg.LogLimit && len(a.pending) > 1 {
+	for limit := e.conf().LogLimit; a.pendBytes > limit && len(a.pending) > 1; {
 		a.pendBytes -= int64(len(a.pending[0].Text)) + LogLineOverhead
 		a.pending[0] = LogLine{}
 		a.pending = a.pending[1:]
-		a.dropped++
 	}
 	a.mu.Unlock()
 	if e.bus.active() {
@@ -870,24 +828,21 @@ func (e *Engine) output(a *activeJob, stream, text string) {
 	}
 }
 
-// flushJob writes a job's captured output to the store.
+// flushJob writes a job's captured output to the store. Lines dropped from
+// memory since the last flush are a gap in seq before the first line sent,
+// which the store records as dropped (in log_truncated and the log's note).
 func (e *Engine) flushJob(a *activeJob) {
+	a.flushMu.Lock()
+	defer a.flushMu.Unlock()
 	a.mu.Lock()
 	if len(a.pending) == 0 {
 		a.mu.Unlock()
 		return
 	}
 	lines := slices.Clone(a.pending)
-	if a.dropped > 0 {
-		// Record the loss in the log itself, in place of the oldest line we
-		// still hold, so it reads where the gap is.
-		lines[0] = LogLine{Seq: lines[0].Seq, Time: lines[0].Time, Attempt: a.job.Attempt, Stream: "stq",
-			Text: fmt.Sprintf("[stq] %d lines dropped: output over the %d-byte log limit", a.dropped+1, e.cfg.LogLimit)}
-		a.dropped = 0
-	}
 	a.mu.Unlock()
 
-	if err := e.store.AppendLog(context.Background(), a.job.ID, lines, e.cfg.LogLimit); err != nil {
+	if err := e.store.AppendLog(context.Background(), a.job.ID, lines, e.conf().LogLimit); err != nil {
 		e.log.Error("store job output", "job", a.job.ID, "err", err)
 		return
 	}
@@ -927,18 +882,27 @@ func (e *Engine) flushLoop(ctx context.Context) {
 // maintain prunes finished history and checkpoints the store every
 // Retention.Interval until ctx ends.
 func (e *Engine) maintain(ctx context.Context) {
-	t := e.clock.NewTimer(e.cfg.Retention.Interval)
+	t := e.clock.NewTimer(e.retentionInterval())
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-e.reconfigured: // the interval may have changed
+			if !t.Stop() {
+				select {
+				case <-t.C():
+				default:
+				}
+			}
+			t.Reset(e.retentionInterval())
+			continue
 		case <-t.C():
 		}
 		if _, err := e.Maintain(ctx); err != nil && ctx.Err() == nil {
 			e.log.Warn("maintenance", "err", err)
 		}
-		t.Reset(e.cfg.Retention.Interval)
+		t.Reset(e.retentionInterval())
 	}
 }
 
@@ -946,9 +910,10 @@ func (e *Engine) maintain(ctx context.Context) {
 // the configured age and count, in bounded batches, then checkpoints the
 // store. It returns how many jobs it pruned.
 func (e *Engine) Maintain(ctx context.Context) (int, error) {
-	req := PruneRequest{Keep: max(e.cfg.Retention.Keep, 0), Limit: 10000}
-	if e.cfg.Retention.MaxAge > 0 {
-		req.Before = e.clock.Now().Add(-e.cfg.Retention.MaxAge)
+	r := e.conf().Retention
+	req := PruneRequest{Keep: max(r.Keep, 0), Limit: 10000}
+	if r.MaxAge > 0 {
+		req.Before = e.clock.Now().Add(-r.MaxAge)
 	}
 	total := 0
 	for {
@@ -999,13 +964,13 @@ func (e *Engine) Enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult
 	if err := e.resolveAfter(ctx, &req); err != nil {
 		return EnqueueResult{}, err
 	}
-	j, err := e.prepare(&req, e.clock.Now())
+	j, err := e.prepare(&req, e.clock.Now(), nil)
 	if err != nil {
 		return EnqueueResult{}, err
 	}
 	res, err := e.store.Enqueue(ctx, j, req.Generation != nil)
 	if err != nil {
-		return EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
+		return EnqueueResult{}, err // the store says "enqueue"
 	}
 	e.enqueued(res)
 	return res, nil
@@ -1025,7 +990,7 @@ func (e *Engine) EnqueueMany(ctx context.Context, reqs []EnqueueRequest) ([]Enqu
 	}
 	res, err := e.store.EnqueueMany(ctx, b)
 	if err != nil {
-		return nil, fmt.Errorf("enqueue batch: %w", err)
+		return nil, err // the store's error says "enqueue batch" or is a *BatchError
 	}
 	for _, r := range res.Results {
 		e.enqueued(r)
@@ -1050,9 +1015,9 @@ func (e *Engine) EnqueueEach(ctx context.Context, reqs []EnqueueRequest) ([]Enqu
 		}
 		switch {
 		case err != nil:
-			errs[i] = fmt.Errorf("enqueue: %w", err)
+			errs[i] = err // the store's errors say "enqueue" already
 		case res.Errs[k] != nil:
-			errs[i] = fmt.Errorf("enqueue: %w", res.Errs[k])
+			errs[i] = res.Errs[k]
 		default:
 			results[i] = res.Results[k]
 			e.enqueued(results[i])
@@ -1079,11 +1044,12 @@ func (e *Engine) prepareBatch(ctx context.Context, reqs []EnqueueRequest, atomic
 	}
 	now := e.clock.Now()
 	b := EnqueueBatch{Atomic: atomic, Jobs: make([]*Job, 0, len(reqs)), ExplicitGen: make([]bool, 0, len(reqs))}
+	var envs envMemo
 	for i := range reqs {
 		err := e.resolveAfter(ctx, &reqs[i])
 		var j *Job
 		if err == nil {
-			j, err = e.prepare(&reqs[i], now)
+			j, err = e.prepare(&reqs[i], now, &envs)
 		}
 		if err != nil {
 			if atomic {
@@ -1109,21 +1075,23 @@ func (e *Engine) resolveAfter(ctx context.Context, req *EnqueueRequest) error {
 }
 
 // prepare validates a request and builds the job it asks for, with the
-// defaults of its type and of the daemon filled in.
-func (e *Engine) prepare(req *EnqueueRequest, now time.Time) (*Job, error) {
+// defaults of its type and of the daemon filled in. envs, when not nil,
+// encodes the base environments of a batch (see envMemo).
+func (e *Engine) prepare(req *EnqueueRequest, now time.Time, envs *envMemo) (*Job, error) {
 	if req.Queue == "" {
 		req.Queue = DefaultQueue
 	}
 	if req.Type == "" {
 		req.Type = DefaultType
 	}
-	if err := req.validate(e.cfg.MaxPayload); err != nil {
+	cfg := e.conf()
+	if err := req.validate(cfg.MaxPayload); err != nil {
 		return nil, err
 	}
 	if command, handler := e.typeHandler(req.Type); len(req.Command) == 0 && command == nil && handler == "" {
 		return nil, fmt.Errorf("%w: job type %q has no handler: give a command after -- or add [handlers.%s] with a command to config.toml", ErrInvalid, req.Type, req.Type)
 	}
-	tc := e.cfg.Types[req.Type]
+	tc := cfg.Types[req.Type]
 	j := &Job{
 		ID:          e.newID(now),
 		Queue:       req.Queue,
@@ -1141,8 +1109,11 @@ func (e *Engine) prepare(req *EnqueueRequest, now time.Time) (*Job, error) {
 		Backoff:     Duration(DefaultBackoff),
 		Attempts:    []Attempt{},
 	}
-	if e.cfg.DefaultDeadline > 0 {
-		j.Deadline = Duration(e.cfg.DefaultDeadline)
+	if req.BaseEnv != nil {
+		j.BaseEnv = envs.encode(req.BaseEnv)
+	}
+	if cfg.DefaultDeadline > 0 {
+		j.Deadline = Duration(cfg.DefaultDeadline)
 	}
 	if tc.Deadline != nil {
 		j.Deadline = Duration(*tc.Deadline)
@@ -1235,7 +1206,7 @@ func pick(v *bool, def bool) bool {
 // new job starts once the old one is recorded, as the one-running-per-key
 // rule says.
 func (e *Engine) replaceRunning(newer *Job) {
-	cause := fmt.Errorf("generation %d (job %s) arrived: %w", newer.Generation, newer.ID, errReplaced)
+	cause := supersededCause(SupersededBy(newer.Generation, newer.ID))
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, a := range e.running {
@@ -1256,7 +1227,7 @@ func (e *Engine) Get(ctx context.Context, id string) (*Job, error) {
 	}
 	j, err := e.store.Get(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("get job %s: %w", id, err)
+		return nil, err // the store's error says "get job ID" already
 	}
 	if err := e.annotate(ctx, []*Job{j}); err != nil {
 		return nil, err
@@ -1309,6 +1280,7 @@ func (e *Engine) annotate(ctx context.Context, jobs []*Job) error {
 		perQueue[r.Queue]++
 	}
 	idle, onAC := e.probe.Idle(), e.probe.Power().OnAC
+	limits := e.conf().queueLimits
 	for _, j := range queued {
 		dep, err := e.pendingDependency(ctx, j)
 		if err != nil {
@@ -1327,7 +1299,7 @@ func (e *Engine) annotate(ctx context.Context, jobs []*Job) error {
 			j.Waiting = WaitIdle
 		case j.RequireCharging && !onAC:
 			j.Waiting = WaitPower
-		case e.queueLimits[j.Queue] > 0 && perQueue[j.Queue] >= e.queueLimits[j.Queue]:
+		case limits[j.Queue] > 0 && perQueue[j.Queue] >= limits[j.Queue]:
 			j.Waiting = WaitQueueFull
 		}
 	}
@@ -1363,7 +1335,7 @@ func (e *Engine) List(ctx context.Context, f ListFilter) (ListPage, error) {
 	}
 	page, err := e.store.List(ctx, f)
 	if err != nil {
-		return ListPage{}, fmt.Errorf("list jobs: %w", err)
+		return ListPage{}, err // the store's error says "list jobs" already
 	}
 	if err := e.annotate(ctx, page.Jobs); err != nil {
 		return ListPage{}, err
@@ -1385,30 +1357,90 @@ func (e *Engine) Logs(ctx context.Context, id string, afterSeq int64, limit int)
 		return nil, err
 	}
 	id = j.ID
+	// Memory first, then the store: a flush in between moves lines from
+	// one to the other, and in this order each is seen at least once.
+	// Only the first limit held lines can make the page.
+	var held []LogLine
+	if a := e.active(id); a != nil {
+		a.mu.Lock()
+		i := heldAfter(a.pending, afterSeq)
+		held = slices.Clone(a.pending[i:min(len(a.pending), i+limit)])
+		a.mu.Unlock()
+	}
 	lines, err := e.store.Logs(ctx, id, afterSeq, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read logs of %s: %w", id, err)
-	}
-	if len(lines) >= limit {
-		return lines, nil
 	}
 	last := afterSeq
 	if n := len(lines); n > 0 {
 		last = lines[n-1].Seq
 	}
-	e.mu.Lock()
-	a := e.running[id]
-	e.mu.Unlock()
-	if a != nil {
+	for _, l := range held {
+		if len(lines) >= limit {
+			break
+		}
+		if l.Seq > last {
+			lines = append(lines, l)
+		}
+	}
+	return lines, nil
+}
+
+// LogStart returns the after_seq from which the newest n lines of a job's
+// log among those after afterSeq are read: the Seq of the line just before
+// them, or afterSeq when there are no more than n. Lines still held in
+// memory for a running job count; the store is read backwards from its
+// newest line, n lines at most.
+func (e *Engine) LogStart(ctx context.Context, id string, afterSeq int64, n int) (int64, error) {
+	if n < 0 {
+		return 0, fmt.Errorf("%w: the number of lines must not be negative, got %d", ErrInvalid, n)
+	}
+	n = min(n, math.MaxInt-1) // n+1 below must not overflow
+	j, err := e.Get(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	id = j.ID
+	// As in Logs, memory before the store. before bounds the store's part
+	// to the lines older than those held, which a flush may be storing now.
+	var before int64
+	held := 0
+	if a := e.active(id); a != nil {
 		a.mu.Lock()
-		for _, l := range a.pending {
-			if l.Seq > last && len(lines) < limit {
-				lines = append(lines, l)
-			}
+		p := a.pending[heldAfter(a.pending, afterSeq):]
+		held = len(p)
+		switch {
+		case held > n:
+			start := p[held-n-1].Seq
+			a.mu.Unlock()
+			return start, nil
+		case held > 0:
+			before = p[0].Seq
 		}
 		a.mu.Unlock()
 	}
-	return lines, nil
+	seq, ok, err := e.store.LogSeqFromEnd(ctx, id, afterSeq, before, n-held+1)
+	if err != nil {
+		return 0, fmt.Errorf("read logs of %s: %w", id, err)
+	}
+	if !ok {
+		return afterSeq, nil
+	}
+	return seq, nil
+}
+
+// active returns the attempt of job id running in this daemon, or nil.
+func (e *Engine) active(id string) *activeJob {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.running[id]
+}
+
+// heldAfter is the index of the first held line with Seq > afterSeq; held
+// lines are in seq order.
+func heldAfter(held []LogLine, afterSeq int64) int {
+	i, _ := slices.BinarySearchFunc(held, afterSeq+1, func(l LogLine, seq int64) int { return cmp.Compare(l.Seq, seq) })
+	return i
 }
 
 // Cancel cancels one job by id, or every QUEUED and RUNNING job of a subject
@@ -1466,7 +1498,7 @@ func (e *Engine) Cancel(ctx context.Context, req CancelRequest) ([]*Job, error) 
 
 func (e *Engine) cancelOne(ctx context.Context, id string) (*Job, error) {
 	now := e.clock.Now()
-	changed, err := e.store.CancelQueued(ctx, []string{id}, "cancelled by user", now)
+	changed, err := e.store.CancelQueued(ctx, []string{id}, ReasonCancelled, now)
 	if err != nil {
 		return nil, fmt.Errorf("cancel %s: %w", id, err)
 	}
@@ -1625,7 +1657,7 @@ func (e *Engine) Retry(ctx context.Context, id string) (*Job, error) {
 	}
 	j, err := e.store.Retry(ctx, id, e.clock.Now())
 	if err != nil {
-		return nil, fmt.Errorf("retry %s: %w", id, err)
+		return nil, err // the store's error says "retry job ID" already
 	}
 	e.publishJob(j)
 	e.notify()
@@ -1648,13 +1680,15 @@ func (e *Engine) Stats(ctx context.Context) (Stats, error) {
 		Running:    e.runningCount(),
 		Owner:      e.cfg.Owner,
 		Started:    e.started,
+		PID:        os.Getpid(),
+		Version:    e.cfg.Version,
 		Recovered:  e.recovered.Load(),
 		Paused:     paused,
 		Idle:       e.probe.Idle(),
 		Power:      e.probe.Power(),
 		Retention: RetentionStats{
-			MaxAge: Duration(max(e.cfg.Retention.MaxAge, 0)),
-			Keep:   max(e.cfg.Retention.Keep, 0),
+			MaxAge: Duration(max(e.conf().Retention.MaxAge, 0)),
+			Keep:   max(e.conf().Retention.Keep, 0),
 		},
 	}, nil
 }

@@ -26,9 +26,13 @@ type Run struct {
 	Command []string
 	// Handler names the in-process handler to run when Command is empty.
 	Handler string
-	// Env holds the additions to the daemon's environment, "K=V", including
-	// the STQ_* variables.
+	// Env holds the additions to the base environment, "K=V": the job's
+	// env, then the STQ_* variables.
 	Env []string
+	// BaseEnv is the environment the process starts from instead of the
+	// daemon's ("K=V", the job's BaseEnv.List); nil: the daemon's. A
+	// subprocess executor runs with ProcessEnv.
+	BaseEnv []string
 	// Grace is how long a stopped subprocess group gets between SIGTERM and
 	// SIGKILL.
 	Grace time.Duration

@@ -64,11 +64,23 @@ func TestIDPrefixesWorkWhereverAnIDIsTaken(t *testing.T) {
 	if len(dep.After) != 1 || dep.After[0] != page.Jobs[0].ID {
 		t.Errorf("after %s stored as %v, want the whole id", short, dep.After)
 	}
+	// The new job may share that prefix now: take the target's prefix
+	// again, as a person re-reading the table would.
+	page, err = b.eng.List(ctx, engine.ListFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range page.Jobs {
+		if j.ID == dep.After[0] {
+			short = j.ShortID
+		}
+	}
+	target := dep.After[0]
 	cancelled, err := b.eng.Cancel(ctx, engine.CancelRequest{ID: short})
-	if err != nil || len(cancelled) != 1 || cancelled[0].ID != page.Jobs[0].ID {
+	if err != nil || len(cancelled) != 1 || cancelled[0].ID != target {
 		t.Fatalf("cancel by prefix: %v, %v", cancelled, err)
 	}
-	if j, err := b.eng.Retry(ctx, short); err != nil || j.ID != page.Jobs[0].ID {
+	if j, err := b.eng.Retry(ctx, short); err != nil || j.ID != target {
 		t.Fatalf("retry by prefix: %v, %v", j, err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)

@@ -30,6 +30,7 @@ type Job struct {
 	Command     []string          `json:"command"`
 	Cwd         string            `json:"cwd"`
 	Env         map[string]string `json:"env"`
+	BaseEnv     *BaseEnv          `json:"base_env"` // the captured environment it starts from; nil: the daemon's
 	RunAt       time.Time         `json:"run_at"`
 	Deadline    Duration          `json:"deadline"`
 	TTL         Duration          `json:"ttl"`

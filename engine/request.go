@@ -21,6 +21,13 @@ const (
 // EnqueueRequest is a request to add a job. It is also the params object of
 // the dev.enqueue.v1 method; optional fields left out take their defaults
 // (from the job type's configuration, then the built-in ones).
+//
+// BaseEnv is the whole environment the job starts from instead of the
+// daemon's: the enqueuing client's, as `stq enqueue` sends it. Env is added
+// on top. nil means the daemon's environment; an empty map an empty one.
+// The six variables the daemon sets for every attempt (STQ_JOB_ID,
+// STQ_QUEUE, STQ_TYPE, STQ_SUBJECT, STQ_GENERATION, STQ_ATTEMPT) are
+// dropped from it, not refused.
 type EnqueueRequest struct {
 	Queue       string            `json:"queue,omitempty"`
 	Type        string            `json:"type,omitempty"`
@@ -31,6 +38,7 @@ type EnqueueRequest struct {
 	Command     []string          `json:"command,omitempty"`
 	Cwd         string            `json:"cwd,omitempty"`
 	Env         map[string]string `json:"env,omitempty"`
+	BaseEnv     map[string]string `json:"base_env,omitempty"` // the whole environment to start from instead of the daemon's; see BaseEnv
 	RunAt       *time.Time        `json:"run_at,omitempty"`
 	Delay       *Duration         `json:"delay,omitempty"`
 	Deadline    *Duration         `json:"deadline,omitempty"`
@@ -171,6 +179,11 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 			return err
 		}
 	}
+	if r.BaseEnv != nil {
+		if err := checkBaseEnv(r.BaseEnv); err != nil {
+			return err
+		}
+	}
 	if len(r.After) > MaxAfter {
 		return fmt.Errorf("%w: %d dependencies, over the limit of %d", ErrInvalid, len(r.After), MaxAfter)
 	}
@@ -238,6 +251,10 @@ type Stats struct {
 	Running int       `json:"running"`
 	Owner   string    `json:"owner"`
 	Started time.Time `json:"started"`
+	// PID is the daemon's process id, Version its version (what
+	// `stq --version` prints; Config.Version).
+	PID     int    `json:"pid"`
+	Version string `json:"version"`
 	// Recovered counts jobs found RUNNING from a dead daemon since start.
 	Recovered int64 `json:"recovered"`
 	// Paused lists paused queues.

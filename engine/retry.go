@@ -52,11 +52,28 @@ type AttemptEnd struct {
 // Stop causes: the reasons the engine ends an attempt early.
 var (
 	errDeadline    = errors.New("deadline exceeded")
-	errCancelled   = errors.New("cancelled")
+	errCancelled   = errors.New(ReasonCancelled)
 	errReplaced    = errors.New("replaced by a newer generation")
 	errShutdown    = errors.New("daemon shutting down")
 	errRecoverKill = errors.New("daemon crashed")
 )
+
+// ReasonCancelled is the note (Job.Error, Attempt.Reason) of a job a user
+// cancelled, whether it was queued or running: one wording for one thing.
+const ReasonCancelled = "cancelled by user"
+
+// SupersededBy is the note of a job that a newer generation superseded,
+// whether it was queued or, replaced, running.
+func SupersededBy(generation int64, id string) string {
+	return fmt.Sprintf("superseded by generation %d (job %s)", generation, id)
+}
+
+// supersededCause stops a running job that a newer generation replaces
+// (errReplaced); its text is the attempt's reason.
+type supersededCause string
+
+func (c supersededCause) Error() string      { return string(c) }
+func (supersededCause) Is(target error) bool { return target == errReplaced }
 
 // Decide is the single place that turns how an attempt ended into what
 // happens to the job next: DONE, a retry after backoff, FAILED, CANCELLED, or
@@ -66,7 +83,7 @@ func Decide(job *Job, end AttemptEnd, now time.Time, rnd float64) Completion {
 	res := end.Result
 	switch {
 	case errors.Is(end.Cause, errCancelled):
-		c.State, c.Outcome, c.Reason = StateCancelled, OutcomeCancelled, "cancelled"
+		c.State, c.Outcome, c.Reason = StateCancelled, OutcomeCancelled, ReasonCancelled
 		return c
 	case errors.Is(end.Cause, errReplaced):
 		c.State, c.Outcome = StateSuperseded, OutcomeSuperseded

@@ -77,10 +77,10 @@ func TestDecide(t *testing.T) {
 		{"a handler error is a failure", job(1, 3), AttemptEnd{Result: Result{Err: errors.New("boom")}}, StateQueued, OutcomeFailed, "boom", now.Add(time.Second), false, nil},
 		{"a permanent handler error fails at once", job(1, 3), AttemptEnd{Result: Result{Err: fmt.Errorf("bad input: %w", ErrPermanent)}}, StateFailed, OutcomeFailed, "bad input: permanent failure", time.Time{}, false, nil},
 		{"a deadline is a failure that retries", job(1, 3), AttemptEnd{Result: Result{Signal: "SIGTERM"}, Cause: errDeadline}, StateQueued, OutcomeFailed, "deadline of 1m0s exceeded", now.Add(time.Second), false, nil},
-		{"a cancel ends the job", job(1, 3), AttemptEnd{Result: Result{Signal: "SIGTERM"}, Cause: errCancelled}, StateCancelled, OutcomeCancelled, "cancelled", time.Time{}, false, nil},
-		{"a cancel wins over a clean exit", job(1, 3), AttemptEnd{Result: Result{ExitCode: intp(0)}, Cause: errCancelled}, StateCancelled, OutcomeCancelled, "cancelled", time.Time{}, false, intp(0)},
+		{"a cancel ends the job", job(1, 3), AttemptEnd{Result: Result{Signal: "SIGTERM"}, Cause: errCancelled}, StateCancelled, OutcomeCancelled, "cancelled by user", time.Time{}, false, nil},
+		{"a cancel wins over a clean exit", job(1, 3), AttemptEnd{Result: Result{ExitCode: intp(0)}, Cause: errCancelled}, StateCancelled, OutcomeCancelled, "cancelled by user", time.Time{}, false, intp(0)},
 		{"shutdown requeues now and refunds the attempt", job(3, 3), AttemptEnd{Result: Result{Signal: "SIGTERM"}, Cause: errShutdown}, StateQueued, OutcomeInterrupted, "interrupted by daemon shutdown", now, true, nil},
-		{"a replacing newer generation supersedes the running job", job(1, 3), AttemptEnd{Result: Result{Signal: "SIGTERM"}, Cause: fmt.Errorf("generation 4 (id j9) arrived: %w", errReplaced)}, StateSuperseded, OutcomeSuperseded, "generation 4 (id j9) arrived: replaced by a newer generation", time.Time{}, false, nil},
+		{"a replacing newer generation supersedes the running job", job(1, 3), AttemptEnd{Result: Result{Signal: "SIGTERM"}, Cause: supersededCause(SupersededBy(4, "j9"))}, StateSuperseded, OutcomeSuperseded, "superseded by generation 4 (job j9)", time.Time{}, false, nil},
 		{"a crash with attempts left retries", job(1, 3), AttemptEnd{Cause: errRecoverKill}, StateQueued, OutcomeCrashed, "daemon crashed", now.Add(time.Second), false, nil},
 		{"a crash on the last attempt fails", job(3, 3), AttemptEnd{Cause: errRecoverKill}, StateFailed, OutcomeCrashed, "daemon crashed", time.Time{}, false, nil},
 	}

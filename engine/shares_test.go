@@ -22,7 +22,8 @@ func TestSharesSplitFreeWorkersByWeight(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := &Engine{cfg: Config{Queues: tt.queues}}
+			e := &Engine{}
+			e.live.Store(&settings{Config: Config{Queues: tt.queues}})
 			quota, def, ok := e.shares(tt.free)
 			if ok != tt.ok || def != tt.def || len(quota) != len(tt.quota) {
 				t.Fatalf("shares(%d) = %v, %d, %v; want %v, %d, %v", tt.free, quota, def, ok, tt.quota, tt.def, tt.ok)

@@ -26,7 +26,10 @@ type Store interface {
 	//     stored SUPERSEDED at once;
 	//   - every QUEUED job of the key with a lower generation becomes
 	//     SUPERSEDED.
-	// The job's ID, CreatedAt and RunAt are set by the caller.
+	// The job's ID, CreatedAt and RunAt are set by the caller. Its
+	// BaseEnv, made by EncodeBaseEnv, is stored once per distinct content
+	// and kept while a job references it; reads give it back as its
+	// digest and count, claims with its List.
 	Enqueue(ctx context.Context, job *Job, explicitGen bool) (EnqueueResult, error)
 
 	// EnqueueMany stores several new jobs in one durable step, in order,
@@ -108,12 +111,22 @@ type Store interface {
 	Stats(ctx context.Context) (StoreStats, error)
 
 	// AppendLog adds output lines to a job's log, dropping the oldest lines
-	// once the log holds more than maxBytes, and marking the job's log
-	// truncated when it does. Each line counts as its text plus
-	// LogLineOverhead bytes, so empty lines cannot grow a log without bound.
+	// once the log holds more than maxBytes. Each line counts as its text
+	// plus LogLineOverhead bytes, so empty lines cannot grow a log without
+	// bound. A job's lines carry consecutive Seqs across calls: lines at or
+	// below the log's last Seq are ignored, and a gap before the first new
+	// one means the caller dropped those lines, which then count as dropped
+	// along with every older line. Whenever lines were dropped, the job's
+	// log is marked truncated and one line of stream "stq", in place of the
+	// newest line dropped, says how many were, exactly; it fits in maxBytes
+	// too.
 	AppendLog(ctx context.Context, id string, lines []LogLine, maxBytes int64) error
 	// Logs returns up to limit lines of a job's log with Seq > afterSeq.
 	Logs(ctx context.Context, id string, afterSeq int64, limit int) ([]LogLine, error)
+	// LogSeqFromEnd returns the Seq of the n-th newest line of a job's log
+	// among those with afterSeq < Seq < before (before <= 0: no bound), and
+	// false when there are fewer than n; without reading the whole log.
+	LogSeqFromEnd(ctx context.Context, id string, afterSeq, before int64, n int) (int64, bool, error)
 
 	// SetPaused pauses or resumes a queue. A paused queue's jobs are never
 	// claimed; the setting is durable.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	osexec "os/exec"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -141,18 +140,19 @@ func (s Subprocess) start(run *engine.Run) (*proc, error) {
 		}
 	}
 
-	cmd := osexec.Command(name, run.Command[1:]...)
+	// The program is looked up in the PATH the job runs with (its
+	// caller's, when it brought its environment), not the daemon's. With a
+	// gate too: a missing program then fails to start with a clear error
+	// instead of as the shell's exit 127.
+	env := run.ProcessEnv(os.Environ())
+	path, err := lookPath(name, env, cwd)
+	if err != nil {
+		closeAll(outR, outW, errR, errW, inR, inW)
+		return nil, startError(name, cwd, err)
+	}
+	cmd := &osexec.Cmd{Path: path, Args: run.Command}
 	var gateR, gateW *os.File
 	if s.Gate {
-		// Look the program up now, as os/exec would, so that a missing
-		// one still fails to start with a clear error instead of as the
-		// shell's exit 127.
-		if !strings.Contains(name, "/") {
-			if _, err := osexec.LookPath(name); err != nil {
-				closeAll(outR, outW, errR, errW, inR, inW)
-				return nil, startError(name, cwd, err)
-			}
-		}
 		if gateR, gateW, err = os.Pipe(); err != nil {
 			closeAll(outR, outW, errR, errW, inR, inW)
 			return nil, fmt.Errorf("create start gate: %w", err)
@@ -161,8 +161,7 @@ func (s Subprocess) start(run *engine.Run) (*proc, error) {
 		cmd.ExtraFiles = []*os.File{gateR} // fd 3
 	}
 	cmd.Dir = cwd
-	// Later entries win in os/exec, so the run's additions override.
-	cmd.Env = append(os.Environ(), run.Env...)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = outW, errW
 	if inR != nil {
 		cmd.Stdin = inR

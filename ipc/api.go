@@ -104,6 +104,18 @@ func (c *Client) EnqueueMany(ctx context.Context, reqs []engine.EnqueueRequest) 
 	return res.Results, nil
 }
 
+// EnqueueManyEnv is EnqueueMany with baseEnv as the base environment of
+// every request that has none of its own (see
+// engine.EnqueueRequest.BaseEnv). It is sent once for the whole batch,
+// not once per job.
+func (c *Client) EnqueueManyEnv(ctx context.Context, baseEnv map[string]string, reqs []engine.EnqueueRequest) ([]engine.EnqueueResult, error) {
+	var res EnqueueManyResult
+	if err := c.Call(ctx, MethodEnqueueMany, &EnqueueManyParams{Jobs: reqs, BaseEnv: baseEnv}, &res); err != nil {
+		return nil, err
+	}
+	return res.Results, nil
+}
+
 // Cancel cancels one job by id, or every queued and running job of a
 // subject key, and returns the jobs it cancelled.
 func (c *Client) Cancel(ctx context.Context, req engine.CancelRequest) ([]*engine.Job, error) {
@@ -216,11 +228,34 @@ func (c *Client) Retry(ctx context.Context, id string) (*engine.Job, error) {
 	return &j, nil
 }
 
+// Shutdown asks the daemon to stop gracefully, as SIGTERM does: it stops
+// taking requests, gives running jobs the grace period, then kills and
+// requeues what is left. It returns once the shutdown has begun, with the
+// daemon's PID and grace periods; the daemon exits after them.
+func (c *Client) Shutdown(ctx context.Context) (*engine.ShutdownResult, error) {
+	var res engine.ShutdownResult
+	if err := c.Call(ctx, MethodShutdown, nil, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+// Reload makes the daemon read its config.toml again and put it in force
+// without a restart. An invalid file changes nothing: the error says why.
+func (c *Client) Reload(ctx context.Context) (*engine.ReloadResult, error) {
+	var res engine.ReloadResult
+	if err := c.Call(ctx, MethodReload, nil, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
 // errStopTail ends a follow whose consumer stopped iterating.
 var errStopTail = errors.New("tail stopped")
 
 // Tail yields a job's output as log events. Without p.Follow it yields the
-// stored lines after p.AfterSeq and ends. With p.Follow and a JobID it
+// stored lines after p.AfterSeq (only the newest p.Last of them, when set)
+// and ends. With p.Follow and a JobID it
 // yields lines and the job's state changes as they happen, and ends after
 // the event of the job's terminal state (always the last one); with Follow
 // and no JobID it yields every job's events (or p.Queue's) until ctx ends.
@@ -240,7 +275,7 @@ func (c *Client) Tail(ctx context.Context, p TailParams) iter.Seq2[engine.Event,
 			return
 		}
 		defer side.Close()
-		ended := false
+		ended := "" // the job whose terminal event was yielded
 		onNotify := func(method string, params json.RawMessage) error {
 			if method != NotifyLogsEvent {
 				return nil // a kind this client does not know
@@ -249,7 +284,9 @@ func (c *Client) Tail(ctx context.Context, p TailParams) iter.Seq2[engine.Event,
 			if err := json.Unmarshal(params, &ev); err != nil {
 				return err
 			}
-			ended = ended || (ev.Kind == engine.EventJob && ev.JobID == p.JobID && ev.Job != nil && ev.Job.State.Terminal())
+			if ev.Kind == engine.EventJob && ev.Job != nil && ev.Job.State.Terminal() {
+				ended = ev.JobID
+			}
 			if !yield(ev, nil) {
 				return errStopTail
 			}
@@ -261,19 +298,20 @@ func (c *Client) Tail(ctx context.Context, p TailParams) iter.Seq2[engine.Event,
 		case errors.Is(err, errStopTail), ctx.Err() != nil:
 		case err != nil:
 			yield(engine.Event{}, err)
-		case final.Job != nil && !ended:
+		case final.Job != nil && ended != final.Job.ID:
 			// A job that had ended before the follow began sends no event.
 			yield(engine.Event{Kind: engine.EventJob, JobID: final.Job.ID, Job: final.Job}, nil)
 		}
 	}
 }
 
-// tailStored pages through a job's stored lines.
+// tailStored pages through a job's stored lines; p.Last applies to the
+// first page, which then says where the next begins.
 func (c *Client) tailStored(ctx context.Context, p TailParams) iter.Seq2[engine.Event, error] {
 	return func(yield func(engine.Event, error) bool) {
-		after := p.AfterSeq
 		for {
-			res, err := c.Logs(ctx, p.JobID, after)
+			var res LinesResult
+			err := c.Call(ctx, MethodTail, &TailParams{JobID: p.JobID, AfterSeq: p.AfterSeq, Last: p.Last}, &res)
 			if err != nil {
 				yield(engine.Event{}, err)
 				return
@@ -286,7 +324,7 @@ func (c *Client) tailStored(ctx context.Context, p TailParams) iter.Seq2[engine.
 			if !res.More || len(res.Lines) == 0 {
 				return
 			}
-			after = res.Lines[len(res.Lines)-1].Seq
+			p.AfterSeq, p.Last = res.Lines[len(res.Lines)-1].Seq, nil
 		}
 	}
 }

@@ -25,9 +25,14 @@ const maxResponseLine = 256 << 20
 type noDaemonError struct {
 	path  string
 	cause error
+	// starting, when set, says a daemon is starting but did not answer.
+	starting string
 }
 
 func (e *noDaemonError) Error() string {
+	if e.starting != "" {
+		return "no daemon answers at " + e.path + ": " + e.starting
+	}
 	return "no daemon at " + e.path + ": start one with `stq daemon`"
 }
 
@@ -79,14 +84,24 @@ func Dial(ctx context.Context, socketPath, token string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.token = "" // authenticated here and now, not with the first call
+	if err := c.authNow(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// authNow authenticates a Connect client here and now, not with its first
+// call; on failure the connection is closed.
+func (c *Client) authNow(ctx context.Context) error {
+	token := c.token
+	c.token = ""
 	var res AuthResult
 	if err := c.Call(ctx, MethodAuth, &AuthParams{Token: token}, &res); err != nil {
 		c.nc.Close()
-		return nil, fmt.Errorf("authenticate to daemon at %s: %w", socketPath, err)
+		return fmt.Errorf("authenticate to daemon at %s: %w", c.path, err)
 	}
 	c.version = res.Version
-	return c, nil
+	return nil
 }
 
 // Connect is Dial without the wait for authentication: the auth request

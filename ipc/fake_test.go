@@ -28,6 +28,8 @@ type fakeBackend struct {
 	paused  map[string]bool
 	// eachCalls records the size of every EnqueueEach call.
 	eachCalls []int
+	// shutdowns and reloads count the calls of Shutdown and Reload.
+	shutdowns, reloads int
 }
 
 func newFake() *fakeBackend {
@@ -265,6 +267,27 @@ func (f *fakeBackend) Logs(ctx context.Context, id string, afterSeq int64, limit
 	return out, nil
 }
 
+func (f *fakeBackend) LogStart(ctx context.Context, id string, afterSeq int64, last int) (int64, error) {
+	if err := f.failing(); err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.jobs[id]; !ok {
+		return 0, fmt.Errorf("logs of %s: %w", id, engine.ErrNotFound)
+	}
+	var after []engine.LogLine
+	for _, l := range f.logs[id] {
+		if l.Seq > afterSeq {
+			after = append(after, l)
+		}
+	}
+	if len(after) <= last {
+		return afterSeq, nil
+	}
+	return after[len(after)-last-1].Seq, nil
+}
+
 func (f *fakeBackend) Stats(ctx context.Context) (engine.Stats, error) {
 	if err := f.failing(); err != nil {
 		return engine.Stats{}, err
@@ -485,4 +508,26 @@ func (f *fakeBackend) Retry(ctx context.Context, id string) (*engine.Job, error)
 	f.changedLocked()
 	cp := *j
 	return &cp, nil
+}
+
+// Shutdown records the request; the fake has no process to stop.
+func (f *fakeBackend) Shutdown(ctx context.Context) (engine.ShutdownResult, error) {
+	if err := f.failing(); err != nil {
+		return engine.ShutdownResult{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.shutdowns++
+	return engine.ShutdownResult{PID: 4242, Grace: engine.Duration(10 * time.Second), KillGrace: engine.Duration(5 * time.Second)}, nil
+}
+
+// Reload records the request and reports nothing to restart.
+func (f *fakeBackend) Reload(ctx context.Context) (engine.ReloadResult, error) {
+	if err := f.failing(); err != nil {
+		return engine.ReloadResult{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reloads++
+	return engine.ReloadResult{Config: "config.toml", RestartNeeded: []string{}}, nil
 }

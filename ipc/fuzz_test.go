@@ -83,10 +83,14 @@ var fuzzSeeds = []struct {
 	{`{"jsonrpc":"2.0","id":7,"method":"dev.wait.v1","params":{"ids":["j1","j2"],"timeout":"0s"}}`, 0},
 	{`{"jsonrpc":"2.0","id":8,"method":"logs.tail.v1","params":{"job_id":"j2","after_seq":0}}`, 0},
 	{`{"jsonrpc":"2.0","id":9,"method":"logs.tail.v1","params":{"follow":true,"queue":"q"}}`, 0},
+	{`{"jsonrpc":"2.0","id":16,"method":"logs.tail.v1","params":{"job_id":"j2","last":3}}`, 0},
+	{`{"jsonrpc":"2.0","id":17,"method":"logs.tail.v1","params":{"follow":true,"last":-1}}`, 0},
 	{`{"jsonrpc":"2.0","id":10,"method":"auth.v1","params":{"token":"` + testToken + `"}}`, 0},
 	{`{"jsonrpc":"2.0","id":11,"method":"admin.pause.v1","params":{"queue":"q"}}`, 0},
 	{`{"jsonrpc":"2.0","id":12,"method":"admin.resume.v1","params":{"queue":""}}`, 0},
 	{`{"jsonrpc":"2.0","id":13,"method":"dev.retry.v1","params":{"id":"j1"}}`, 0},
+	{`{"jsonrpc":"2.0","id":14,"method":"admin.shutdown.v1"}`, 0},
+	{`{"jsonrpc":"2.0","id":15,"method":"admin.reload.v1","params":{}}`, 0},
 	{`[{"jsonrpc":"2.0","id":1,"method":"admin.stats.v1"}]`, 0},
 	{`{"jsonrpc":"2.0","method":"admin.stats.v1"}`, 0},
 	{`{"jsonrpc":"2.0","id":1e400,"method":"dev.lsit.v1"}`, 0},
@@ -294,7 +298,8 @@ func checkParams(t *testing.T, req *request, params any) {
 		}
 		members(reflect.TypeFor[WaitParams]())
 	case *TailParams:
-		if req.Method != MethodTail || p.AfterSeq < 0 || (p.JobID != "" && p.Queue != "") || (!p.Follow && p.JobID == "") {
+		if req.Method != MethodTail || p.AfterSeq < 0 || (p.JobID != "" && p.Queue != "") || (!p.Follow && p.JobID == "") ||
+			(p.Last != nil && (*p.Last < 0 || p.JobID == "")) {
 			bad("decoded as tail %+v", p)
 		}
 		members(reflect.TypeFor[TailParams]())
@@ -318,6 +323,16 @@ func checkParams(t *testing.T, req *request, params any) {
 			bad("decoded as retry %+v", p)
 		}
 		members(reflect.TypeFor[RetryParams]())
+	case *shutdownParams:
+		if req.Method != MethodShutdown {
+			bad("decoded as shutdown")
+		}
+		members(reflect.TypeFor[shutdownParams]())
+	case *reloadParams:
+		if req.Method != MethodReload {
+			bad("decoded as reload")
+		}
+		members(reflect.TypeFor[reloadParams]())
 	default:
 		bad("decoded to %T", params)
 	}
@@ -398,6 +413,11 @@ func (r *recordingBackend) Logs(context.Context, string, int64, int) ([]engine.L
 	return nil, nil
 }
 
+func (r *recordingBackend) LogStart(context.Context, string, int64, int) (int64, error) {
+	r.record("LogStart")
+	return 0, nil
+}
+
 func (r *recordingBackend) Subscribe(engine.EventFilter) *engine.Subscription {
 	r.record("Subscribe")
 	return nil
@@ -426,6 +446,16 @@ func (r *recordingBackend) Resume(context.Context, string) error {
 func (r *recordingBackend) Retry(ctx context.Context, id string) (*engine.Job, error) {
 	r.record("Retry")
 	return nil, fmt.Errorf("retry %s: %w", id, engine.ErrNotFound)
+}
+
+func (r *recordingBackend) Shutdown(context.Context) (engine.ShutdownResult, error) {
+	r.record("Shutdown")
+	return engine.ShutdownResult{}, nil
+}
+
+func (r *recordingBackend) Reload(context.Context) (engine.ReloadResult, error) {
+	r.record("Reload")
+	return engine.ReloadResult{}, nil
 }
 
 // swapBackend lets one server (started once per fuzz process) use a fresh
@@ -479,6 +509,10 @@ func (s *swapBackend) Logs(ctx context.Context, id string, after int64, limit in
 	return s.cur().Logs(ctx, id, after, limit)
 }
 
+func (s *swapBackend) LogStart(ctx context.Context, id string, after int64, last int) (int64, error) {
+	return s.cur().LogStart(ctx, id, after, last)
+}
+
 func (s *swapBackend) Subscribe(f engine.EventFilter) *engine.Subscription {
 	return s.cur().Subscribe(f)
 }
@@ -492,6 +526,14 @@ func (s *swapBackend) Recover(ctx context.Context) (engine.RecoverReport, error)
 }
 
 func (s *swapBackend) Pause(ctx context.Context, q string) error { return s.cur().Pause(ctx, q) }
+
+func (s *swapBackend) Shutdown(ctx context.Context) (engine.ShutdownResult, error) {
+	return s.cur().Shutdown(ctx)
+}
+
+func (s *swapBackend) Reload(ctx context.Context) (engine.ReloadResult, error) {
+	return s.cur().Reload(ctx)
+}
 
 func (s *swapBackend) Resume(ctx context.Context, q string) error { return s.cur().Resume(ctx, q) }
 

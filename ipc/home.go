@@ -5,10 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Paths are the files of one stq home. With a home (STQ_HOME, --home) they
@@ -84,32 +88,165 @@ func defaultStateDir() (string, error) {
 	return filepath.Join(h, ".local", "state", "stq"), nil
 }
 
-// ReadToken reads the daemon's token from the home's token file. A missing
-// file means no daemon has run there: the error wraps ErrNoDaemon.
+// ReadToken reads the daemon's token from the home's token file. When the
+// file is missing, empty or unreadable, what that means depends on the
+// socket: if nothing answers there, no daemon runs and the error wraps
+// ErrNoDaemon; if a daemon answers, the token file is what is wrong, and
+// the error is a *TokenError (which matches ErrUnauthorized).
 func (p Paths) ReadToken() (string, error) {
 	b, err := os.ReadFile(p.Token)
-	if errors.Is(err, fs.ErrNotExist) {
+	if err == nil {
+		if tok := strings.TrimSpace(string(b)); tok != "" {
+			return tok, nil
+		}
+		err = errTokenEmpty
+	}
+	if !answers(p.Socket) {
 		return "", &noDaemonError{path: p.Socket, cause: err}
 	}
-	if err != nil {
-		return "", fmt.Errorf("read token: %w", err)
+	return "", &TokenError{Path: p.Token, Socket: p.Socket, Err: err}
+}
+
+var errTokenEmpty = errors.New("the file is empty")
+
+// TokenError: a daemon answers on the socket, but the token file that
+// would let a client in is missing, empty or unreadable. It matches
+// ErrUnauthorized with errors.Is.
+type TokenError struct {
+	Path   string // the token file
+	Socket string // where the daemon answers
+	Err    error  // why the file cannot be used
+}
+
+func (e *TokenError) Error() string {
+	why := e.Err
+	var pe *fs.PathError
+	if errors.As(why, &pe) {
+		why = pe.Err // the path is said already
 	}
-	return strings.TrimSpace(string(b)), nil
+	if errors.Is(e.Err, fs.ErrNotExist) {
+		return fmt.Sprintf("token file %s is missing, but a daemon answers on %s", e.Path, e.Socket)
+	}
+	return fmt.Sprintf("cannot use token file %s: %v (a daemon answers on %s)", e.Path, why, e.Socket)
+}
+
+func (e *TokenError) Unwrap() error { return e.Err }
+
+// Is makes a TokenError match ErrUnauthorized: the client cannot
+// authenticate.
+func (e *TokenError) Is(target error) bool { return target == ErrUnauthorized }
+
+// answers reports whether something accepts connections on the socket. It
+// is only asked when the token cannot be read, never on the common path.
+func answers(socket string) bool {
+	c, err := net.DialTimeout("unix", socket, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// StartWait bounds how long a client waits for a daemon that is starting
+// (it holds the home's lock but does not answer yet) before it reports
+// ErrNoDaemon.
+const StartWait = 2 * time.Second
+
+// startPoll is how often a client looks again for a starting daemon.
+const startPoll = 20 * time.Millisecond
+
+// ConnectPaths is Connect to the daemon of the home p with the token from
+// its token file. When no daemon answers but one is starting (the home's
+// lock is held: its socket or token is not there yet), it waits up to
+// StartWait for it, so `stq daemon & stq enqueue ...` works. The common
+// path, a running daemon, costs no more than reading the token and
+// connecting.
+func ConnectPaths(ctx context.Context, p Paths) (*Client, error) {
+	c, err := connectPaths(ctx, p)
+	if err == nil || !errors.Is(err, ErrNoDaemon) {
+		return c, err
+	}
+	pid, starting := p.LockHolder()
+	if !starting {
+		return nil, err
+	}
+	deadline := time.Now().Add(StartWait)
+	for {
+		t := time.NewTimer(startPoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		c, err = connectPaths(ctx, p)
+		if err == nil || !errors.Is(err, ErrNoDaemon) {
+			return c, err
+		}
+		if _, starting = p.LockHolder(); !starting {
+			return nil, err
+		}
+		if time.Now().After(deadline) {
+			var nd *noDaemonError
+			if errors.As(err, &nd) {
+				nd.starting = fmt.Sprintf("a daemon (pid %s) holds the home's lock but did not answer within %s", pid, StartWait)
+			}
+			return nil, err
+		}
+	}
+}
+
+func connectPaths(ctx context.Context, p Paths) (*Client, error) {
+	tok, err := p.ReadToken()
+	if err != nil {
+		return nil, err
+	}
+	return Connect(ctx, p.Socket, tok)
+}
+
+// LockHolder reports whether a daemon holds the home's lock (stq.lock),
+// which it takes before anything else and keeps until it has exited, and
+// the PID it wrote there ("unknown" when unreadable). It takes a shared
+// lock for an instant to find out; a daemon starting at that moment tries
+// again, so the probe never keeps it from starting.
+func (p Paths) LockHolder() (pid string, held bool) {
+	f, err := os.Open(p.Lock)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err == nil {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		return "", false
+	} else if !errors.Is(err, unix.EWOULDBLOCK) {
+		return "", false
+	}
+	b := make([]byte, 32)
+	n, _ := f.ReadAt(b, 0)
+	pid = strings.TrimSpace(string(b[:n]))
+	if pid == "" {
+		pid = "unknown"
+	}
+	return pid, true
 }
 
 // DialHome connects to the daemon of a home, found as Locate finds it (""
 // for $STQ_HOME or the default), and authenticates. It is the one line a
-// program needs: cl, err := ipc.DialHome(ctx, "").
+// program needs: cl, err := ipc.DialHome(ctx, ""). A daemon that is
+// starting is waited for, as ConnectPaths does.
 func DialHome(ctx context.Context, home string) (*Client, error) {
 	p, err := Locate(home)
 	if err != nil {
 		return nil, err
 	}
-	tok, err := p.ReadToken()
+	c, err := ConnectPaths(ctx, p)
 	if err != nil {
 		return nil, err
 	}
-	return Dial(ctx, p.Socket, tok)
+	if err := c.authNow(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // ConnectHome is DialHome without the wait for authentication (see
@@ -119,9 +256,5 @@ func ConnectHome(ctx context.Context, home string) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok, err := p.ReadToken()
-	if err != nil {
-		return nil, err
-	}
-	return Connect(ctx, p.Socket, tok)
+	return ConnectPaths(ctx, p)
 }

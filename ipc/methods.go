@@ -74,6 +74,8 @@ var methodTable = []*method{
 	def(MethodPause, "stop a queue from starting jobs", checkQueue, handlePause),
 	def(MethodResume, "let a paused queue start jobs again", checkQueue, handleResume),
 	def(MethodRetry, "re-queue a FAILED, CANCELLED or EXPIRED job", checkRetry, handleRetry),
+	def(MethodShutdown, "stop the daemon gracefully, as SIGTERM does", nil, handleShutdown),
+	def(MethodReload, "read config.toml again and put it in force", nil, handleReload),
 }
 
 func stream(m *method) *method { m.stream = true; return m }
@@ -110,8 +112,10 @@ func isMethod(name string) bool { return lookup(name) != nil }
 
 // Params of the methods without params of their own.
 type (
-	statsParams   struct{}
-	recoverParams struct{}
+	statsParams    struct{}
+	recoverParams  struct{}
+	shutdownParams struct{}
+	reloadParams   struct{}
 )
 
 // QueueParams are the params of admin.pause.v1 and admin.resume.v1.
@@ -177,6 +181,14 @@ func checkEnqueueMany(p *EnqueueManyParams) error {
 func handleEnqueueMany(c *conn, ctx context.Context, p *EnqueueManyParams) (*EnqueueManyResult, error) {
 	if err := c.admitEnqueues(len(p.Jobs)); err != nil {
 		return nil, err
+	}
+	if p.BaseEnv != nil {
+		// One map for all: the engine then encodes it once.
+		for i := range p.Jobs {
+			if p.Jobs[i].BaseEnv == nil {
+				p.Jobs[i].BaseEnv = p.BaseEnv
+			}
+		}
 	}
 	res, err := c.srv.backend.EnqueueMany(ctx, p.Jobs)
 	if err != nil {
@@ -280,6 +292,10 @@ func checkTail(p *TailParams) error {
 		return invalidParams("give job_id or queue, not both")
 	case !p.Follow && p.JobID == "":
 		return invalidParams("job_id is required unless follow is true")
+	case p.Last != nil && *p.Last < 0:
+		return invalidParams("last must not be negative, got %d", *p.Last)
+	case p.Last != nil && p.JobID == "":
+		return invalidParams("last needs job_id: following every job sends no stored lines")
 	}
 	return nil
 }
@@ -337,6 +353,27 @@ func checkRetry(p *RetryParams) error {
 
 func handleRetry(c *conn, ctx context.Context, p *RetryParams) (*engine.Job, error) {
 	return c.srv.backend.Retry(ctx, p.ID)
+}
+
+// handleShutdown answers once the shutdown has begun; the daemon then
+// stops as on SIGTERM, and this connection is closed with the others.
+func handleShutdown(c *conn, ctx context.Context, _ *shutdownParams) (*engine.ShutdownResult, error) {
+	res, err := c.srv.backend.Shutdown(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+func handleReload(c *conn, ctx context.Context, _ *reloadParams) (*engine.ReloadResult, error) {
+	res, err := c.srv.backend.Reload(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if res.RestartNeeded == nil {
+		res.RestartNeeded = []string{}
+	}
+	return &res, nil
 }
 
 // wait blocks until every job is terminal, the timeout passes (a result with
@@ -463,7 +500,7 @@ type QueueResult struct {
 // refused request consumes nothing from either.
 func (c *conn) admitEnqueues(n int) error {
 	now := time.Now()
-	limits := []*rate.Limiter{c.enqLimit, c.srv.enqLimit}
+	limits := []*rate.Limiter{c.connLimit(), c.srv.enqLimit}
 	for _, l := range limits {
 		if !fitsBurst(l, n) {
 			return rpcErr(CodeLimitExceeded, "%d enqueues in one request, over the enqueue rate limit's burst of %d; send smaller batches", n, l.Burst())

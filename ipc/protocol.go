@@ -25,12 +25,19 @@ type Backend interface {
 	EnqueueEach(ctx context.Context, reqs []engine.EnqueueRequest) ([]engine.EnqueueResult, []error)
 	Wait(ctx context.Context, ids []string) ([]*engine.Job, error) // blocks until all are terminal or ctx ends
 	Logs(ctx context.Context, id string, afterSeq int64, limit int) ([]engine.LogLine, error)
+	// LogStart returns the seq after which the newest last lines of a job's
+	// log (of those after afterSeq) begin: afterSeq when there are no more.
+	LogStart(ctx context.Context, id string, afterSeq int64, last int) (int64, error)
 	Subscribe(f engine.EventFilter) *engine.Subscription
 	Stats(ctx context.Context) (engine.Stats, error)
 	Recover(ctx context.Context) (engine.RecoverReport, error)
 	Pause(ctx context.Context, queue string) error
 	Resume(ctx context.Context, queue string) error
 	Retry(ctx context.Context, id string) (*engine.Job, error)
+	// Shutdown begins a graceful shutdown (as SIGTERM does) and returns
+	// at once; Reload reads the configuration again and puts it in force.
+	Shutdown(ctx context.Context) (engine.ShutdownResult, error)
+	Reload(ctx context.Context) (engine.ReloadResult, error)
 }
 
 // JSON-RPC error codes. The -327xx/-326xx ones are the standard's; the
@@ -69,6 +76,8 @@ const (
 	MethodPause       = "admin.pause.v1"
 	MethodResume      = "admin.resume.v1"
 	MethodRetry       = "dev.retry.v1"
+	MethodShutdown    = "admin.shutdown.v1"
+	MethodReload      = "admin.reload.v1"
 
 	// NotifyLogsEvent is the method of the notifications logs.tail.v1 sends;
 	// their params are an engine.Event.
@@ -145,6 +154,10 @@ type JobsResult struct {
 // requests, each with the members of dev.enqueue.v1's params.
 type EnqueueManyParams struct {
 	Jobs []engine.EnqueueRequest `json:"jobs"`
+	// BaseEnv is the base environment of every job in Jobs that has none
+	// of its own (engine.EnqueueRequest.BaseEnv), sent and encoded once
+	// for the whole batch rather than once per job.
+	BaseEnv map[string]string `json:"base_env,omitempty"`
 }
 
 // EnqueueManyResult is the result of dev.enqueue_many.v1: one entry per
@@ -179,6 +192,10 @@ type TailParams struct {
 	Queue    string `json:"queue,omitempty"`
 	Follow   bool   `json:"follow,omitempty"`
 	AfterSeq int64  `json:"after_seq,omitempty"`
+	// Last, when set, starts with the newest Last stored lines (of those
+	// after AfterSeq) instead of all of them; with Follow, live lines
+	// follow. It needs JobID.
+	Last *int `json:"last,omitempty"`
 }
 
 // LinesResult is the result of logs.tail.v1 without follow. More is set when

@@ -30,15 +30,27 @@ type RateLimits struct {
 }
 
 func newLimiter(r, burst, defRate, defBurst float64) *rate.Limiter {
+	return rate.NewLimiter(limiterParams(r, burst, defRate, defBurst))
+}
+
+// setLimiter gives an existing bucket new settings, as newLimiter reads
+// them; the tokens it holds stay (up to the new burst).
+func setLimiter(l *rate.Limiter, r, burst, defRate, defBurst float64) {
+	lim, b := limiterParams(r, burst, defRate, defBurst)
+	l.SetLimit(lim)
+	l.SetBurst(b)
+}
+
+func limiterParams(r, burst, defRate, defBurst float64) (rate.Limit, int) {
 	switch {
 	case r < 0:
-		return rate.NewLimiter(rate.Inf, 0)
+		return rate.Inf, 0
 	case r == 0:
 		r, burst = defRate, defBurst
 	case burst <= 0:
 		burst = math.Max(1, r)
 	}
-	return rate.NewLimiter(rate.Limit(r), int(burst))
+	return rate.Limit(r), int(burst)
 }
 
 // take reserves one token now. It returns zero when the request may go

@@ -88,6 +88,10 @@ type Server struct {
 
 	enqLimit  *rate.Limiter // enqueues, all connections
 	authLimit *rate.Limiter // failed auths, all connections
+	// limits are the limits in force (see SetLimits); limitsGen counts
+	// their changes, so a connection sees when its own bucket is stale.
+	limits    atomic.Pointer[RateLimits]
+	limitsGen atomic.Uint64
 }
 
 // NewServer returns a server for backend. A missing token or backend is
@@ -118,12 +122,34 @@ func NewServer(backend Backend, opts ServerOptions) *Server {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	l := opts.Limits
+	s.limits.Store(&l)
 	s.enqLimit = newLimiter(l.EnqueueRate, l.EnqueueBurst, DefaultEnqueueRate, DefaultEnqueueBurst)
 	s.authLimit = newLimiter(l.AuthFailureRate, l.AuthFailureBurst, DefaultAuthFailureRate, DefaultAuthFailureBurst)
 	s.tokenHash = sha256.Sum256([]byte(opts.Token))
 	opts.Token = "" // keep only the hash
 	s.opts = opts
 	return s
+}
+
+// SetLimits puts new rate limits in force, for the daemon-wide buckets at
+// once and for each connection's own bucket from its next enqueue on (a
+// reload of config.toml calls it). Tokens already in a bucket stay, up to
+// the new burst.
+func (s *Server) SetLimits(l RateLimits) {
+	s.limits.Store(&l)
+	setLimiter(s.enqLimit, l.EnqueueRate, l.EnqueueBurst, DefaultEnqueueRate, DefaultEnqueueBurst)
+	setLimiter(s.authLimit, l.AuthFailureRate, l.AuthFailureBurst, DefaultAuthFailureRate, DefaultAuthFailureBurst)
+	s.limitsGen.Add(1)
+}
+
+// connLimit is c's enqueue bucket, brought up to date after a SetLimits.
+func (c *conn) connLimit() *rate.Limiter {
+	if gen := c.srv.limitsGen.Load(); c.limitsGen.Load() != gen {
+		l := c.srv.limits.Load()
+		setLimiter(c.enqLimit, l.ConnEnqueueRate, l.ConnEnqueueBurst, DefaultConnEnqueueRate, DefaultConnEnqueueBurst)
+		c.limitsGen.Store(gen)
+	}
+	return c.enqLimit
 }
 
 func setDefault[T int | time.Duration](v *T, def T) {
@@ -283,8 +309,10 @@ type conn struct {
 	nc  net.Conn
 	lr  *lineReader
 	uid uint32
-	// enqLimit is this connection's enqueue bucket.
-	enqLimit *rate.Limiter
+	// enqLimit is this connection's enqueue bucket (see connLimit), made
+	// under the server's limits of generation limitsGen.
+	enqLimit  *rate.Limiter
+	limitsGen atomic.Uint64
 
 	// srvCtx ends when the server stops; ctx when the connection ends;
 	// streamCtx also when the client stops sending (EOF), which cancels the
@@ -312,9 +340,11 @@ type conn struct {
 }
 
 func newConn(s *Server, base context.Context, nc net.Conn, uid uint32) *conn {
-	l := s.opts.Limits
+	gen := s.limitsGen.Load()
+	l := s.limits.Load()
 	c := &conn{srv: s, nc: nc, uid: uid, srvCtx: base,
 		enqLimit: newLimiter(l.ConnEnqueueRate, l.ConnEnqueueBurst, DefaultConnEnqueueRate, DefaultConnEnqueueBurst)}
+	c.limitsGen.Store(gen)
 	c.lr = newLineReader(nc, min(authLineMax, s.opts.MaxLineBytes))
 	c.ctx, c.cancel = context.WithCancel(base)
 	c.streamCtx, c.cancelStream = context.WithCancel(c.ctx)

@@ -449,7 +449,7 @@ func TestShutdownClosesStuckConnection(t *testing.T) {
 
 func TestMethodsList(t *testing.T) {
 	ms := Methods()
-	if len(ms) != 13 {
+	if len(ms) != 15 {
 		t.Fatalf("Methods() = %v", ms)
 	}
 	for _, m := range ms {

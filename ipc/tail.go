@@ -14,6 +14,15 @@ const maxQueueCache = 4096
 
 // tail serves logs.tail.v1. p has passed decodeCall.
 func (c *conn) tail(ctx context.Context, p *TailParams) (any, error) {
+	if p.Last != nil {
+		// The newest lines are those after a later start; the rest of the
+		// request runs as if that start had been asked for.
+		start, err := c.srv.backend.LogStart(ctx, p.JobID, p.AfterSeq, *p.Last)
+		if err != nil {
+			return nil, err
+		}
+		p.AfterSeq = start
+	}
 	if !p.Follow {
 		return c.storedLines(ctx, p.JobID, p.AfterSeq)
 	}

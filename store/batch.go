@@ -32,11 +32,10 @@ func (s *Store) EnqueueMany(ctx context.Context, b engine.EnqueueBatch) (engine.
 			ins[i], err = encodeJob(j)
 		}
 		if err != nil {
-			err = fmt.Errorf("enqueue job %d: %w", i, err)
 			if b.Atomic {
-				return engine.EnqueueBatchResult{}, &engine.BatchError{Index: i, Err: err}
+				return engine.EnqueueBatchResult{}, &engine.BatchError{Index: i, Err: err} // the index names it
 			}
-			res.Errs[i] = err
+			res.Errs[i] = fmt.Errorf("enqueue: %w", err) // at its index; no id: it was never stored
 			continue
 		}
 		ok[i] = true
@@ -65,7 +64,7 @@ func (s *Store) EnqueueMany(ctx context.Context, b engine.EnqueueBatch) (engine.
 				return err
 			}
 			if failed != nil {
-				res.Errs[i] = fmt.Errorf("enqueue job %s: %w", ins[i].id, failed)
+				res.Errs[i] = fmt.Errorf("enqueue: %w", failed) // its id was never stored
 				ok[i] = false
 			}
 			return nil
@@ -142,6 +141,7 @@ func storedResult(job *engine.Job, in *newJob, out *enqueued) engine.EnqueueResu
 		CreatedAt: job.CreatedAt.UTC(), Attempts: []engine.Attempt{},
 		WaitIdle: job.WaitIdle, RequireCharging: job.RequireCharging,
 		Debounce: job.Debounce, Replace: job.Replace, After: slices.Clone(in.after),
+		BaseEnv:    in.base,
 		Generation: out.generation, State: out.state, Error: out.errText,
 	}
 	if out.state != engine.StateQueued {
@@ -190,7 +190,31 @@ func (c *conn) prepareInsertMany(k int) (*sqlite3.Stmt, error) {
 // prepareInsertMany statement for len(ins) rows, as enqueue stores each of
 // them. An error leaves none of them stored, unless the transaction is gone
 // too.
+//
+// Jobs with a base environment count their references first, one
+// statement per distinct environment; a savepoint then takes those back
+// if the insert fails, since the statement only undoes itself.
 func (c *conn) insertPlain(st *sqlite3.Stmt, ins []newJob, outs []enqueued) error {
+	for k := range ins {
+		if ins[k].base == nil {
+			continue
+		}
+		failed, err := c.part(func() error {
+			if err := c.refEnvs(ins); err != nil {
+				return err
+			}
+			return c.insertRows(st, ins, outs)
+		})
+		if err != nil {
+			return err
+		}
+		return failed
+	}
+	return c.insertRows(st, ins, outs)
+}
+
+// insertRows is insertPlain's insert.
+func (c *conn) insertRows(st *sqlite3.Stmt, ins []newJob, outs []enqueued) error {
 	b := bind(st)
 	for k := range ins {
 		outs[k] = enqueued{generation: ins[k].generation, state: engine.StateQueued}

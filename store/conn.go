@@ -20,6 +20,8 @@ type conn struct {
 	stmts [numStmts]*sqlite3.Stmt
 	// names interns queue and type names, which repeat on nearly every row.
 	names map[string]string
+	// envs caches environments by id (see envMeta); nil until first use.
+	envs map[int64]*engine.BaseEnv
 }
 
 func newConn(db *sqlite3.Conn) *conn {
@@ -323,13 +325,14 @@ func columnStream(s *sqlite3.Stmt, col int) string {
 const jobCols = `seq, id, queue, type, subject, generation, priority, state, attempt, max_attempts,
 	payload, command, cwd, env, run_at, deadline, ttl, backoff, created_at, started_at,
 	finished_at, exit_code, error, owner, log_truncated, runs, last_log_seq,
-	wait_idle, require_charging, debounce, replace_running, after_ids`
+	wait_idle, require_charging, debounce, replace_running, after_ids, env_id`
 
 // jobRow is a scanned job with the row's internal keys.
 type jobRow struct {
-	job  *engine.Job
-	seq  int64
-	runs int64
+	job   *engine.Job
+	seq   int64
+	runs  int64
+	envID int64 // 0: the daemon's environment
 }
 
 // scanJob reads the jobCols of the current row.
@@ -379,6 +382,14 @@ func (c *conn) scanJob(s *sqlite3.Stmt) (jobRow, error) {
 		if err := json.Unmarshal(b, &j.After); err != nil {
 			return r, fmt.Errorf("decode after of job %s: %w", j.ID, err)
 		}
+	}
+	if s.ColumnType(32) != sqlite3.NULL {
+		r.envID = s.ColumnInt64(32)
+		env, err := c.envMeta(r.envID)
+		if err != nil {
+			return r, fmt.Errorf("read environment of job %s: %w", j.ID, err)
+		}
+		j.BaseEnv = env
 	}
 	return r, s.Err()
 }

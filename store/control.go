@@ -179,7 +179,8 @@ func (c *conn) failedDep(seq int64) (ended, error) {
 }
 
 // Prune deletes finished jobs (DONE, FAILED, CANCELLED, SUPERSEDED,
-// EXPIRED) with their attempts, logs and dependency rows: those finished
+// EXPIRED) with their attempts, logs and dependency rows, and the captured
+// environments that no job references any more: those finished
 // before req.Before (zero: no age limit), and the oldest beyond the newest
 // req.Keep finished jobs (zero: no count limit), oldest first and at most
 // req.Limit of them (zero: 10,000). It returns how many it deleted; a
@@ -261,15 +262,27 @@ func (c *conn) prune(req engine.PruneRequest) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// envRefs counts the references to environments the deleted jobs held
+	// (envs id -> jobs), given back once at the end.
+	var envRefs map[int64]int64
 	for _, seq := range seqs {
 		b := bind(del)
 		b.int64(seq)
 		if b.check() != nil {
 			return 0, b.err
 		}
-		if err := del.Exec(); err != nil {
+		if del.Step() && del.ColumnType(0) != sqlite3.NULL {
+			if envRefs == nil {
+				envRefs = make(map[int64]int64)
+			}
+			envRefs[del.ColumnInt64(0)]++
+		}
+		if err := del.Reset(); err != nil {
 			return 0, fmt.Errorf("delete job: %w", err)
 		}
+	}
+	if err := c.unrefEnvs(envRefs); err != nil {
+		return 0, err
 	}
 	return len(seqs), nil
 }

@@ -20,6 +20,14 @@ import (
 
 var multirowT0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
+// multirowEnvs are the base environments the jobs carry in turn: two
+// shared ones and none, so runs hold several and their references count.
+var multirowEnvs = []*engine.BaseEnv{
+	engine.EncodeBaseEnv(map[string]string{"PATH": "/a/bin:/usr/bin", "HOME": "/home/a"}),
+	engine.EncodeBaseEnv(map[string]string{"PATH": "/b/bin"}),
+	nil,
+}
+
 func multirowJob(i int, subject string, after ...string) *engine.Job {
 	return &engine.Job{
 		ID: fmt.Sprintf("job%05d", i), Queue: "q", Type: "t", Subject: subject,
@@ -34,6 +42,7 @@ func multirowJob(i int, subject string, after ...string) *engine.Job {
 			return nil
 		}(),
 		After: after, WaitIdle: i%7 == 0, Debounce: engine.Duration(i % 3),
+		BaseEnv: multirowEnvs[i%len(multirowEnvs)],
 	}
 }
 
@@ -59,7 +68,7 @@ func dump(t *testing.T, s *Store) string {
 	t.Helper()
 	var b strings.Builder
 	err := s.read(context.Background(), func(c *conn) error {
-		for _, q := range []string{`SELECT * FROM jobs ORDER BY seq`, `SELECT * FROM counts ORDER BY 1, 2`, `SELECT * FROM subjects ORDER BY 1, 2, 3`, `SELECT * FROM job_deps ORDER BY 1, 2`} {
+		for _, q := range []string{`SELECT * FROM jobs ORDER BY seq`, `SELECT * FROM counts ORDER BY 1, 2`, `SELECT * FROM subjects ORDER BY 1, 2, 3`, `SELECT * FROM job_deps ORDER BY 1, 2`, `SELECT * FROM envs ORDER BY id`} {
 			st, _, err := c.db.Prepare(q)
 			if err != nil {
 				return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -270,6 +271,56 @@ func (s *Store) Logs(ctx context.Context, id string, afterSeq int64, limit int) 
 		return nil, fmt.Errorf("read log of job %s: %w", id, err)
 	}
 	return lines, nil
+}
+
+// LogSeqFromEnd returns the Seq of the n-th newest line (n >= 1) of a job's
+// log among those with afterSeq < Seq < before (before <= 0: no upper
+// bound), and false when the range holds fewer than n lines. It reads n
+// entries of the log's index backwards, not the whole log.
+func (s *Store) LogSeqFromEnd(ctx context.Context, id string, afterSeq, before int64, n int) (int64, bool, error) {
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	var seq int64
+	found := false
+	err := s.read(ctx, func(c *conn) error {
+		st, err := c.stmt(qJobSeq)
+		if err != nil {
+			return err
+		}
+		b := bind(st)
+		b.text(id)
+		if b.check() != nil {
+			return b.err
+		}
+		ok := st.Step()
+		jobSeq := st.ColumnInt64(0)
+		if err := st.Reset(); err != nil {
+			return err
+		}
+		if !ok {
+			return engine.ErrNotFound
+		}
+		if st, err = c.stmt(qLogSeqFromEnd); err != nil {
+			return err
+		}
+		b = bind(st)
+		b.int64(jobSeq)
+		b.int64(afterSeq)
+		b.int64(before)
+		b.int64(int64(max(n, 1) - 1))
+		if b.check() != nil {
+			return b.err
+		}
+		if found = st.Step(); found {
+			seq = st.ColumnInt64(0)
+		}
+		return st.Reset()
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("read log of job %s: %w", id, err)
+	}
+	return seq, found, nil
 }
 
 // maxRune sorts after every other character: a prefix followed by it is an

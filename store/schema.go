@@ -224,6 +224,50 @@ CREATE TABLE queue_settings (
 -- terminal job has finished_at set by the statement that ended it.
 CREATE INDEX jobs_finished ON jobs(finished_at) WHERE state IN ('DONE', 'FAILED', 'CANCELLED', 'SUPERSEDED', 'EXPIRED');
 `,
+
+	// 4: attempt numbers run on across retries. A retry starts a new
+	// attempt series (attempt back to 0, so max_attempts counts afresh),
+	// while the history keeps counting: attempt_base is the attempts the
+	// job's earlier series used, and an attempts row's n is attempt_base
+	// plus the attempt within its series. Jobs retried before this
+	// migration keep the numbers their history already has.
+	`
+ALTER TABLE jobs ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
+`,
+
+	// 5: the log counts the lines it dropped, whichever layer dropped them
+	// (the engine's memory bound, or the trim to the byte limit), so its
+	// "N lines dropped" note is exact. Logs truncated before this migration
+	// count only the drops that come after it.
+	`
+ALTER TABLE jobs ADD COLUMN log_dropped INTEGER NOT NULL DEFAULT 0;
+`,
+
+	// 6: a job may carry its caller's environment (engine.BaseEnv), stored
+	// once per distinct environment: a hook that enqueues thousands of jobs
+	// from one shell stores its few kilobytes once, and each job row only
+	// the env_id (NULL: the daemon's environment).
+	//
+	// hash is the SHA-256 of body, the canonical encoding (environ(7)
+	// form: sorted NAME=value entries, each ended by a NUL). refs counts the
+	// jobs that reference the row: enqueue adds, prune subtracts and
+	// deletes the row at zero. A count rather than an index on
+	// jobs(env_id) to find unreferenced rows: the index would cost some
+	// ten bytes per job row, the count nothing. For the same reason env_id
+	// has no REFERENCES clause: deleting an envs row would then search jobs
+	// for references, without an index a full scan. AUTOINCREMENT so that
+	// an id is never used twice and may be cached by id; it writes
+	// sqlite_sequence only when a new environment arrives.
+	`
+CREATE TABLE envs (
+	id   INTEGER PRIMARY KEY AUTOINCREMENT,
+	hash BLOB    NOT NULL UNIQUE,
+	body BLOB    NOT NULL,
+	vars INTEGER NOT NULL,
+	refs INTEGER NOT NULL
+) STRICT;
+ALTER TABLE jobs ADD COLUMN env_id INTEGER;
+`,
 }
 
 // migrate runs the migrations the database has not seen yet, each in its own

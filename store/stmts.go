@@ -33,6 +33,11 @@ const (
 	qSetPaused
 	qPruneScan
 	qPruneJob
+	qEnvRef
+	qEnvInsert
+	qEnvUnref
+	qEnvDelete
+	qEnvBody
 	qFinishedCount
 	qSubjectPut
 	qInsertJob
@@ -67,7 +72,10 @@ const (
 	qStats
 	qDBSize
 	qLogs
+	qLogSeqFromEnd
 	qPaused
+	qEnvMeta
+	qEnvCount
 
 	numStmts
 )
@@ -113,7 +121,9 @@ var sqlText = [numStmts]string{
 	// A retry starts a new attempt series: due at once, nothing of the last
 	// run left on the job itself (the attempts rows keep it), and no TTL:
 	// the TTL measures from created_at and guards only the first start.
-	qRetryJob: `UPDATE jobs SET state = 'QUEUED', attempt = 0, run_at = ?1, due = 1,
+	// attempt_base keeps the history's numbering going: the new series'
+	// attempt k is recorded as attempt n = attempt_base + k.
+	qRetryJob: `UPDATE jobs SET state = 'QUEUED', attempt_base = attempt_base + attempt, attempt = 0, run_at = ?1, due = 1,
 		expires_at = NULL, started_at = NULL, finished_at = NULL, exit_code = NULL,
 		error = NULL, owner = NULL
 		WHERE seq = ?2
@@ -130,8 +140,18 @@ var sqlText = [numStmts]string{
 		ORDER BY finished_at, seq LIMIT ?`,
 
 	// Attempts, logs and dependency rows go with the job (ON DELETE
-	// CASCADE); the jobs_delete trigger keeps counts exact.
-	qPruneJob: `DELETE FROM jobs WHERE seq = ?`,
+	// CASCADE); the jobs_delete trigger keeps counts exact. The caller
+	// drops the job's reference to its environment.
+	qPruneJob: `DELETE FROM jobs WHERE seq = ? RETURNING env_id`,
+
+	// Environments are counted references (see migration 6): a job that
+	// brings one adds to its row, or inserts it; prune subtracts and
+	// deletes the rows that nothing references any more.
+	qEnvRef:    `UPDATE envs SET refs = refs + ?2 WHERE hash = ?1 RETURNING id`,
+	qEnvInsert: `INSERT INTO envs (hash, body, vars, refs) VALUES (?, ?, ?, ?)`,
+	qEnvUnref:  `UPDATE envs SET refs = refs - ?2 WHERE id = ?1 RETURNING refs`,
+	qEnvDelete: `DELETE FROM envs WHERE id = ? AND refs <= 0`,
+	qEnvBody:   `SELECT body FROM envs WHERE id = ?`,
 
 	qFinishedCount: `SELECT coalesce(sum(n), 0) FROM counts
 		WHERE state IN ('DONE', 'FAILED', 'CANCELLED', 'SUPERSEDED', 'EXPIRED')`,
@@ -142,8 +162,8 @@ var sqlText = [numStmts]string{
 	qInsertJob: `INSERT INTO jobs (id, queue, type, subject, generation, priority, state,
 		max_attempts, payload, command, cwd, env, run_at, deadline, ttl, backoff,
 		expires_at, created_at, finished_at, error, due,
-		wait_idle, require_charging, debounce, replace_running, after_ids)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		wait_idle, require_charging, debounce, replace_running, after_ids, env_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 
 	// Demote and promote run at the start of every claim, so that jobs_ready
 	// holds exactly the jobs due at the claim's now. Each reads one range of
@@ -196,7 +216,10 @@ var sqlText = [numStmts]string{
 		WHERE seq = ?3 AND state = 'QUEUED'
 		RETURNING ` + jobCols,
 
-	qInsertAttempt: `INSERT INTO attempts (job_seq, run, n, started_at, outcome) VALUES (?, ?, ?, ?, 'running')`,
+	// n is the attempt within the series (?3) after the earlier series'
+	// attempts, so a retried job's history numbers on.
+	qInsertAttempt: `INSERT INTO attempts (job_seq, run, n, started_at, outcome)
+		SELECT ?1, ?2, ?3 + attempt_base, ?4, 'running' FROM jobs WHERE seq = ?1`,
 
 	qJobForUpdate: `SELECT j.seq, j.state, j.attempt, j.runs, j.generation, s.max_gen
 		FROM jobs AS j
@@ -225,18 +248,18 @@ var sqlText = [numStmts]string{
 		WHERE seq = ? AND state = 'QUEUED'
 		RETURNING ` + jobCols,
 
-	qJobLogState: `SELECT seq, log_bytes FROM jobs WHERE id = ?`,
+	qJobLogState: `SELECT seq, log_bytes, last_log_seq, log_dropped FROM jobs WHERE id = ?`,
 
 	// OR IGNORE makes a repeated append (a caller retrying after its context
 	// expired on an append that did commit) harmless.
 	qInsertLog: `INSERT OR IGNORE INTO job_logs (job_seq, seq, ts, attempt, stream, text) VALUES (?, ?, ?, ?, ?, ?)`,
 
-	qLogSizes: `SELECT seq, octet_length(text) + ` + logLineOverhead + ` FROM job_logs WHERE job_seq = ? ORDER BY seq`,
+	qLogSizes: `SELECT seq, octet_length(text) + ` + logLineOverhead + `, ts, attempt FROM job_logs WHERE job_seq = ? ORDER BY seq`,
 
 	qTrimLog: `DELETE FROM job_logs WHERE job_seq = ? AND seq <= ?`,
 
 	qSetLogState: `UPDATE jobs SET log_bytes = ?1, log_truncated = log_truncated OR ?2,
-		last_log_seq = max(last_log_seq, ?3) WHERE seq = ?4`,
+		last_log_seq = max(last_log_seq, ?3), log_dropped = ?5 WHERE seq = ?4`,
 
 	qGetJob: `SELECT ` + jobCols + ` FROM jobs WHERE id = ?`,
 
@@ -286,7 +309,15 @@ var sqlText = [numStmts]string{
 	qLogs: `SELECT seq, ts, attempt, stream, text FROM job_logs
 		WHERE job_seq = ? AND seq > ? ORDER BY seq LIMIT ?`,
 
+	// The n-th newest line in a seq range: a backward walk of n entries of
+	// the primary key, however long the log.
+	qLogSeqFromEnd: `SELECT seq FROM job_logs WHERE job_seq = ? AND seq > ? AND seq < ?
+		ORDER BY seq DESC LIMIT 1 OFFSET ?`,
+
 	qPaused: `SELECT queue FROM queue_settings WHERE paused = 1 ORDER BY queue`,
+
+	qEnvMeta:  `SELECT hash, vars FROM envs WHERE id = ?`,
+	qEnvCount: `SELECT count(*) FROM envs`,
 }
 
 // logLineOverhead is engine.LogLineOverhead as SQL text.

@@ -34,6 +34,13 @@ type newJob struct {
 	debounce                int64
 	after                   []string // the After ids, as given
 	afterJSON               []byte   // nil when there are none
+
+	// base is the job's base environment, shared with the caller (it never
+	// changes; nil: the daemon's), baseHash its SHA-256, and baseID its envs
+	// row once the writer has counted the reference.
+	base     *engine.BaseEnv
+	baseHash []byte
+	baseID   int64
 }
 
 // enqueued is what the writer decided about a new job.
@@ -48,8 +55,8 @@ type enqueued struct {
 // Enqueue stores a new job and applies the supersede and dependency rules
 // (see engine.Store). Only the job's definition is taken from job: ID,
 // Queue, Type, Subject, Generation (with explicitGen), Priority,
-// MaxAttempts, Payload, Command, Cwd, Env, RunAt, Deadline, TTL, Backoff,
-// CreatedAt, WaitIdle, RequireCharging, Debounce, Replace and After. Its
+// MaxAttempts, Payload, Command, Cwd, Env, BaseEnv, RunAt, Deadline, TTL,
+// Backoff, CreatedAt, WaitIdle, RequireCharging, Debounce, Replace and After. Its
 // run-time fields start empty, Waiting included. job itself is not
 // modified.
 //
@@ -66,14 +73,16 @@ func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) 
 	if job == nil {
 		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w: no job", engine.ErrInvalid)
 	}
+	// Errors leave the job's id out: a job that failed to enqueue was never
+	// stored, and its id would name nothing.
 	in, err := encodeJob(job)
 	if err != nil {
-		return engine.EnqueueResult{}, fmt.Errorf("enqueue job %s: %w", job.ID, err)
+		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
 	}
 	var out enqueued
 	err = s.write(ctx, func(c *conn) error { return c.enqueue(&in, explicitGen, &out) })
 	if err != nil {
-		return engine.EnqueueResult{}, fmt.Errorf("enqueue job %s: %w", job.ID, err)
+		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
 	}
 	return storedResult(job, &in, &out), nil
 }
@@ -105,6 +114,9 @@ func encodeJob(j *engine.Job) (newJob, error) {
 		if in.env, err = json.Marshal(j.Env); err != nil {
 			return newJob{}, fmt.Errorf("encode env: %w", err)
 		}
+	}
+	if err := encodeEnv(&in, j.BaseEnv); err != nil {
+		return newJob{}, err
 	}
 	in.waitIdle, in.requireAC, in.replace = j.WaitIdle, j.RequireCharging, j.Replace
 	in.debounce = int64(j.Debounce)
@@ -168,6 +180,11 @@ func (c *conn) enqueue(in *newJob, explicitGen bool, out *enqueued) error {
 		out.errText = dependencyError(failed)
 	}
 
+	if in.base != nil {
+		if in.baseID, err = c.refEnv(in, 1); err != nil {
+			return err
+		}
+	}
 	st, err := c.stmt(qInsertJob)
 	if err != nil {
 		return err
@@ -246,6 +263,7 @@ func bindInsertJob(b *binder, in *newJob, out *enqueued) {
 	b.int64(in.debounce)
 	b.bool(in.replace)
 	b.optJSONText(in.afterJSON)
+	b.optInt64(in.baseID)
 }
 
 // ended is a job that has just reached a terminal state, as the cancel
@@ -370,7 +388,7 @@ func (c *conn) supersede(in *newJob, gen int64) ([]ended, error) {
 	}
 	b := bind(st)
 	b.time(in.createdAt)
-	b.text(fmt.Sprintf("superseded by generation %d (id %s)", gen, in.id))
+	b.text(engine.SupersededBy(gen, in.id))
 	b.text(in.queue)
 	b.text(in.typ)
 	b.text(in.subject)
@@ -547,6 +565,12 @@ func (c *conn) claim(req *engine.ClaimRequest) ([]*engine.Job, error) {
 		if err := c.loadAttempts(r); err != nil {
 			return nil, err
 		}
+		if r.envID != 0 {
+			// The job is about to run: it needs the variables too.
+			if r.job.BaseEnv, err = c.envFull(r.envID); err != nil {
+				return nil, fmt.Errorf("start job %s: read its environment: %w", r.job.ID, err)
+			}
+		}
 		jobs = append(jobs, r.job)
 	}
 	return jobs, nil
@@ -590,7 +614,8 @@ func (c *conn) setDue(id stmtID, now time.Time) error {
 }
 
 // insertAttempt records the attempt a claim has just started. Its run is
-// the job's runs counter, which the claim has just incremented.
+// the job's runs counter, which the claim has just incremented; its number
+// n goes on from the attempts of earlier series (see qInsertAttempt).
 func (c *conn) insertAttempt(r jobRow, now time.Time) error {
 	st, err := c.stmt(qInsertAttempt)
 	if err != nil {
@@ -924,9 +949,10 @@ func (s *Store) ExpireDue(ctx context.Context, now time.Time) ([]*engine.Job, er
 }
 
 // AppendLog adds lines to a job's log and drops the oldest lines while the
-// log holds more than maxBytes bytes of text; maxBytes <= 0 means no bound.
-// Lines whose Seq the job already has are ignored, so an append retried
-// after a timeout does not duplicate output.
+// log holds more than maxBytes bytes; maxBytes <= 0 means no bound. Lines
+// at or below the log's last Seq are ignored, so an append retried after a
+// timeout neither duplicates output nor brings back dropped lines; a Seq gap
+// before the first new line counts those lines as dropped (see appendLog).
 func (s *Store) AppendLog(ctx context.Context, id string, lines []engine.LogLine, maxBytes int64) error {
 	if len(lines) == 0 {
 		return nil
@@ -960,18 +986,41 @@ func (c *conn) appendLog(id string, lines []engine.LogLine, maxBytes int64) erro
 		}
 		return engine.ErrNotFound
 	}
-	seq, total := st.ColumnInt64(0), st.ColumnInt64(1)
+	seq, total, last, dropped := st.ColumnInt64(0), st.ColumnInt64(1), st.ColumnInt64(2), st.ColumnInt64(3)
 	if err := st.Reset(); err != nil {
 		return err
+	}
+	// hadNote: the log's oldest row is the note, not output. It was written
+	// at the seq of the newest line dropped, after every row at or below it
+	// was deleted, and rows added since are newer than last.
+	hadNote := dropped > 0
+
+	// lines is AppendLog's clone: filtering and sorting it in place is safe,
+	// and gives the same lines if the writer runs the op again.
+	fresh := slices.DeleteFunc(lines, func(l engine.LogLine) bool { return l.Seq <= last })
+	if len(fresh) == 0 {
+		return nil
+	}
+	bySeq := func(a, b engine.LogLine) int { return cmp.Compare(a.Seq, b.Seq) }
+	if !slices.IsSortedFunc(fresh, bySeq) {
+		slices.SortStableFunc(fresh, bySeq)
+	}
+	// Seqs are consecutive: lines missing before the first new one were
+	// dropped before they reached the store (the engine bounds the output it
+	// holds). The log keeps its newest lines, so every stored line, older
+	// than those, goes too.
+	var gapCut int64
+	if first := fresh[0].Seq; first > last+1 {
+		dropped += first - last - 1
+		gapCut = first - 1
 	}
 
 	ins, err := c.stmt(qInsertLog)
 	if err != nil {
 		return err
 	}
-	var lastSeq int64
-	for i := range lines {
-		l := &lines[i]
+	for i := range fresh {
+		l := &fresh[i]
 		b := bind(ins)
 		b.int64(seq)
 		b.int64(l.Seq)
@@ -988,13 +1037,27 @@ func (c *conn) appendLog(id string, lines []engine.LogLine, maxBytes int64) erro
 		if c.db.Changes() > 0 {
 			total += int64(len(l.Text)) + engine.LogLineOverhead
 		}
-		lastSeq = max(lastSeq, l.Seq)
 	}
+	lastSeq := fresh[len(fresh)-1].Seq
 
-	truncated := false
-	if maxBytes > 0 && total > maxBytes {
-		// Walk from the oldest line until enough bytes are found, then drop
-		// them all with one range delete.
+	// over: the output lines (total) and the note a log that dropped lines
+	// carries do not fit in maxBytes.
+	over := func(total, dropped int64) bool {
+		if maxBytes <= 0 {
+			return false
+		}
+		if dropped > 0 {
+			total += logNoteCost(dropped, maxBytes)
+		}
+		return total > maxBytes
+	}
+	// The note takes the place of the newest dropped line, with the time
+	// and attempt of the oldest line kept (the newest line when none is).
+	var cut int64
+	noteTime, noteAttempt := fresh[len(fresh)-1].Time, fresh[len(fresh)-1].Attempt
+	if gapCut > 0 || over(total, dropped) {
+		// Walk from the oldest line until enough is dropped, then delete
+		// it all with one range delete.
 		sizes, err := c.stmt(qLogSizes)
 		if err != nil {
 			return err
@@ -1004,19 +1067,33 @@ func (c *conn) appendLog(id string, lines []engine.LogLine, maxBytes int64) erro
 		if b.check() != nil {
 			return b.err
 		}
-		var cut, dropped int64
-		for excess := total - maxBytes; dropped < excess && sizes.Step(); {
-			cut = sizes.ColumnInt64(0)
-			dropped += sizes.ColumnInt64(1)
+		skipNote := hadNote
+		for sizes.Step() {
+			if skipNote {
+				skipNote = false // its bytes are not in total
+				continue
+			}
+			s := sizes.ColumnInt64(0)
+			if s > gapCut && !over(total, dropped) {
+				noteTime, noteAttempt = columnTime(sizes, 2), sizes.ColumnInt(3)
+				break
+			}
+			cut = s
+			total -= sizes.ColumnInt64(1)
+			dropped++
 		}
 		if err := sizes.Reset(); err != nil {
 			return fmt.Errorf("measure log: %w", err)
 		}
+		cut = max(cut, gapCut)
+	}
+	if cut > 0 {
+		// The range delete takes the old note too: it is older than cut.
 		trim, err := c.stmt(qTrimLog)
 		if err != nil {
 			return err
 		}
-		b = bind(trim)
+		b := bind(trim)
 		b.int64(seq)
 		b.int64(cut)
 		if b.check() != nil {
@@ -1025,8 +1102,19 @@ func (c *conn) appendLog(id string, lines []engine.LogLine, maxBytes int64) erro
 		if err := trim.Exec(); err != nil {
 			return fmt.Errorf("trim log: %w", err)
 		}
-		total -= dropped
-		truncated = true
+		b = bind(ins)
+		b.int64(seq)
+		b.int64(cut)
+		b.time(noteTime)
+		b.int64(int64(noteAttempt))
+		b.text("stq")
+		b.text(logNote(dropped, maxBytes))
+		if b.check() != nil {
+			return b.err
+		}
+		if err := ins.Exec(); err != nil {
+			return fmt.Errorf("note dropped log lines: %w", err)
+		}
 	}
 
 	upd, err := c.stmt(qSetLogState)
@@ -1035,11 +1123,31 @@ func (c *conn) appendLog(id string, lines []engine.LogLine, maxBytes int64) erro
 	}
 	b = bind(upd)
 	b.int64(total)
-	b.bool(truncated)
+	b.bool(dropped > 0)
 	b.int64(lastSeq)
 	b.int64(seq)
+	b.int64(dropped)
 	if b.check() != nil {
 		return b.err
 	}
 	return upd.Exec()
+}
+
+// logNote is the log line that stands where dropped lines were. It carries
+// no "[stq]" of its own: readers show the stream.
+func logNote(dropped, maxBytes int64) string {
+	what := "lines"
+	if dropped == 1 {
+		what = "line"
+	}
+	if maxBytes <= 0 {
+		return fmt.Sprintf("%d %s dropped", dropped, what)
+	}
+	return fmt.Sprintf("%d %s dropped: output over the %d-byte log limit", dropped, what, maxBytes)
+}
+
+// logNoteCost is what the note costs against the log's bound; log_bytes
+// counts only output, so the note's room is kept free of it.
+func logNoteCost(dropped, maxBytes int64) int64 {
+	return int64(len(logNote(dropped, maxBytes))) + engine.LogLineOverhead
 }

@@ -512,7 +512,8 @@ func testRetry(f *fx) {
 	}
 	f.wantIDs("claim before the retry is due", f.claim(now.Add(-time.Nanosecond), 10))
 	again := f.claimOne(now)
-	if again.Attempt != 1 || len(again.Attempts) != 3 || again.Attempts[2].N != 1 || again.LogSeq != 4 ||
+	// The series starts again (attempt 1), the history numbers on (n 3).
+	if again.Attempt != 1 || len(again.Attempts) != 3 || again.Attempts[2].N != 3 || again.LogSeq != 4 ||
 		again.Attempts[0].N != 1 || again.Attempts[1].N != 2 || again.Attempts[1].Outcome != engine.OutcomeFailed {
 		f.Fatalf("claim of the retried job: attempt %d log seq %d attempts %+v", again.Attempt, again.LogSeq, again.Attempts)
 	}
@@ -540,6 +541,42 @@ func testRetry(f *fx) {
 	}
 	f.wantIDs("claim of the retried jobs", f.claim(now, 10), c, e)
 	f.wantStats("after retries")
+}
+
+func testRetryNumbering(f *fx) {
+	j := f.job("q", "t", "")
+	j.MaxAttempts = 1
+	f.enqueue(j, false)
+	at := t0
+	fail := func() {
+		f.Helper()
+		at = at.Add(time.Second)
+		f.complete(failed(f.claimOne(at), at))
+	}
+	retryNow := func() {
+		f.Helper()
+		if _, err := f.s.Retry(f.ctx, j.ID, at); err != nil {
+			f.Fatalf("retry: %v", err)
+		}
+	}
+	fail()     // series 1: n 1
+	retryNow() // series 2
+	at = at.Add(time.Second)
+	run := f.claimOne(at)
+	f.complete(engine.Completion{ID: j.ID, Attempt: run.Attempt, State: engine.StateQueued,
+		Outcome: engine.OutcomeInterrupted, Reason: "interrupted by daemon shutdown",
+		FinishedAt: at, RunAt: at, Refund: true}) // n 2, given back
+	fail()     // n 2 again
+	retryNow() // series 3
+	fail()     // n 3
+	got := f.get(j.ID)
+	var ns []int
+	for _, a := range got.Attempts {
+		ns = append(ns, a.N)
+	}
+	if !slices.Equal(ns, []int{1, 2, 2, 3}) || got.Attempt != 1 || got.State != engine.StateFailed {
+		f.Fatalf("after two retries and a refund: attempt %d state %s, history numbered %v, want 1 FAILED [1 2 2 3]", got.Attempt, got.State, ns)
+	}
 }
 
 func testRetryRefused(f *fx) {

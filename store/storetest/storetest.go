@@ -63,6 +63,8 @@ var cases = []struct {
 	{"next_wake reports the earliest future run_at and the earliest expiry", testNextWake},
 	{"stats counts follow every transition exactly", testStats},
 	{"append_log keeps the newest lines within max bytes and marks the log truncated", testAppendLogTrim},
+	{"append_log counts lines missing before a batch as dropped, with every older line, in one exact note", testAppendLogGap},
+	{"log_seq_from_end finds the n-th newest line of a seq range", testLogSeqFromEnd},
 	{"logs pages through lines after a sequence number", testLogsPaging},
 	{"a job remembers its highest log sequence so the next attempt continues it", testLogSeq},
 	{"list filters by state queue type and subject newest first up to the limit", testList},
@@ -82,6 +84,7 @@ var cases = []struct {
 	{"quota caps the jobs one claim takes per queue and default quota covers the unlisted ones", testQuota},
 	{"jobs a claim filter skips never block the jobs behind them", testSkippedDoNotBlock},
 	{"retry requeues a failed cancelled or expired job as a new attempt series", testRetry},
+	{"attempt numbers in the history go on across retries and repeat only for a refund", testRetryNumbering},
 	{"retry refuses other states unknown ids and outdated generations", testRetryRefused},
 	{"retry revives no dependents and refuses a job whose dependency ended unsuccessfully", testRetryDependencies},
 	{"prune deletes finished jobs older than the cutoff with their history and counts stay exact", testPruneByAge},
@@ -94,6 +97,8 @@ var cases = []struct {
 	{"list pages with a cursor and never repeats or skips a job when jobs arrive between pages", testListPaging},
 	{"ids match by prefix in id order and each id knows its neighbours", testMatchAndAdjacentIDs},
 	{"complete and claim records starts then completes then claims in one step and a bad entry fails alone", testCompleteAndClaim},
+	{"a base environment reads back as its digest and count and every claim gets its variables", testBaseEnvRoundTrip},
+	{"identical base environments are stored once and go when the last job carrying them is pruned", testBaseEnvStoredOnce},
 }
 
 // fx is one test's store and helpers. Helpers fail the test on error.
@@ -275,6 +280,9 @@ func diffJob(got, want *engine.Job) []string {
 	}
 	if !maps.Equal(got.Env, want.Env) {
 		add("Env", got.Env, want.Env)
+	}
+	if !baseEnvEq(got.BaseEnv, want.BaseEnv) {
+		add("BaseEnv", got.BaseEnv, want.BaseEnv)
 	}
 	if !got.RunAt.Equal(want.RunAt) {
 		add("RunAt", got.RunAt, want.RunAt)
@@ -1182,7 +1190,9 @@ func textBytes(lines []engine.LogLine) int64 {
 func testAppendLogTrim(f *fx) {
 	j := f.add("q", "t", "")
 	f.claimOne(t0)
-	// Each line costs its text plus the overhead: room for four short lines.
+	// Each line costs its text plus the overhead: room for four short
+	// lines, or for two and the note a truncated log carries (its own text
+	// plus the overhead).
 	const o = engine.LogLineOverhead
 	const maxBytes = 40 + 4*o
 	var seq int64
@@ -1195,18 +1205,19 @@ func testAppendLogTrim(f *fx) {
 		return out
 	}
 	for _, step := range []struct {
-		lines     []engine.LogLine
-		wantSeqs  []int64
-		truncated bool
+		lines    []engine.LogLine
+		wantSeqs []int64 // with the note's, first, once lines were dropped
+		dropped  int     // the note's count; 0: no note, not truncated
 	}{
-		{mk("0123456789", "0123456789"), []int64{1, 2}, false},
-		{mk("0123456789", "01234567"), []int64{1, 2, 3, 4}, false}, // 38 + 4o: fits
-		{mk("ab"), []int64{2, 3, 4, 5}, true},                      // 40 + 5o: drop the oldest
-		{mk("x"), []int64{3, 4, 5, 6}, true},
-		{mk(strings.Repeat("y", 19)), []int64{4, 5, 6, 7}, true},
-		{mk("ééééé", "0123456789"), []int64{6, 7, 8, 9}, true}, // é is two bytes
-		{mk(strings.Repeat("z", 39)), []int64{8, 9, 10}, true},
-		{mk("", "", "", "", "", ""), []int64{13, 14, 15, 16}, true}, // empty lines count too
+		{mk("0123456789", "0123456789"), []int64{1, 2}, 0},
+		{mk("0123456789", "01234567"), []int64{1, 2, 3, 4}, 0}, // 38 + 4o: fits
+		// 40 + 5o: dropping line 1 is not enough once the note needs room.
+		{mk("ab"), []int64{3, 4, 5}, 3},
+		{mk("x"), []int64{4, 5, 6}, 4},
+		{mk(strings.Repeat("y", 19)), []int64{5, 6, 7}, 5},
+		{mk("ééééé", "0123456789"), []int64{7, 8, 9}, 7}, // é is two bytes
+		{mk(strings.Repeat("z", 39)), []int64{8, 9, 10}, 8},
+		{mk("", "", "", "", "", ""), []int64{14, 15, 16}, 14}, // empty lines count too
 	} {
 		if err := f.s.AppendLog(f.ctx, j.ID, step.lines, maxBytes); err != nil {
 			f.Fatalf("append: %v", err)
@@ -1221,11 +1232,119 @@ func testAppendLogTrim(f *fx) {
 		}
 		last := step.lines[len(step.lines)-1].Seq
 		if !slices.Equal(seqs, step.wantSeqs) || textBytes(got) > maxBytes {
-			f.Fatalf("after appending up to %d: lines %v (%d bytes), want %v within %d bytes", last, seqs, textBytes(got), step.wantSeqs, maxBytes)
+			f.Fatalf("after appending up to %d: lines %v (%d bytes with the note), want %v within %d bytes", last, seqs, textBytes(got), step.wantSeqs, maxBytes)
 		}
-		if tr := f.get(j.ID).LogTruncated; tr != step.truncated {
-			f.Fatalf("after appending up to %d: truncated %v, want %v", last, tr, step.truncated)
+		checkLogNote(f, got, step.dropped, maxBytes)
+		if tr := f.get(j.ID).LogTruncated; tr != (step.dropped > 0) {
+			f.Fatalf("after appending up to %d: truncated %v, want %v", last, tr, step.dropped > 0)
 		}
+	}
+}
+
+// checkLogNote checks that a log with dropped lines starts with the one
+// note that counts them, and that a log without has none.
+func checkLogNote(f *fx, lines []engine.LogLine, dropped int, maxBytes int64) {
+	f.Helper()
+	notes := 0
+	for _, l := range lines {
+		if l.Stream == "stq" {
+			notes++
+		}
+	}
+	if dropped == 0 {
+		if notes != 0 {
+			f.Fatalf("a log that dropped nothing has a note: %+v", lines)
+		}
+		return
+	}
+	what := "lines"
+	if dropped == 1 {
+		what = "line"
+	}
+	want := fmt.Sprintf("%d %s dropped: output over the %d-byte log limit", dropped, what, maxBytes)
+	if len(lines) == 0 || lines[0].Stream != "stq" || lines[0].Text != want || notes != 1 {
+		f.Fatalf("log %+v: want one note first, %q", lines, want)
+	}
+}
+
+func testAppendLogGap(f *fx) {
+	j := f.add("q", "t", "")
+	f.claimOne(t0)
+	const maxBytes = 1 << 20
+	mk := func(seqs ...int64) []engine.LogLine {
+		var out []engine.LogLine
+		for _, s := range seqs {
+			out = append(out, engine.LogLine{Seq: s, Time: t0.Add(time.Duration(s) * time.Millisecond), Attempt: 1, Stream: "stdout", Text: fmt.Sprint("line ", s)})
+		}
+		return out
+	}
+	for _, step := range []struct {
+		what     string
+		lines    []engine.LogLine
+		wantSeqs []int64
+		dropped  int
+	}{
+		{"lines 1-3 stored", mk(1, 2, 3), []int64{1, 2, 3}, 0},
+		// 4-10 never arrive: the caller dropped them. The log keeps its
+		// newest lines, so 1-3 go too, and the note takes 10's place.
+		{"lines 11-12 after a gap", mk(11, 12), []int64{10, 11, 12}, 10},
+		{"a resend of stored and dropped lines", mk(2, 11, 12), []int64{10, 11, 12}, 10},
+		{"line 13 in order", mk(13), []int64{10, 11, 12, 13}, 10},
+		{"line 16 after another gap", mk(16), []int64{15, 16}, 15},
+	} {
+		if err := f.s.AppendLog(f.ctx, j.ID, step.lines, maxBytes); err != nil {
+			f.Fatalf("%s: append: %v", step.what, err)
+		}
+		got, err := f.s.Logs(f.ctx, j.ID, 0, 0)
+		if err != nil {
+			f.Fatal(err)
+		}
+		var seqs []int64
+		for _, l := range got {
+			seqs = append(seqs, l.Seq)
+		}
+		if !slices.Equal(seqs, step.wantSeqs) {
+			f.Fatalf("%s: lines %v, want %v", step.what, seqs, step.wantSeqs)
+		}
+		checkLogNote(f, got, step.dropped, maxBytes)
+		if got := f.get(j.ID); got.LogTruncated != (step.dropped > 0) || got.LogSeq != step.lines[len(step.lines)-1].Seq {
+			f.Fatalf("%s: truncated %v, log seq %d", step.what, got.LogTruncated, got.LogSeq)
+		}
+	}
+}
+
+func testLogSeqFromEnd(f *fx) {
+	j := f.add("q", "t", "")
+	var lines []engine.LogLine
+	for s := int64(1); s <= 10; s++ {
+		lines = append(lines, engine.LogLine{Seq: s, Time: t0, Attempt: 1, Stream: "stdout", Text: "x"})
+	}
+	if err := f.s.AppendLog(f.ctx, j.ID, lines, 1<<20); err != nil {
+		f.Fatal(err)
+	}
+	for _, tc := range []struct {
+		after, before int64
+		n             int
+		want          int64
+		ok            bool
+	}{
+		{0, 0, 1, 10, true},
+		{0, 0, 3, 8, true},
+		{0, 0, 10, 1, true},
+		{0, 0, 11, 0, false},
+		{5, 0, 5, 6, true},
+		{5, 0, 6, 0, false},
+		{0, 8, 1, 7, true}, // below a bound: the lines from 8 on are held elsewhere
+		{0, 8, 7, 1, true},
+		{0, 8, 8, 0, false},
+	} {
+		got, ok, err := f.s.LogSeqFromEnd(f.ctx, j.ID, tc.after, tc.before, tc.n)
+		if err != nil || got != tc.want || ok != tc.ok {
+			f.Errorf("log_seq_from_end(after %d, before %d, n %d) = %d, %v, %v; want %d, %v", tc.after, tc.before, tc.n, got, ok, err, tc.want, tc.ok)
+		}
+	}
+	if _, _, err := f.s.LogSeqFromEnd(f.ctx, "no-such-job", 0, 0, 1); !errors.Is(err, engine.ErrNotFound) {
+		f.Errorf("unknown job: %v, want ErrNotFound", err)
 	}
 }
 
