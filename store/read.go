@@ -228,27 +228,15 @@ func (s *Store) Logs(ctx context.Context, id string, afterSeq int64, limit int) 
 	}
 	var lines []engine.LogLine
 	err := s.read(ctx, func(c *conn) error {
-		st, err := c.stmt(qJobSeq)
+		seq, err := c.jobSeq(id)
+		if err != nil {
+			return err
+		}
+		st, err := c.stmt(qLogs)
 		if err != nil {
 			return err
 		}
 		b := bind(st)
-		b.text(id)
-		if b.check() != nil {
-			return b.err
-		}
-		found := st.Step()
-		seq := st.ColumnInt64(0)
-		if err := st.Reset(); err != nil {
-			return err
-		}
-		if !found {
-			return engine.ErrNotFound
-		}
-		if st, err = c.stmt(qLogs); err != nil {
-			return err
-		}
-		b = bind(st)
 		b.int64(seq)
 		b.int64(afterSeq)
 		b.int64(lim)
@@ -284,27 +272,15 @@ func (s *Store) LogSeqFromEnd(ctx context.Context, id string, afterSeq, before i
 	var seq int64
 	found := false
 	err := s.read(ctx, func(c *conn) error {
-		st, err := c.stmt(qJobSeq)
+		jobSeq, err := c.jobSeq(id)
+		if err != nil {
+			return err
+		}
+		st, err := c.stmt(qLogSeqFromEnd)
 		if err != nil {
 			return err
 		}
 		b := bind(st)
-		b.text(id)
-		if b.check() != nil {
-			return b.err
-		}
-		ok := st.Step()
-		jobSeq := st.ColumnInt64(0)
-		if err := st.Reset(); err != nil {
-			return err
-		}
-		if !ok {
-			return engine.ErrNotFound
-		}
-		if st, err = c.stmt(qLogSeqFromEnd); err != nil {
-			return err
-		}
-		b = bind(st)
 		b.int64(jobSeq)
 		b.int64(afterSeq)
 		b.int64(before)
@@ -382,4 +358,27 @@ func (s *Store) AdjacentIDs(ctx context.Context, ids []string) ([][2]string, err
 		return nil, fmt.Errorf("read neighbouring ids: %w", err)
 	}
 	return out, nil
+}
+
+// jobSeq returns the seq of the job with the given id, or
+// engine.ErrNotFound.
+func (c *conn) jobSeq(id string) (int64, error) {
+	st, err := c.stmt(qJobSeq)
+	if err != nil {
+		return 0, err
+	}
+	b := bind(st)
+	b.text(id)
+	if b.check() != nil {
+		return 0, b.err
+	}
+	found := st.Step()
+	seq := st.ColumnInt64(0)
+	if err := st.Reset(); err != nil {
+		return 0, err
+	}
+	if !found {
+		return 0, engine.ErrNotFound
+	}
+	return seq, nil
 }
