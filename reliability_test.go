@@ -746,8 +746,8 @@ func (e *testEnv) runBounded(timeout time.Duration, args ...string) (r result, t
 }
 
 // storedLog reads a job's whole stored log through `stq tail --json`:
-// lines, bytes of text, and whether the engine's "[stq] N lines dropped"
-// line is among them.
+// lines, bytes of text, and whether the store's "[stq] N lines dropped"
+// note is among them.
 func (e *testEnv) storedLog(id string) (lines int, textBytes int, dropNote bool) {
 	e.t.Helper()
 	out := e.ok("tail", "--json", id)
