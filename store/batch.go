@@ -19,114 +19,147 @@ import (
 // savepoint undoes all of it when one job fails. Otherwise each job runs in
 // a savepoint of its own and fails alone.
 func (s *Store) EnqueueMany(ctx context.Context, b engine.EnqueueBatch) (engine.EnqueueBatchResult, error) {
-	n := len(b.Jobs)
-	if b.ExplicitGen != nil && len(b.ExplicitGen) != n {
-		return engine.EnqueueBatchResult{}, fmt.Errorf("enqueue batch: %w: %d explicit-generation flags for %d jobs", engine.ErrInvalid, len(b.ExplicitGen), n)
+	if b.ExplicitGen != nil && len(b.ExplicitGen) != len(b.Jobs) {
+		return engine.EnqueueBatchResult{}, fmt.Errorf("enqueue batch: %w: %d explicit-generation flags for %d jobs", engine.ErrInvalid, len(b.ExplicitGen), len(b.Jobs))
 	}
-	res := engine.EnqueueBatchResult{Results: make([]engine.EnqueueResult, n), Errs: make([]error, n)}
-	ins := make([]newJob, n)
-	ok := make([]bool, n)
-	for i, j := range b.Jobs {
-		err := fmt.Errorf("%w: no job", engine.ErrInvalid)
-		if j != nil {
-			ins[i], err = encodeJob(j)
-		}
-		if err != nil {
-			if b.Atomic {
-				return engine.EnqueueBatchResult{}, &engine.BatchError{Index: i, Err: err} // the index names it
-			}
-			res.Errs[i] = fmt.Errorf("enqueue: %w", err) // at its index; no id: it was never stored
-			continue
-		}
-		ok[i] = true
-	}
-	outs := make([]enqueued, n)
-	explicit := func(i int) bool { return b.ExplicitGen != nil && b.ExplicitGen[i] }
-	// runs[i] is how many jobs from i on are stored and plain (see plain),
-	// so that runs of them can share a multi-row insert.
-	runs := make([]int, n+1)
-	for i := n - 1; i >= 0; i-- {
-		if ok[i] && ins[i].plain() {
-			runs[i] = runs[i+1] + 1
-		}
-	}
-	err := s.write(ctx, func(c *conn) error {
-		// one stores job i as Enqueue does.
-		one := func(i int) error {
-			if b.Atomic {
-				if err := c.enqueue(&ins[i], explicit(i), &outs[i]); err != nil {
-					return &engine.BatchError{Index: i, Err: err} // the index names it; its id was never stored
-				}
-				return nil
-			}
-			failed, err := c.part(func() error { return c.enqueue(&ins[i], explicit(i), &outs[i]) })
-			if err != nil {
-				return err
-			}
-			if failed != nil {
-				res.Errs[i] = fmt.Errorf("enqueue: %w", failed) // its id was never stored
-				ok[i] = false
-			}
-			return nil
-		}
-		var many *sqlite3.Stmt
-		defer func() {
-			if many != nil {
-				_ = many.Close()
-			}
-		}()
-		for i := 0; i < n; {
-			if !ok[i] {
-				i++
-				continue
-			}
-			if runs[i] < insertRun {
-				if err := one(i); err != nil {
-					return err
-				}
-				i++
-				continue
-			}
-			if many == nil {
-				var err error
-				if many, err = c.prepareInsertMany(insertRun); err != nil {
-					return err
-				}
-			}
-			err := c.insertPlain(many, ins[i:i+insertRun], outs[i:i+insertRun])
-			if err != nil && c.db.GetAutocommit() {
-				// The transaction itself is gone; so is the op.
-				if b.Atomic {
-					return &engine.BatchError{Index: i, Err: err}
-				}
-				return err
-			}
-			if err != nil {
-				// The statement has undone itself. Store its jobs one by
-				// one, so each gets the outcome and error it gets alone.
-				for j := i; j < i+insertRun; j++ {
-					if err := one(j); err != nil {
-						return err
-					}
-				}
-			}
-			i += insertRun
-		}
-		return nil
-	})
+	op, err := newBatchOp(b)
 	if err != nil {
+		return engine.EnqueueBatchResult{}, err
+	}
+	if err := s.write(ctx, op.run); err != nil {
 		var be *engine.BatchError
 		if errors.As(err, &be) {
 			return engine.EnqueueBatchResult{}, be
 		}
 		return engine.EnqueueBatchResult{}, fmt.Errorf("enqueue batch: %w", err)
 	}
+	res := engine.EnqueueBatchResult{Results: make([]engine.EnqueueResult, len(b.Jobs)), Errs: op.errs}
 	for i, j := range b.Jobs {
-		if ok[i] {
-			res.Results[i] = storedResult(j, &ins[i], &outs[i])
+		if op.ok[i] {
+			res.Results[i] = storedResult(j, &op.ins[i], &op.outs[i])
 		}
 	}
 	return res, nil
+}
+
+// batchOp is one EnqueueMany as the writer runs it. The jobs are encoded
+// on the caller's goroutine; the writer only binds and steps.
+type batchOp struct {
+	atomic   bool
+	explicit []bool // nil: no job has an explicit generation
+	ins      []newJob
+	outs     []enqueued
+	ok       []bool  // encoded, and not refused by the writer
+	errs     []error // the refusal of each job that is not ok
+	// runs[i] is how many jobs from i on are ok and plain (see plain), so
+	// that runs of them can share a multi-row insert.
+	runs []int
+}
+
+// newBatchOp encodes the batch's jobs. An atomic batch with a job that
+// cannot be encoded is refused whole, naming the job's index.
+func newBatchOp(b engine.EnqueueBatch) (*batchOp, error) {
+	n := len(b.Jobs)
+	op := &batchOp{atomic: b.Atomic, explicit: b.ExplicitGen, ins: make([]newJob, n), outs: make([]enqueued, n),
+		ok: make([]bool, n), errs: make([]error, n), runs: make([]int, n+1)}
+	for i, j := range b.Jobs {
+		err := fmt.Errorf("%w: no job", engine.ErrInvalid)
+		if j != nil {
+			op.ins[i], err = encodeJob(j)
+		}
+		if err != nil {
+			if b.Atomic {
+				return nil, &engine.BatchError{Index: i, Err: err} // the index names it
+			}
+			op.errs[i] = fmt.Errorf("enqueue: %w", err) // at its index; no id: it was never stored
+			continue
+		}
+		op.ok[i] = true
+	}
+	for i := n - 1; i >= 0; i-- {
+		if op.ok[i] && op.ins[i].plain() {
+			op.runs[i] = op.runs[i+1] + 1
+		}
+	}
+	return op, nil
+}
+
+// run stores the batch in the writer's transaction: runs of insertRun
+// plain jobs share a multi-row insert, the others go one by one.
+func (op *batchOp) run(c *conn) error {
+	var many *sqlite3.Stmt
+	defer func() {
+		if many != nil {
+			_ = many.Close()
+		}
+	}()
+	for i := 0; i < len(op.ins); {
+		switch {
+		case !op.ok[i]:
+			i++
+		case op.runs[i] < insertRun:
+			if err := op.one(c, i); err != nil {
+				return err
+			}
+			i++
+		default:
+			if many == nil {
+				var err error
+				if many, err = c.prepareInsertMany(insertRun); err != nil {
+					return err
+				}
+			}
+			if err := op.many(c, many, i); err != nil {
+				return err
+			}
+			i += insertRun
+		}
+	}
+	return nil
+}
+
+// one stores job i as Enqueue does. A refusal fails an atomic batch whole;
+// otherwise it undoes only job i and is kept at its index.
+func (op *batchOp) one(c *conn, i int) error {
+	explicit := op.explicit != nil && op.explicit[i]
+	if op.atomic {
+		if err := c.enqueue(&op.ins[i], explicit, &op.outs[i]); err != nil {
+			return &engine.BatchError{Index: i, Err: err} // the index names it; its id was never stored
+		}
+		return nil
+	}
+	failed, err := c.part(func() error { return c.enqueue(&op.ins[i], explicit, &op.outs[i]) })
+	if err != nil {
+		return err
+	}
+	if failed != nil {
+		op.errs[i] = fmt.Errorf("enqueue: %w", failed) // its id was never stored
+		op.ok[i] = false
+	}
+	return nil
+}
+
+// many stores the insertRun plain jobs from i with one run of the
+// multi-row insert. If that insert fails, SQLite has undone it and its jobs
+// are stored one by one, so each gets the outcome and error it gets alone.
+func (op *batchOp) many(c *conn, st *sqlite3.Stmt, i int) error {
+	err := c.insertPlain(st, op.ins[i:i+insertRun], op.outs[i:i+insertRun])
+	switch {
+	case err == nil:
+		return nil
+	case c.db.GetAutocommit():
+		// The transaction itself is gone; so is the op.
+		if op.atomic {
+			return &engine.BatchError{Index: i, Err: err}
+		}
+		return err
+	}
+	for j := i; j < i+insertRun; j++ {
+		if err := op.one(c, j); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // storedResult is the EnqueueResult of a job the writer stored: the
