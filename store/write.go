@@ -971,33 +971,18 @@ func (s *Store) AppendLog(ctx context.Context, id string, lines []engine.LogLine
 }
 
 func (c *conn) appendLog(id string, lines []engine.LogLine, maxBytes int64) error {
-	st, err := c.stmt(qJobLogState)
+	ls, err := c.readLogState(id)
 	if err != nil {
-		return err
-	}
-	b := bind(st)
-	b.text(id)
-	if b.check() != nil {
-		return b.err
-	}
-	if !st.Step() {
-		if err := st.Reset(); err != nil {
-			return err
-		}
-		return engine.ErrNotFound
-	}
-	seq, total, last, dropped := st.ColumnInt64(0), st.ColumnInt64(1), st.ColumnInt64(2), st.ColumnInt64(3)
-	if err := st.Reset(); err != nil {
 		return err
 	}
 	// hadNote: the log's oldest row is the note, not output. It was written
 	// at the seq of the newest line dropped, after every row at or below it
 	// was deleted, and rows added since are newer than last.
-	hadNote := dropped > 0
+	hadNote := ls.dropped > 0
 
 	// lines is AppendLog's clone: filtering and sorting it in place is safe,
 	// and gives the same lines if the writer runs the op again.
-	fresh := slices.DeleteFunc(lines, func(l engine.LogLine) bool { return l.Seq <= last })
+	fresh := slices.DeleteFunc(lines, func(l engine.LogLine) bool { return l.Seq <= ls.last })
 	if len(fresh) == 0 {
 		return nil
 	}
@@ -1010,123 +995,176 @@ func (c *conn) appendLog(id string, lines []engine.LogLine, maxBytes int64) erro
 	// holds). The log keeps its newest lines, so every stored line, older
 	// than those, goes too.
 	var gapCut int64
-	if first := fresh[0].Seq; first > last+1 {
-		dropped += first - last - 1
+	if first := fresh[0].Seq; first > ls.last+1 {
+		ls.dropped += first - ls.last - 1
 		gapCut = first - 1
 	}
-
-	ins, err := c.stmt(qInsertLog)
+	added, err := c.insertLogLines(ls.seq, fresh)
 	if err != nil {
 		return err
 	}
-	for i := range fresh {
-		l := &fresh[i]
+	ls.total += added
+	ls.last = fresh[len(fresh)-1].Seq
+	if gapCut > 0 || ls.over(maxBytes) {
+		if err := c.trimLog(&ls, hadNote, gapCut, maxBytes, fresh[len(fresh)-1]); err != nil {
+			return err
+		}
+	}
+	return c.writeLogState(ls)
+}
+
+// logState is a job's log bookkeeping: the job's seq, the bytes its stored
+// output lines count (text plus LogLineOverhead each, the note left out),
+// the seq of its newest line, and how many lines it dropped in all.
+type logState struct {
+	seq, total, last, dropped int64
+}
+
+func (c *conn) readLogState(id string) (logState, error) {
+	st, err := c.stmt(qJobLogState)
+	if err != nil {
+		return logState{}, err
+	}
+	b := bind(st)
+	b.text(id)
+	if b.check() != nil {
+		return logState{}, b.err
+	}
+	if !st.Step() {
+		if err := st.Reset(); err != nil {
+			return logState{}, err
+		}
+		return logState{}, engine.ErrNotFound
+	}
+	ls := logState{seq: st.ColumnInt64(0), total: st.ColumnInt64(1), last: st.ColumnInt64(2), dropped: st.ColumnInt64(3)}
+	return ls, st.Reset()
+}
+
+// over reports that the output lines and the note a log that dropped lines
+// carries do not fit in maxBytes (0: no bound).
+func (ls *logState) over(maxBytes int64) bool {
+	if maxBytes <= 0 {
+		return false
+	}
+	total := ls.total
+	if ls.dropped > 0 {
+		total += logNoteCost(ls.dropped, maxBytes)
+	}
+	return total > maxBytes
+}
+
+// insertLogLines stores lines, sorted by seq and all newer than the log's
+// newest, and returns the bytes they count.
+func (c *conn) insertLogLines(jobSeq int64, lines []engine.LogLine) (int64, error) {
+	ins, err := c.stmt(qInsertLog)
+	if err != nil {
+		return 0, err
+	}
+	var added int64
+	for i := range lines {
+		l := &lines[i]
 		b := bind(ins)
-		b.int64(seq)
+		b.int64(jobSeq)
 		b.int64(l.Seq)
 		b.time(l.Time)
 		b.int64(int64(l.Attempt))
 		b.text(l.Stream)
 		b.text(l.Text)
 		if b.check() != nil {
-			return b.err
+			return 0, b.err
 		}
 		if err := ins.Exec(); err != nil {
-			return fmt.Errorf("insert log line %d: %w", l.Seq, err)
+			return 0, fmt.Errorf("insert log line %d: %w", l.Seq, err)
 		}
 		if c.db.Changes() > 0 {
-			total += int64(len(l.Text)) + engine.LogLineOverhead
+			added += int64(len(l.Text)) + engine.LogLineOverhead
 		}
 	}
-	lastSeq := fresh[len(fresh)-1].Seq
+	return added, nil
+}
 
-	// over: the output lines (total) and the note a log that dropped lines
-	// carries do not fit in maxBytes.
-	over := func(total, dropped int64) bool {
-		if maxBytes <= 0 {
-			return false
-		}
-		if dropped > 0 {
-			total += logNoteCost(dropped, maxBytes)
-		}
-		return total > maxBytes
+// trimLog drops the oldest lines, everything up to gapCut and then as many
+// as the bound needs, in one range delete, and writes the one note in
+// place of the newest dropped line. The note carries the time and attempt
+// of the oldest line kept, or of newest when none is.
+func (c *conn) trimLog(ls *logState, hadNote bool, gapCut, maxBytes int64, newest engine.LogLine) error {
+	sizes, err := c.stmt(qLogSizes)
+	if err != nil {
+		return err
 	}
-	// The note takes the place of the newest dropped line, with the time
-	// and attempt of the oldest line kept (the newest line when none is).
+	b := bind(sizes)
+	b.int64(ls.seq)
+	if b.check() != nil {
+		return b.err
+	}
 	var cut int64
-	noteTime, noteAttempt := fresh[len(fresh)-1].Time, fresh[len(fresh)-1].Attempt
-	if gapCut > 0 || over(total, dropped) {
-		// Walk from the oldest line until enough is dropped, then delete
-		// it all with one range delete.
-		sizes, err := c.stmt(qLogSizes)
-		if err != nil {
-			return err
+	noteTime, noteAttempt := newest.Time, newest.Attempt
+	skipNote := hadNote
+	for sizes.Step() {
+		if skipNote {
+			skipNote = false // its bytes are not in total
+			continue
 		}
-		b := bind(sizes)
-		b.int64(seq)
-		if b.check() != nil {
-			return b.err
+		s := sizes.ColumnInt64(0)
+		if s > gapCut && !ls.over(maxBytes) {
+			noteTime, noteAttempt = columnTime(sizes, 2), sizes.ColumnInt(3)
+			break
 		}
-		skipNote := hadNote
-		for sizes.Step() {
-			if skipNote {
-				skipNote = false // its bytes are not in total
-				continue
-			}
-			s := sizes.ColumnInt64(0)
-			if s > gapCut && !over(total, dropped) {
-				noteTime, noteAttempt = columnTime(sizes, 2), sizes.ColumnInt(3)
-				break
-			}
-			cut = s
-			total -= sizes.ColumnInt64(1)
-			dropped++
-		}
-		if err := sizes.Reset(); err != nil {
-			return fmt.Errorf("measure log: %w", err)
-		}
-		cut = max(cut, gapCut)
+		cut = s
+		ls.total -= sizes.ColumnInt64(1)
+		ls.dropped++
 	}
-	if cut > 0 {
-		// The range delete takes the old note too: it is older than cut.
-		trim, err := c.stmt(qTrimLog)
-		if err != nil {
-			return err
-		}
-		b := bind(trim)
-		b.int64(seq)
-		b.int64(cut)
-		if b.check() != nil {
-			return b.err
-		}
-		if err := trim.Exec(); err != nil {
-			return fmt.Errorf("trim log: %w", err)
-		}
-		b = bind(ins)
-		b.int64(seq)
-		b.int64(cut)
-		b.time(noteTime)
-		b.int64(int64(noteAttempt))
-		b.text("stq")
-		b.text(logNote(dropped, maxBytes))
-		if b.check() != nil {
-			return b.err
-		}
-		if err := ins.Exec(); err != nil {
-			return fmt.Errorf("note dropped log lines: %w", err)
-		}
+	if err := sizes.Reset(); err != nil {
+		return fmt.Errorf("measure log: %w", err)
 	}
+	if cut = max(cut, gapCut); cut == 0 {
+		return nil
+	}
+	// The range delete takes the old note too: it is older than cut.
+	trim, err := c.stmt(qTrimLog)
+	if err != nil {
+		return err
+	}
+	b = bind(trim)
+	b.int64(ls.seq)
+	b.int64(cut)
+	if b.check() != nil {
+		return b.err
+	}
+	if err := trim.Exec(); err != nil {
+		return fmt.Errorf("trim log: %w", err)
+	}
+	ins, err := c.stmt(qInsertLog)
+	if err != nil {
+		return err
+	}
+	b = bind(ins)
+	b.int64(ls.seq)
+	b.int64(cut)
+	b.time(noteTime)
+	b.int64(int64(noteAttempt))
+	b.text("stq")
+	b.text(logNote(ls.dropped, maxBytes))
+	if b.check() != nil {
+		return b.err
+	}
+	if err := ins.Exec(); err != nil {
+		return fmt.Errorf("note dropped log lines: %w", err)
+	}
+	return nil
+}
 
+func (c *conn) writeLogState(ls logState) error {
 	upd, err := c.stmt(qSetLogState)
 	if err != nil {
 		return err
 	}
-	b = bind(upd)
-	b.int64(total)
-	b.bool(dropped > 0)
-	b.int64(lastSeq)
-	b.int64(seq)
-	b.int64(dropped)
+	b := bind(upd)
+	b.int64(ls.total)
+	b.bool(ls.dropped > 0)
+	b.int64(ls.last)
+	b.int64(ls.seq)
+	b.int64(ls.dropped)
 	if b.check() != nil {
 		return b.err
 	}
