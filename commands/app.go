@@ -63,7 +63,7 @@ func (a *app) cli() *cli.Command {
 		a.benchCommand(),
 		a.mcpCommand(),
 	}
-	cmds = append(cmds, a.queueCommands()...)
+	cmds = append(cmds, a.pauseCommand(), a.resumeCommand(), a.retryCommand())
 	for _, c := range cmds {
 		c.OnUsageError = a.onUsageError
 		oneDefault(c.Flags)

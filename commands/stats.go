@@ -10,7 +10,6 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"stq/engine"
-	"stq/ipc"
 )
 
 func (a *app) statsCommand() *cli.Command {
@@ -75,35 +74,6 @@ func (a *app) stats(ctx context.Context, c *cli.Command) error {
 	return nil
 }
 
-func (a *app) recoverCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "recover",
-		Usage: "find jobs marked RUNNING whose process is gone, kill leftovers, retry or fail them",
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON object"}},
-		Action: func(ctx context.Context, c *cli.Command) error {
-			var rep *engine.RecoverReport
-			if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
-				rep, err = cl.Recover(ctx)
-				return err
-			}); err != nil {
-				return err
-			}
-			if c.Bool("json") {
-				return writeJSON(a.stdout, rep)
-			}
-			fmt.Fprintf(a.stdout, "scanned %d running jobs, recovered %d\n", rep.Scanned, len(rep.Recovered))
-			for _, r := range rep.Recovered {
-				killed := "no process left"
-				if r.Killed {
-					killed = fmt.Sprintf("killed process group %d", r.PID)
-				}
-				fmt.Fprintf(a.stdout, "%s\t%s\t%s\n", r.ID, r.NewState, killed)
-			}
-			return nil
-		},
-	}
-}
-
 // machineText says what --wait-idle and --require-charging jobs see.
 func machineText(st engine.Stats) string {
 	idle := "busy"
@@ -133,95 +103,4 @@ func retentionText(r engine.RetentionStats) string {
 		keep = fmt.Sprintf("at most %d", r.Keep)
 	}
 	return fmt.Sprintf("finished jobs kept %s, %s", age, keep)
-}
-
-// warnUnknownQueue warns on stderr when a queue just paused has no jobs
-// and no [queues.NAME] section in the home's config.toml: most likely a
-// typo. The pause stands (jobs may come later); the warning is a courtesy,
-// so a failure to look is silent.
-func (a *app) warnUnknownQueue(ctx context.Context, cl *ipc.Client, p Paths, queue string) {
-	st, err := cl.Stats(ctx)
-	if err != nil {
-		return
-	}
-	for _, n := range st.Queues[queue] {
-		if n > 0 {
-			return
-		}
-	}
-	cfg, err := loadConfig(p.Config)
-	if err != nil {
-		return
-	}
-	if _, ok := cfg.Queues[queue]; ok {
-		return
-	}
-	fmt.Fprintf(a.stderr, "stq: warning: queue %q has no jobs and no [queues.%s] section in config.toml; paused anyway\n", queue, queue)
-}
-
-func (a *app) queueCommands() []*cli.Command {
-	queueArg := func(c *cli.Command) (string, error) {
-		if c.NArg() != 1 || c.Args().First() == "" {
-			return "", usageErrorf("give exactly one queue name")
-		}
-		return c.Args().First(), nil
-	}
-	return []*cli.Command{
-		{
-			Name:      "pause",
-			Usage:     "stop a queue from starting jobs; running ones finish; survives restarts",
-			ArgsUsage: "QUEUE",
-			Action: func(ctx context.Context, c *cli.Command) error {
-				q, err := queueArg(c)
-				if err != nil {
-					return err
-				}
-				cl, p, err := a.client(ctx, c)
-				if err != nil {
-					return err
-				}
-				defer cl.Close()
-				if err := cl.Pause(ctx, q); err != nil {
-					return rpcFailure(err)
-				}
-				a.warnUnknownQueue(ctx, cl, p, q)
-				return nil
-			},
-		},
-		{
-			Name:      "resume",
-			Usage:     "let a paused queue start jobs again",
-			ArgsUsage: "QUEUE",
-			Action: func(ctx context.Context, c *cli.Command) error {
-				q, err := queueArg(c)
-				if err != nil {
-					return err
-				}
-				return a.withClient(ctx, c, func(cl *ipc.Client) error { return cl.Resume(ctx, q) })
-			},
-		},
-		{
-			Name:      "retry",
-			Usage:     "re-queue a FAILED, CANCELLED or EXPIRED job as a new attempt series",
-			ArgsUsage: "ID",
-			Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the job as JSON"}},
-			Action: func(ctx context.Context, c *cli.Command) error {
-				if c.NArg() != 1 {
-					return usageErrorf("retry needs exactly one job id")
-				}
-				var j *engine.Job
-				if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
-					j, err = cl.Retry(ctx, c.Args().First())
-					return err
-				}); err != nil {
-					return err
-				}
-				if c.Bool("json") {
-					return writeJSON(a.stdout, j)
-				}
-				fmt.Fprintln(a.stdout, j.ID)
-				return nil
-			},
-		},
-	}
 }

@@ -2,10 +2,13 @@ package commands
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"stq/engine"
 	"stq/ipc"
+
+	"github.com/urfave/cli/v3"
 )
 
 // liveJobIDs lists the jobs QUEUED or RUNNING now, in queue (every queue
@@ -48,4 +51,87 @@ func waitInChunks(ctx context.Context, cl *ipc.Client, ids []string, timeout *ti
 		ids = ids[n:]
 	}
 	return timedOut, nil
+}
+
+func (a *app) waitCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "wait",
+		Usage:     "wait for jobs to end; exit 0 only if all are DONE",
+		ArgsUsage: "ID... | --queue QUEUE | --all",
+		Description: "Prints ID<TAB>STATE for each job once they have ended. --queue and --all wait\n" +
+			"for the jobs QUEUED or RUNNING (in that queue, or anywhere) when the command\n" +
+			"starts; jobs enqueued after that are not waited for.\n" +
+			"Exit 0 if every job ended DONE, 1 if one did not, 4 if --timeout ran out first.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "timeout", Usage: "give up after DURATION (exit 4)"},
+			&cli.StringFlag{Name: "queue", Aliases: []string{"q"}, Usage: "wait for the jobs QUEUED or RUNNING in this queue now"},
+			&cli.BoolFlag{Name: "all", Usage: "wait for every job QUEUED or RUNNING now"},
+			&cli.BoolFlag{Name: "json", Usage: "print the jobs as a JSON array"},
+		},
+		Action: a.wait,
+	}
+}
+
+func (a *app) wait(ctx context.Context, c *cli.Command) error {
+	ids := c.Args().Slice()
+	byQueue, all := c.IsSet("queue"), c.Bool("all")
+	switch {
+	case byQueue && all:
+		return usageErrorf("give --queue or --all, not both")
+	case (byQueue || all) && len(ids) > 0:
+		return usageErrorf("give job ids, --queue or --all, not several")
+	case byQueue && c.String("queue") == "":
+		return usageErrorf("--queue must not be empty")
+	case !byQueue && !all && len(ids) == 0:
+		return usageErrorf("wait needs job ids, --queue QUEUE or --all")
+	}
+	var timeout *time.Duration
+	if c.IsSet("timeout") {
+		d, err := engine.ParseDuration(c.String("timeout"))
+		if err != nil {
+			return usageErrorf("--timeout: %v", err)
+		}
+		timeout = &d
+	}
+	asJSON := c.Bool("json")
+	var jobs []*engine.Job // for --json, printed at the end
+	timedOut, allDone := false, true
+	if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
+		if byQueue || all {
+			if ids, err = liveJobIDs(ctx, cl, c.String("queue")); err != nil {
+				return err
+			}
+		}
+		timedOut, err = waitInChunks(ctx, cl, ids, timeout, func(chunk []*engine.Job) {
+			for _, j := range chunk {
+				allDone = allDone && j.State == engine.StateDone
+			}
+			if asJSON {
+				jobs = append(jobs, chunk...)
+				return
+			}
+			for _, j := range chunk {
+				line := j.ID + "\t" + string(j.State)
+				if j.State != engine.StateDone && j.Error != "" {
+					line += "\t" + j.Error
+				}
+				fmt.Fprintln(a.stdout, line)
+			}
+		})
+		return err
+	}); err != nil {
+		return err
+	}
+	if asJSON {
+		if err := writeJSON(a.stdout, nonNilJobs(jobs)); err != nil {
+			return err
+		}
+	}
+	if timedOut {
+		return &exitError{code: ExitTimeout, err: fmt.Errorf("timed out after %s waiting for jobs", c.String("timeout"))}
+	}
+	if !allDone {
+		return errSilentFailure
+	}
+	return nil
 }
