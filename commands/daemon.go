@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -189,11 +188,7 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 	go func() { engDone <- eng.Run(ctx) }()
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ctx, ln) }()
-	workers := cfg.Workers
-	if workers == 0 {
-		workers = runtime.NumCPU()
-	}
-	log.Info("stq daemon ready", "socket", p.Socket, "db", p.DB, "workers", workers, "owner", eng.Owner(), "pid", os.Getpid(), "version", a.version)
+	log.Info("stq daemon ready", "socket", p.Socket, "db", p.DB, "workers", eng.Workers(), "owner", eng.Owner(), "pid", os.Getpid(), "version", a.version)
 
 	var runErr error
 	select {

@@ -237,6 +237,9 @@ func New(cfg Config, d Deps) (*Engine, error) {
 // Owner is the name this engine claims jobs under.
 func (e *Engine) Owner() string { return e.cfg.Owner }
 
+// Workers is how many attempts run at once, the default filled in.
+func (e *Engine) Workers() int { return e.cfg.Workers }
+
 // Run recovers jobs a dead daemon left RUNNING, then schedules jobs until ctx
 // ends. On shutdown it stops claiming, gives running jobs the grace period,
 // then kills what is left and requeues it without using up an attempt.
@@ -1767,7 +1770,14 @@ func (e *Engine) sameHost(owner string) bool {
 	return !ok || host == e.cfg.Host
 }
 
+// idEncoding is base32 in Crockford's alphabet, lower case: no i, l, o or
+// u, so an id read aloud or copied by hand survives.
 var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// FormatID writes the 16 bytes of an id (48 bits of milliseconds, 80
+// random bits) as stq writes every job id; tools that make ids outside the
+// engine (history loaders, benchmarks) use it so theirs look the same.
+func FormatID(b [16]byte) string { return idEncoding.EncodeToString(b[:]) }
 
 // newID returns a 26-character id that sorts by creation time to the
 // millisecond: 48 bits of milliseconds, then 80 random bits. The random

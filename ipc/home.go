@@ -27,9 +27,9 @@ type Paths struct {
 	Lock   string `json:"lock"`
 }
 
-// MaxSocketPath is the usable length of sun_path (108 bytes on Linux, 104
-// on macOS); longer paths cannot be bound.
-const MaxSocketPath = 103
+// MaxSocketPath is the longest socket path this system can bind (sun_path
+// less its NUL: 107 bytes on Linux, 103 on macOS and the BSDs).
+const MaxSocketPath = maxSocketPath
 
 // ErrSocketPathTooLong: the home's socket path is longer than a Unix socket
 // path may be.

@@ -119,5 +119,5 @@ func (g *bareIDs) next(now time.Time) string {
 	ms := uint64(now.UnixMilli())
 	b[0], b[1], b[2], b[3], b[4], b[5] = byte(ms>>40), byte(ms>>32), byte(ms>>24), byte(ms>>16), byte(ms>>8), byte(ms)
 	_, _ = rand.Read(b[6:])
-	return historyIDs.EncodeToString(b[:])
+	return engine.FormatID(b)
 }

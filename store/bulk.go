@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/base32"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -36,9 +35,6 @@ const (
 	historyOwner = "history.invalid/0000000000000"
 	historyType  = "noop"
 )
-
-// historyIDs encodes ids as engine.Engine does.
-var historyIDs = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
 
 // LoadHistory adds n finished jobs to the database at path, creating and
 // migrating it if need be, as fast as SQLite can write them: a million in
@@ -231,5 +227,5 @@ func historyID(ctx sqlite3.Context, arg ...sqlite3.Value) {
 	binary.BigEndian.PutUint64(b[0:8], ms<<16)
 	binary.BigEndian.PutUint16(b[6:8], uint16(rand.Uint32()))
 	binary.BigEndian.PutUint64(b[8:16], rand.Uint64())
-	ctx.ResultText(historyIDs.EncodeToString(b[:]))
+	ctx.ResultText(engine.FormatID(b))
 }
