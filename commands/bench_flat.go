@@ -99,11 +99,10 @@ func bareCommitRate(ctx context.Context, durability string, n int) (rate float64
 }
 
 func syncPragma(durability string) (string, error) {
-	switch durability {
-	case "full", "normal":
-		return strings.ToUpper(durability), nil
+	if !slices.Contains(store.DurabilityModes(), durability) {
+		return "", usageErrorf("--durability must be \"full\" or \"normal\"")
 	}
-	return "", usageErrorf("--durability must be \"full\" or \"normal\"")
+	return store.SynchronousPragma(durability)
 }
 
 // baselineRows reports the bare-commit baseline and, when the 1-client

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -115,7 +116,7 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 		}
 		if c.IsSet("durability") {
 			cfg.Durability = c.String("durability")
-			if cfg.Durability != "full" && cfg.Durability != "normal" {
+			if !slices.Contains(store.DurabilityModes(), cfg.Durability) {
 				return usageErrorf("--durability must be \"full\" or \"normal\"")
 			}
 		}

@@ -31,7 +31,7 @@ func BareBatchedInsert(ctx context.Context, path, synchronous string, rows, perT
 	if rows < 1 || perTxn < 1 {
 		return 0, fmt.Errorf("bare batched insert: %w: rows and rows per transaction must be at least 1", engine.ErrInvalid)
 	}
-	mode, err := synchronousPragma(synchronous)
+	mode, err := SynchronousPragma(synchronous)
 	if err != nil {
 		return 0, fmt.Errorf("bare batched insert: %w", err)
 	}

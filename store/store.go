@@ -71,7 +71,7 @@ var _ engine.Store = (*Store)(nil)
 // shared-memory files follow the database's mode: job payloads, commands and
 // environments may hold secrets.
 func Open(path string, opts Options) (*Store, error) {
-	syncMode, err := synchronousPragma(opts.Synchronous)
+	syncMode, err := SynchronousPragma(opts.Synchronous)
 	if err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
@@ -110,7 +110,13 @@ func Open(path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
-func synchronousPragma(v string) (string, error) {
+// DurabilityModes are the values of Options.Synchronous, and so of the
+// daemon's durability setting, in the words config.toml and flags use.
+func DurabilityModes() []string { return []string{"full", "normal"} }
+
+// SynchronousPragma is SQLite's synchronous setting for a durability mode
+// ("" is "full"); the only place that maps one to the other.
+func SynchronousPragma(v string) (string, error) {
 	switch strings.ToLower(v) {
 	case "", "full":
 		return "FULL", nil
