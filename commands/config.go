@@ -137,10 +137,11 @@ func parseConfig(text string) (Config, error) {
 		return Config{}, errors.New("daemon.idle_threshold: a CPU percentage between 0 and 100")
 	}
 	for name, q := range fc.Queues {
-		if q.Concurrency < 0 || q.Weight < 0 {
-			return Config{}, fmt.Errorf("queues.%s: concurrency and weight must not be negative", name)
+		qc := engine.QueueConfig{Concurrency: q.Concurrency, Weight: q.Weight}
+		if err := qc.Check(); err != nil {
+			return Config{}, fmt.Errorf("queues.%s: %w", name, err)
 		}
-		cfg.Queues[name] = engine.QueueConfig{Concurrency: q.Concurrency, Weight: q.Weight}
+		cfg.Queues[name] = qc
 	}
 	l := fc.Limits
 	for _, v := range []float64{l.EnqueueRate, l.EnqueueBurst, l.ConnEnqueueRate, l.ConnEnqueueBurst} {

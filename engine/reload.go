@@ -86,8 +86,8 @@ func newSettings(cfg Config, reg *Registry) (*settings, error) {
 		if err := checkName("queue", name); err != nil {
 			return nil, err
 		}
-		if q.Concurrency < 0 || q.Weight < 0 {
-			return nil, fmt.Errorf("queue %q: concurrency and weight must not be negative", name)
+		if err := q.Check(); err != nil {
+			return nil, fmt.Errorf("queue %q: %w", name, err)
 		}
 	}
 	var limits map[string]int

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -84,6 +85,14 @@ type QueueConfig struct {
 	// Weight shares free workers between queues with ready jobs: a queue
 	// of weight 2 gets about twice the claims of a queue of weight 1.
 	Weight int
+}
+
+// Check reports a queue setting no scheduler can honour.
+func (q QueueConfig) Check() error {
+	if q.Concurrency < 0 || q.Weight < 0 {
+		return errors.New("concurrency and weight must not be negative")
+	}
+	return nil
 }
 
 // Execution modes of a job type.
