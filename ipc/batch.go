@@ -69,9 +69,6 @@ func (c *conn) runBatch(entries []json.RawMessage) []*response {
 		if req == nil || out[i] != nil || req.Method == MethodEnqueue {
 			continue
 		}
-		if lookup(req.Method) == nil {
-			continue // answered above
-		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {

@@ -229,3 +229,5 @@ func poll(cond func() bool) bool {
 	}
 	return true
 }
+
+func isMethod(name string) bool { return lookup(name) != nil }

@@ -108,7 +108,6 @@ func MethodSummary(name string) string {
 	return ""
 }
 
-func isMethod(name string) bool { return lookup(name) != nil }
 
 // Params of the methods without params of their own.
 type (
@@ -132,7 +131,7 @@ type RetryParams struct {
 // map to codes with toRPCError (CodeInvalidParams; CodeMethodNotFound for
 // a method the server does not answer).
 func decodeCall(req *request) (any, error) {
-	m := lookup(req.Method)
+	m := req.method()
 	if m == nil || m.name == MethodAuth {
 		return nil, rpcErr(CodeMethodNotFound, "method not found: %q", req.Method)
 	}
@@ -142,15 +141,11 @@ func decodeCall(req *request) (any, error) {
 // dispatch decodes a request's params, calls the backend and returns the
 // result to encode. Errors are mapped to codes by the caller.
 func (c *conn) dispatch(ctx context.Context, req *request) (any, error) {
-	m := lookup(req.Method)
-	if m == nil {
-		return nil, rpcErr(CodeMethodNotFound, "method not found: %q", req.Method)
-	}
 	params, err := decodeCall(req)
 	if err != nil {
 		return nil, err
 	}
-	return m.handle(c, ctx, params)
+	return req.method().handle(c, ctx, params)
 }
 
 func handleAuthAgain(*conn, context.Context, *AuthParams) (*AuthResult, error) {
@@ -500,14 +495,15 @@ type QueueResult struct {
 // refused request consumes nothing from either.
 func (c *conn) admitEnqueues(n int) error {
 	now := time.Now()
-	limits := []*rate.Limiter{c.connLimit(), c.srv.enqLimit}
+	// Arrays, not slices: this runs for every enqueue and allocates nothing.
+	limits := [...]*rate.Limiter{c.connLimit(), c.srv.enqLimit}
 	for _, l := range limits {
 		if !fitsBurst(l, n) {
 			return rpcErr(CodeLimitExceeded, "%d enqueues in one request, over the enqueue rate limit's burst of %d; send smaller batches", n, l.Burst())
 		}
 	}
-	var granted []*rate.Reservation
-	for _, l := range limits {
+	var granted [len(limits)]*rate.Reservation
+	for i, l := range limits {
 		if l == nil {
 			continue // a conn or server built without limits (tests)
 		}
@@ -519,12 +515,15 @@ func (c *conn) admitEnqueues(n int) error {
 		if d > 0 {
 			// Give back this bucket's tokens and those the buckets before
 			// it granted.
-			for _, g := range append(granted, r) {
-				g.CancelAt(now)
+			r.CancelAt(now)
+			for _, g := range granted[:i] {
+				if g != nil {
+					g.CancelAt(now)
+				}
 			}
 			return rateLimited(d)
 		}
-		granted = append(granted, r)
+		granted[i] = r
 	}
 	return nil
 }

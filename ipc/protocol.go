@@ -221,6 +221,18 @@ type request struct {
 	ID      json.RawMessage `json:"id"`
 	Method  string          `json:"method"`
 	Params  json.RawMessage `json:"params"`
+
+	m *method // the table entry, looked up once by method()
+}
+
+// method is the request's entry in the method table, nil for a method the
+// server does not answer. The read loop looks it up once; validation,
+// dispatch and the choice of context reuse it.
+func (r *request) method() *method {
+	if r.m == nil {
+		r.m = lookup(r.Method)
+	}
+	return r.m
 }
 
 // notification reports a request without an id member, which JSON-RPC

@@ -497,7 +497,7 @@ func (c *conn) handle(req *request) {
 // run runs one request and returns its response.
 func (c *conn) run(req *request) *response {
 	ctx := c.ctx
-	if m := lookup(req.Method); m != nil && m.stream {
+	if m := req.method(); m != nil && m.stream {
 		ctx = c.streamCtx
 	}
 	result, err := c.call(ctx, req)
@@ -595,7 +595,7 @@ func parseCall(line []byte) (*request, json.RawMessage, *RPCError) {
 		return nil, id, perr
 	case req.Method == MethodAuth:
 		return req, id, rpcErr(CodeInvalidRequest, "already authenticated")
-	case !isMethod(req.Method):
+	case req.method() == nil:
 		return req, id, rpcErr(CodeMethodNotFound, "method not found: %q", req.Method)
 	}
 	return req, id, nil
