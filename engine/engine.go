@@ -1115,8 +1115,23 @@ func (e *Engine) prepare(req *EnqueueRequest, now time.Time, envs *envMemo) (*Jo
 	if req.BaseEnv != nil {
 		j.BaseEnv = envs.encode(req.BaseEnv)
 	}
-	if cfg.DefaultDeadline > 0 {
-		j.Deadline = Duration(cfg.DefaultDeadline)
+	setPolicy(j, req, cfg.DefaultDeadline, tc)
+	if req.Generation != nil {
+		j.Generation = *req.Generation
+	}
+	j.WaitIdle = pick(req.WaitIdle, tc.WaitIdle)
+	j.RequireCharging = pick(req.RequireCharging, tc.RequireCharging)
+	j.Replace = j.Subject != "" && pick(req.Replace, tc.ReplaceRunning)
+	j.After = req.After
+	setSchedule(j, req, now)
+	return j, nil
+}
+
+// setPolicy fills a job's deadline, attempts, backoff and TTL: the
+// request's, else its type's, else the daemon's, else the built-in ones.
+func setPolicy(j *Job, req *EnqueueRequest, defaultDeadline time.Duration, tc TypeConfig) {
+	if defaultDeadline > 0 {
+		j.Deadline = Duration(defaultDeadline)
 	}
 	if tc.Deadline != nil {
 		j.Deadline = Duration(*tc.Deadline)
@@ -1139,13 +1154,11 @@ func (e *Engine) prepare(req *EnqueueRequest, now time.Time, envs *envMemo) (*Jo
 	if req.TTL != nil {
 		j.TTL = *req.TTL
 	}
-	if req.Generation != nil {
-		j.Generation = *req.Generation
-	}
-	j.WaitIdle = pick(req.WaitIdle, tc.WaitIdle)
-	j.RequireCharging = pick(req.RequireCharging, tc.RequireCharging)
-	j.Replace = j.Subject != "" && pick(req.Replace, tc.ReplaceRunning)
-	j.After = req.After
+}
+
+// setSchedule sets when a job is due: now, or run_at, or after delay, and
+// no earlier than its debounce window.
+func setSchedule(j *Job, req *EnqueueRequest, now time.Time) {
 	switch {
 	case req.RunAt != nil:
 		j.RunAt = req.RunAt.UTC()
@@ -1161,7 +1174,6 @@ func (e *Engine) prepare(req *EnqueueRequest, now time.Time, envs *envMemo) (*Jo
 			j.RunAt = at
 		}
 	}
-	return j, nil
 }
 
 // enqueued tells subscribers and the dispatcher about a stored job.
