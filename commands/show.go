@@ -3,6 +3,7 @@ package commands
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -76,15 +77,8 @@ func (a *app) show(ctx context.Context, c *cli.Command) error {
 	if j.Waiting != "" {
 		field("waiting", waitingText(j, time.Now()))
 	}
-	var conds []string
-	if j.WaitIdle {
-		conds = append(conds, "idle")
-	}
-	if j.RequireCharging {
-		conds = append(conds, "on AC")
-	}
-	if len(conds) > 0 {
-		field("only when", strings.Join(conds, ", "))
+	if conds := conditionsText(j); conds != "" {
+		field("only when", conds)
 	}
 	if j.Debounce > 0 {
 		field("debounce", j.Debounce.String())
@@ -101,19 +95,37 @@ func (a *app) show(ctx context.Context, c *cli.Command) error {
 	}
 	if len(j.Attempts) > 0 {
 		fmt.Fprintln(w)
-		rows := make([][]string, 0, len(j.Attempts))
-		for _, at := range j.Attempts {
-			pid := "-"
-			if at.PID > 0 {
-				pid = fmt.Sprint(at.PID)
-			}
-			reason := orDash(at.Reason)
-			if s.styled {
-				reason = clip(reason, 60) // a pipe gets it whole
-			}
-			rows = append(rows, []string{fmt.Sprint(at.N), fmtTime(at.StartedAt), fmtTimePtr(at.FinishedAt), string(at.Outcome), fmtIntPtr(at.ExitCode), pid, reason})
-		}
-		s.writeTable(w, []string{"#", "STARTED", "FINISHED", "OUTCOME", "EXIT", "PID", "REASON"}, rows, -1)
+		writeAttempts(s, w, j.Attempts)
 	}
 	return nil
+}
+
+// writeAttempts prints a job's attempt history; a terminal cuts long
+// reasons, a pipe gets them whole.
+func writeAttempts(s styles, w io.Writer, attempts []engine.Attempt) {
+	rows := make([][]string, 0, len(attempts))
+	for _, at := range attempts {
+		pid := "-"
+		if at.PID > 0 {
+			pid = fmt.Sprint(at.PID)
+		}
+		reason := orDash(at.Reason)
+		if s.styled {
+			reason = clip(reason, 60)
+		}
+		rows = append(rows, []string{fmt.Sprint(at.N), fmtTime(at.StartedAt), fmtTimePtr(at.FinishedAt), string(at.Outcome), fmtIntPtr(at.ExitCode), pid, reason})
+	}
+	s.writeTable(w, []string{"#", "STARTED", "FINISHED", "OUTCOME", "EXIT", "PID", "REASON"}, rows, -1)
+}
+
+// conditionsText names the machine conditions a job waits for; "" for none.
+func conditionsText(j *engine.Job) string {
+	var conds []string
+	if j.WaitIdle {
+		conds = append(conds, "idle")
+	}
+	if j.RequireCharging {
+		conds = append(conds, "on AC")
+	}
+	return strings.Join(conds, ", ")
 }
