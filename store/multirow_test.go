@@ -205,3 +205,21 @@ func TestBatchedInsertDuplicateFailsAloneOtherwise(t *testing.T) {
 		t.Fatalf("databases differ:\n%s\n----\n%s", da, db)
 	}
 }
+
+// TestABatchIsOneCommit: a batch of 200 jobs, all or nothing or each on
+// its own, costs the writer one transaction, which is what lets the
+// enqueues of one JSON-RPC batch share a commit.
+func TestABatchIsOneCommit(t *testing.T) {
+	ctx := context.Background()
+	s := openMultirow(t)
+	for i, atomic := range []bool{true, false} {
+		before := s.txns.Load()
+		res, err := s.EnqueueMany(ctx, engine.EnqueueBatch{Jobs: multirowBatch(1000 * (i + 1)), Atomic: atomic})
+		if err != nil || len(res.Results) != 200 {
+			t.Fatalf("atomic %v: %d results, %v", atomic, len(res.Results), err)
+		}
+		if n := s.txns.Load() - before; n != 1 {
+			t.Errorf("atomic %v: a batch of 200 took %d transactions, want 1", atomic, n)
+		}
+	}
+}
