@@ -108,7 +108,6 @@ func MethodSummary(name string) string {
 	return ""
 }
 
-
 // Params of the methods without params of their own.
 type (
 	statsParams    struct{}
