@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"stq/engine"
-	"stq/store"
+	"stq/store/sqlite"
 )
 
 // bulkBatch is how many jobs one dev.enqueue_many.v1 call of the bulk row
@@ -134,7 +134,7 @@ func (env *benchEnv) bulkEnqueueRate(ctx context.Context, n int) (float64, error
 	return float64(n) / elapsed.Seconds(), nil
 }
 
-// bareBatchedRate runs store.BareBatchedInsert of n rows, bulkBatch per
+// bareBatchedRate runs sqlite.BareBatchedInsert of n rows, bulkBatch per
 // transaction, on a fresh file in the same temporary directory as the bench
 // homes, and returns rows per second.
 func bareBatchedRate(ctx context.Context, durability string, n int) (float64, error) {
@@ -146,5 +146,5 @@ func bareBatchedRate(ctx context.Context, durability string, n int) (float64, er
 		return 0, fmt.Errorf("bare batched insert: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	return store.BareBatchedInsert(ctx, filepath.Join(dir, "bare.db"), durability, n, bulkBatch, bulkPayload)
+	return sqlite.BareBatchedInsert(ctx, filepath.Join(dir, "bare.db"), durability, n, bulkBatch, bulkPayload)
 }

@@ -14,7 +14,7 @@ import (
 
 	"stq/engine"
 	"stq/ipc"
-	"stq/store"
+	"stq/store/sqlite"
 )
 
 // bareCommits is how many commits the baseline loop makes for a --jobs
@@ -99,10 +99,10 @@ func bareCommitRate(ctx context.Context, durability string, n int) (rate float64
 }
 
 func syncPragma(durability string) (string, error) {
-	if !slices.Contains(store.DurabilityModes(), durability) {
+	if !slices.Contains(sqlite.DurabilityModes(), durability) {
 		return "", usageErrorf("--durability must be \"full\" or \"normal\"")
 	}
-	return store.SynchronousPragma(durability)
+	return sqlite.SynchronousPragma(durability)
 }
 
 // baselineRows reports the bare-commit baseline and, when the 1-client
@@ -187,7 +187,7 @@ func benchFlat(ctx context.Context, self, durability string, reps, samples int, 
 			"per repetition; target <= 130%", ratio))
 	}
 	add(newRow(fmt.Sprintf("seconds to load %s finished jobs", thousands(sizes[1])), "s",
-		"store.LoadHistory, before the daemon starts; not a target", pick(1, func(s flatSample) float64 { return s.load.Seconds() })))
+		"sqlite.LoadHistory, before the daemon starts; not a target", pick(1, func(s flatSample) float64 { return s.load.Seconds() })))
 	return nil
 }
 
@@ -212,7 +212,7 @@ func flatRun(ctx context.Context, self, durability string, n, samples int) (flat
 		return out, fmt.Errorf("write bench config: %w", err)
 	}
 	t0 := time.Now()
-	if err := store.LoadHistory(p.DB, n, benchPayload(), t0); err != nil {
+	if err := sqlite.LoadHistory(p.DB, n, benchPayload(), t0); err != nil {
 		return out, err
 	}
 	out.load = time.Since(t0)

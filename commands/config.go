@@ -15,7 +15,7 @@ import (
 
 	"stq/engine"
 	"stq/ipc"
-	"stq/store"
+	"stq/store/sqlite"
 )
 
 // fileConfig is config.toml. Every key is optional; an unknown key is an
@@ -184,7 +184,7 @@ func parseConfig(text string) (Config, error) {
 	if cfg.Durability == "" {
 		cfg.Durability = "full"
 	}
-	if !slices.Contains(store.DurabilityModes(), cfg.Durability) {
+	if !slices.Contains(sqlite.DurabilityModes(), cfg.Durability) {
 		return Config{}, fmt.Errorf("daemon.durability: %q is not \"full\" or \"normal\"", cfg.Durability)
 	}
 	for _, f := range []struct {

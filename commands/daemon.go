@@ -24,7 +24,7 @@ import (
 	"stq/engine"
 	"stq/exec"
 	"stq/ipc"
-	"stq/store"
+	"stq/store/sqlite"
 )
 
 func (a *app) daemonCommand() *cli.Command {
@@ -116,7 +116,7 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 		}
 		if c.IsSet("durability") {
 			cfg.Durability = c.String("durability")
-			if !slices.Contains(store.DurabilityModes(), cfg.Durability) {
+			if !slices.Contains(sqlite.DurabilityModes(), cfg.Durability) {
 				return usageErrorf("--durability must be \"full\" or \"normal\"")
 			}
 		}
@@ -130,7 +130,7 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 		return err
 	}
 
-	st, err := store.Open(p.DB, store.Options{Synchronous: cfg.Durability})
+	st, err := sqlite.Open(p.DB, sqlite.Options{Synchronous: cfg.Durability})
 	if err != nil {
 		return fmt.Errorf("open database: %w", err)
 	}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"stq/engine"
-	"stq/store"
+	"stq/store/sqlite"
 )
 
 // fakeExec hands every attempt to the test, which decides how it ends.
@@ -63,7 +63,7 @@ func (p *fakeProcs) KillGroup(pid int, pidStart int64) (bool, error) {
 
 type bundle struct {
 	eng   *engine.Engine
-	store *store.Store
+	store *sqlite.Store
 	exec  *fakeExec
 	clock *engine.ManualClock
 	procs *fakeProcs
@@ -73,9 +73,9 @@ type bundle struct {
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-func setup(t *testing.T, cfg engine.Config, before ...func(*store.Store)) *bundle {
+func setup(t *testing.T, cfg engine.Config, before ...func(*sqlite.Store)) *bundle {
 	t.Helper()
-	st, err := store.Open(filepath.Join(t.TempDir(), "stq.db"), store.Options{Synchronous: "normal"})
+	st, err := sqlite.Open(filepath.Join(t.TempDir(), "stq.db"), sqlite.Options{Synchronous: "normal"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +294,7 @@ func TestShutdownRequeuesRunningJobsWithoutUsingAnAttempt(t *testing.T) {
 
 func TestRecoveryEndsCrashedAttemptsOfThisHostOnly(t *testing.T) {
 	var crashed, foreign, unrecorded string
-	seed := func(st *store.Store) {
+	seed := func(st *sqlite.Store) {
 		ctx := context.Background()
 		for i, owner := range []string{"localhost/deadbeef", "otherhost/cafe", "localhost/deadbeef"} {
 			id := fmt.Sprintf("job%d", i)
@@ -496,7 +496,7 @@ func (p *fakeProbe) set(idle, ac bool) {
 
 func TestConditionalJobsWaitForTheMachineAndNeverBlockOthers(t *testing.T) {
 	probe := &fakeProbe{}
-	st, err := store.Open(filepath.Join(t.TempDir(), "stq.db"), store.Options{Synchronous: "normal"})
+	st, err := sqlite.Open(filepath.Join(t.TempDir(), "stq.db"), sqlite.Options{Synchronous: "normal"})
 	if err != nil {
 		t.Fatal(err)
 	}

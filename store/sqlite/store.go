@@ -1,7 +1,7 @@
-// Package store keeps stq's jobs in an embedded SQLite database, the default
+// Package sqlite keeps stq's jobs in an embedded SQLite database, the default
 // engine.Store: one goroutine owns the write connection and group-commits
 // concurrent changes, and reads use a pool of read-only WAL connections.
-package store
+package sqlite
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package store
+package sqlite
 
 // These tests hold the multi-row insert of EnqueueMany to the one-by-one
 // path: same results, same errors, same database, whatever breaks the runs.
