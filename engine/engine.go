@@ -61,6 +61,10 @@ type Config struct {
 	Retention RetentionConfig
 	// Version is the daemon's version, reported by Stats.
 	Version string
+	// Pulse bounds the time between two rounds of the dispatcher, each
+	// reported to Deps.Observer; zero leaves it to sleep until it has work.
+	// A service manager's watchdog sets it.
+	Pulse time.Duration
 }
 
 // RetentionConfig says how much finished history to keep. Finished jobs
@@ -93,6 +97,9 @@ type Deps struct {
 	Logger *slog.Logger
 	// Control serves Shutdown and Reload; nil refuses them.
 	Control Control
+	// Observer hears of enqueues, attempts, expiries, recoveries and the
+	// dispatcher's rounds (metrics, traces, a watchdog); nil: nobody.
+	Observer Observer
 }
 
 // Engine schedules and runs jobs. Create it with New, start it with Run;
@@ -105,6 +112,7 @@ type Engine struct {
 	reg     *Registry
 	procs   Processes
 	probe   Probe
+	obs     Observer
 	clock   Clock
 	log     *slog.Logger
 	bus     *bus
@@ -206,6 +214,9 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	if d.Probe == nil {
 		d.Probe = alwaysReady{}
 	}
+	if d.Observer == nil {
+		d.Observer = nopObserver{}
+	}
 	live, err := newSettings(cfg, d.Registry)
 	if err != nil {
 		return nil, err
@@ -221,6 +232,7 @@ func New(cfg Config, d Deps) (*Engine, error) {
 		reg:     d.Registry,
 		procs:   d.Processes,
 		probe:   d.Probe,
+		obs:     d.Observer,
 		clock:   d.Clock,
 		log:     d.Logger,
 		bus:     newBus(),
@@ -341,6 +353,10 @@ func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 		if retry > 0 && retry < d {
 			d = retry
 		}
+		if e.cfg.Pulse > 0 && d > e.cfg.Pulse {
+			d = e.cfg.Pulse
+		}
+		e.obs.Pulse()
 		// Nothing signals the machine turning idle or going on AC, so
 		// while either condition is unmet, look again each probe beat:
 		// held jobs start within a second of their condition holding.
@@ -586,6 +602,9 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 			e.recordStart(StartRecord{ID: j.ID, Attempt: j.Attempt, PID: pid, PIDStart: pidStart}, false)
 		},
 	}
+	extra, observed := e.obs.AttemptStarting(j)
+	run.Env = append(run.Env, extra...)
+	began := e.clock.Now()
 	exec, err := e.resolve(j, run)
 	if err == nil && len(run.Command) > 0 {
 		err = j.BaseEnv.usable()
@@ -610,6 +629,9 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 	}
 	e.flushJob(a)
 	done, err := e.complete(c)
+	if observed != nil {
+		observed(AttemptEnded{Completion: c, Job: done.Job, Err: err, Took: now.Sub(began)})
+	}
 	if err != nil {
 		// The job stays RUNNING in the store; `stq recover` or the next
 		// start will find it, since it is no longer in e.running.
@@ -944,6 +966,9 @@ func (e *Engine) expire(ctx context.Context, now time.Time) {
 		e.log.Error("expire jobs", "err", err)
 		return
 	}
+	if len(jobs) > 0 {
+		e.obs.Expired(jobs)
+	}
 	e.publishJobs(jobs...)
 }
 
@@ -1179,6 +1204,7 @@ func setSchedule(j *Job, req *EnqueueRequest, now time.Time) {
 // enqueued tells subscribers and the dispatcher about a stored job.
 func (e *Engine) enqueued(res EnqueueResult) {
 	j := res.Job
+	e.obs.Enqueued(res)
 	if e.bus.active() {
 		e.publishJob(j)
 		for _, id := range res.Superseded {
@@ -1765,6 +1791,7 @@ func (e *Engine) Recover(ctx context.Context) (RecoverReport, error) {
 		r.NewState = res.Job.State
 		rep.Recovered = append(rep.Recovered, r)
 		e.recovered.Add(1)
+		e.obs.Recovered(res.Job)
 		e.publishJobs(res.Job)
 		e.publishJobs(res.Cancelled...)
 		e.log.Info("recovered job", "job", j.ID, "pid", r.PID, "killed", r.Killed, "state", res.Job.State)

@@ -75,6 +75,12 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 func setup(t *testing.T, cfg engine.Config, before ...func(*sqlite.Store)) *bundle {
 	t.Helper()
+	return setupObserved(t, cfg, nil, before...)
+}
+
+// setupObserved is setup with an engine.Observer.
+func setupObserved(t *testing.T, cfg engine.Config, obs engine.Observer, before ...func(*sqlite.Store)) *bundle {
+	t.Helper()
 	st, err := sqlite.Open(filepath.Join(t.TempDir(), "stq.db"), sqlite.Options{Synchronous: "normal"})
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +94,7 @@ func setup(t *testing.T, cfg engine.Config, before ...func(*sqlite.Store)) *bund
 	if cfg.Host == "" {
 		cfg.Host = "localhost"
 	}
-	b.eng, err = engine.New(cfg, engine.Deps{Store: st, Subprocess: b.exec, InProcess: b.exec, Registry: reg, Processes: b.procs, Clock: b.clock})
+	b.eng, err = engine.New(cfg, engine.Deps{Store: st, Subprocess: b.exec, InProcess: b.exec, Registry: reg, Processes: b.procs, Clock: b.clock, Observer: obs})
 	if err != nil {
 		t.Fatal(err)
 	}
