@@ -23,7 +23,9 @@ type recorder struct {
 	endings   chan struct{} // one per AttemptEnded
 }
 
-func newRecorder() *recorder { return &recorder{pulses: make(chan struct{}, 1000), endings: make(chan struct{}, 1000)} }
+func newRecorder() *recorder {
+	return &recorder{pulses: make(chan struct{}, 1000), endings: make(chan struct{}, 1000)}
+}
 
 func (r *recorder) Enqueued(res engine.EnqueueResult) {
 	r.mu.Lock()
