@@ -33,7 +33,7 @@ func Main(ctx context.Context, args []string, version string, stdin io.Reader, s
 	a := &app{args: args, version: version, stdin: stdin, stdout: stdout, stderr: stderr}
 	err := a.cli().Run(ctx, args)
 	if err != nil && err != errSilentFailure {
-		fmt.Fprintf(stderr, "stq: %s\n", firstLine(err.Error()))
+		fmt.Fprintf(stderr, "stq: %s\n", errorLine(err))
 		var ee *exitError
 		if errors.As(err, &ee) && ee.hint != "" {
 			fmt.Fprintf(stderr, "hint: %s\n", ee.hint)
