@@ -212,6 +212,17 @@ func (a *app) withClient(ctx context.Context, c *cli.Command, fn func(*ipc.Clien
 	return nil
 }
 
+// ask makes one call with a client of the selected home and returns its
+// answer, with the error mapped to an exit code as withClient does.
+func ask[T any](ctx context.Context, a *app, c *cli.Command, call func(*ipc.Client) (T, error)) (T, error) {
+	var res T
+	err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
+		res, err = call(cl)
+		return err
+	})
+	return res, err
+}
+
 // rpcFailure turns a client error into one with the right exit code. An
 // error that already carries one keeps it.
 func rpcFailure(err error) error {
