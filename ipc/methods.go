@@ -299,11 +299,16 @@ func handleTail(c *conn, ctx context.Context, p *TailParams) (any, error) {
 }
 
 func handleStats(c *conn, ctx context.Context, _ *statsParams) (*engine.Stats, error) {
-	st, err := c.srv.backend.Stats(ctx)
+	return ptr(c.srv.backend.Stats(ctx))
+}
+
+// ptr is a backend's answer as the pointer a handler returns; nil with an
+// error.
+func ptr[T any](v T, err error) (*T, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &st, nil
+	return &v, nil
 }
 
 func handleRecover(c *conn, ctx context.Context, _ *recoverParams) (*engine.RecoverReport, error) {
@@ -352,11 +357,7 @@ func handleRetry(c *conn, ctx context.Context, p *RetryParams) (*engine.Job, err
 // handleShutdown answers once the shutdown has begun; the daemon then
 // stops as on SIGTERM, and this connection is closed with the others.
 func handleShutdown(c *conn, ctx context.Context, _ *shutdownParams) (*engine.ShutdownResult, error) {
-	res, err := c.srv.backend.Shutdown(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &res, nil
+	return ptr(c.srv.backend.Shutdown(ctx))
 }
 
 func handleReload(c *conn, ctx context.Context, _ *reloadParams) (*engine.ReloadResult, error) {
