@@ -212,8 +212,11 @@ func handleCancel(c *conn, ctx context.Context, p *engine.CancelRequest) (*JobsR
 	return &JobsResult{Jobs: nonNil(jobs)}, nil
 }
 
-func checkGet(p *GetParams) error {
-	if p.ID == "" {
+func checkGet(p *GetParams) error { return idRequired(p.ID) }
+
+// idRequired refuses a request for one job that names none.
+func idRequired(id string) error {
+	if id == "" {
 		return invalidParams("id is required")
 	}
 	return nil
@@ -343,12 +346,7 @@ func handleResume(c *conn, ctx context.Context, p *QueueParams) (*QueueResult, e
 	return &QueueResult{Queue: p.Queue, Paused: false}, nil
 }
 
-func checkRetry(p *RetryParams) error {
-	if p.ID == "" {
-		return invalidParams("id is required")
-	}
-	return nil
-}
+func checkRetry(p *RetryParams) error { return idRequired(p.ID) }
 
 func handleRetry(c *conn, ctx context.Context, p *RetryParams) (*engine.Job, error) {
 	return c.srv.backend.Retry(ctx, p.ID)
