@@ -1,7 +1,6 @@
 // Package bench is what `stq bench` runs: it starts real daemons on
-// temporary homes, drives them over the socket, and reports each measured
-// quantity as a Row (median and spread over repetitions). What each row
-// means, and the targets, are in docs/PERFORMANCE.md.
+// temporary homes, drives them over the socket and reports each measured
+// quantity as a Row, median and spread; docs/PERFORMANCE.md explains them.
 package bench
 
 import (

@@ -1,6 +1,6 @@
-// Package commands is the composition root of the stq binary: the urfave/cli
-// subcommands, which wire the engine, the SQLite store, the executors and
-// the socket together for the daemon, and talk to the daemon as clients.
+// Package commands is the stq command line and its composition root: one
+// file per urfave/cli subcommand, the daemon's wiring of engine, store,
+// executors and socket, and the CLI's exit codes and hints (exit.go, hints.go).
 package commands
 
 import (
