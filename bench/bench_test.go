@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -114,5 +116,44 @@ func TestTableAndFormatting(t *testing.T) {
 	}
 	if got := ratio([]float64{50, 30}, []float64{100, 60}); !slices.Equal(got, []float64{50, 50}) {
 		t.Errorf("ratio = %v", got)
+	}
+}
+
+// TestRowsAgainstARealDaemon builds the stq binary and measures the cheap
+// rows against real daemons on temporary homes: the harness starts and
+// stops them, and the rows come back in order with sane numbers.
+func TestRowsAgainstARealDaemon(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the stq binary and starts daemons")
+	}
+	bin := filepath.Join(t.TempDir(), "stq")
+	build := exec.Command("go", "build", "-o", bin, "stq")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build stq: %v\n%s", err, out)
+	}
+	var daemonErr bytes.Buffer
+	rows, err := Run(context.Background(), Options{Binary: bin, Jobs: 1, Reps: 1, Samples: 5, Durability: "normal",
+		Only: []string{"latency", "process"}, DaemonStderr: &daemonErr})
+	if err != nil {
+		t.Fatalf("%v\ndaemon stderr: %s", err, daemonErr.String())
+	}
+	want := []string{"enqueue->start latency p50, idle daemon", "enqueue->start latency p99, idle daemon",
+		"one `stq enqueue` process, wall time", "`true` via fork/exec, wall time (baseline)"}
+	var names []string
+	for _, r := range rows {
+		names = append(names, r.Name)
+		if r.Unit != "ms" || r.Min < 0 || r.Min > r.Median || r.Median > r.Max || r.Max <= 0 {
+			t.Errorf("row %q: %+v", r.Name, r)
+		}
+	}
+	if !slices.Equal(names, want) {
+		t.Fatalf("rows %q, want %q", names, want)
+	}
+	if len(rows[2].Values) != 5 || rows[0].Note != "5 samples" {
+		t.Errorf("want 5 samples per row: %+v", rows)
+	}
+	if daemonErr.Len() != 0 {
+		t.Errorf("the daemons said: %s", daemonErr.String())
 	}
 }
