@@ -1,6 +1,6 @@
-// Package commands is the composition root of the stq binary: the urfave/cli
-// subcommands, which wire the engine, the SQLite store, the executors and
-// the socket together for the daemon, and talk to the daemon as clients.
+// Package commands is the stq command line and its composition root: one
+// file per urfave/cli subcommand, the daemon's wiring of engine, store,
+// executors and socket, and the CLI's exit codes and hints (exit.go, hints.go).
 package commands
 
 import (
@@ -33,7 +33,7 @@ func Main(ctx context.Context, args []string, version string, stdin io.Reader, s
 	a := &app{args: args, version: version, stdin: stdin, stdout: stdout, stderr: stderr}
 	err := a.cli().Run(ctx, args)
 	if err != nil && err != errSilentFailure {
-		fmt.Fprintf(stderr, "stq: %s\n", firstLine(err.Error()))
+		fmt.Fprintf(stderr, "stq: %s\n", errorLine(err))
 		var ee *exitError
 		if errors.As(err, &ee) && ee.hint != "" {
 			fmt.Fprintf(stderr, "hint: %s\n", ee.hint)
@@ -210,6 +210,17 @@ func (a *app) withClient(ctx context.Context, c *cli.Command, fn func(*ipc.Clien
 		return rpcFailure(err)
 	}
 	return nil
+}
+
+// ask makes one call with a client of the selected home and returns its
+// answer, with the error mapped to an exit code as withClient does.
+func ask[T any](ctx context.Context, a *app, c *cli.Command, call func(*ipc.Client) (T, error)) (T, error) {
+	var res T
+	err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
+		res, err = call(cl)
+		return err
+	})
+	return res, err
 }
 
 // rpcFailure turns a client error into one with the right exit code. An

@@ -59,7 +59,7 @@ func (a *app) cancel(ctx context.Context, c *cli.Command) error {
 				firstErr = rpcFailure(err)
 			}
 			if len(reqs) > 1 {
-				fmt.Fprintf(a.stderr, "stq: %s: %s\n", r.ID, firstLine(rpcFailure(err).Error()))
+				fmt.Fprintf(a.stderr, "stq: %s: %s\n", r.ID, errorLine(rpcFailure(err)))
 			}
 			continue
 		}

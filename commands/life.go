@@ -16,15 +16,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/urfave/cli/v3"
-
 	"stq/engine"
 	"stq/ipc"
 )
 
 // The daemon's life: starting it in the background (stq daemon --detach),
-// stopping it (stq shutdown), and reloading its configuration (stq reload,
-// SIGHUP).
+// and its side of stopping (stq shutdown, shutdown.go) and of reloading
+// its configuration (stq reload, reload.go, and SIGHUP).
 
 const (
 	// daemonLogName is the file in the home a detached daemon writes its
@@ -177,88 +175,6 @@ func detachFailure(logPath string, from int64, code int) error {
 		ee.err = fmt.Errorf("the daemon exited with status %d before it answered", code)
 	}
 	return ee
-}
-
-func (a *app) shutdownCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "shutdown",
-		Usage: "stop the daemon gracefully, as SIGTERM does, and wait until it has exited",
-		Description: "Asks the daemon to stop: it takes no new requests, gives running jobs its grace\n" +
-			"period (daemon.grace, default 10s), then kills and requeues what is left without\n" +
-			"using up an attempt. Returns once the daemon has exited (exit 0), or exits 1 if it\n" +
-			"is still there after its grace periods and a margin.",
-		Action: a.shutdown,
-	}
-}
-
-func (a *app) shutdown(ctx context.Context, c *cli.Command) error {
-	cl, p, err := a.client(ctx, c)
-	if err != nil {
-		return err
-	}
-	res, err := cl.Shutdown(ctx)
-	cl.Close()
-	if err != nil {
-		return rpcFailure(err)
-	}
-	limit := time.Duration(res.Grace) + time.Duration(res.KillGrace) + shutdownMargin
-	deadline := time.Now().Add(limit)
-	for !daemonGone(p, res.PID) {
-		if time.Now().After(deadline) {
-			return &exitError{code: ExitFailure,
-				err:  fmt.Errorf("the daemon (pid %d) is still running %s after it began to shut down", res.PID, limit),
-				hint: fmt.Sprintf("see its log; kill -KILL %d ends it (the next daemon recovers its running jobs)", res.PID)}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(lifePoll):
-		}
-	}
-	return nil
-}
-
-// daemonGone reports whether the daemon pid has exited: the process is
-// gone, or the home's lock is free (a zombie nobody reaped yet holds no
-// lock).
-func daemonGone(p Paths, pid int) bool {
-	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
-		return true
-	}
-	_, held := p.LockHolder()
-	return !held
-}
-
-func (a *app) reloadCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "reload",
-		Usage: "make the daemon read config.toml again, without a restart (as SIGHUP does)",
-		Description: "Handlers, queues, retention, [limits], daemon.grace, daemon.kill_grace,\n" +
-			"daemon.default_deadline, daemon.log_limit and daemon.max_payload take effect at\n" +
-			"once; running jobs are left alone. daemon.workers, daemon.durability,\n" +
-			"daemon.max_connections, daemon.max_request_bytes and daemon.idle_threshold take\n" +
-			"effect at the next restart (a note on stderr names those that changed).\n" +
-			"An invalid file changes nothing: exit 1 with the error.",
-		Flags:  []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the reply as JSON"}},
-		Action: a.reload,
-	}
-}
-
-func (a *app) reload(ctx context.Context, c *cli.Command) error {
-	var res *engine.ReloadResult
-	if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
-		res, err = cl.Reload(ctx)
-		return err
-	}); err != nil {
-		return err
-	}
-	if c.Bool("json") {
-		return writeJSON(a.stdout, res)
-	}
-	for _, s := range res.RestartNeeded {
-		fmt.Fprintf(a.stderr, "note: %s changed; it takes effect when the daemon restarts\n", s)
-	}
-	return nil
 }
 
 // daemonControl is the daemon's side of admin.shutdown.v1, admin.reload.v1

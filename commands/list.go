@@ -54,11 +54,8 @@ func (a *app) list(ctx context.Context, c *cli.Command) error {
 	if c.Bool("all") {
 		return a.withClient(ctx, c, func(cl *ipc.Client) error { return a.listAll(ctx, c, cl, p) })
 	}
-	var res *ipc.ListResult
-	if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
-		res, err = cl.List(ctx, p)
-		return err
-	}); err != nil {
+	res, err := ask(ctx, a, c, func(cl *ipc.Client) (*ipc.ListResult, error) { return cl.List(ctx, p) })
+	if err != nil {
 		return err
 	}
 	if c.Bool("json") {

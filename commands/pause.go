@@ -18,9 +18,27 @@ func queueArg(c *cli.Command) (string, error) {
 }
 
 func (a *app) pauseCommand() *cli.Command {
+	return a.queueCommand("pause", "stop a queue from starting jobs; running ones finish; survives restarts",
+		func(ctx context.Context, cl *ipc.Client, p Paths, queue string) error {
+			if err := cl.Pause(ctx, queue); err != nil {
+				return err
+			}
+			a.warnUnknownQueue(ctx, cl, p, queue)
+			return nil
+		})
+}
+
+func (a *app) resumeCommand() *cli.Command {
+	return a.queueCommand("resume", "let a paused queue start jobs again",
+		func(ctx context.Context, cl *ipc.Client, _ Paths, queue string) error { return cl.Resume(ctx, queue) })
+}
+
+// queueCommand is pause or resume: a command that takes one QUEUE and
+// makes its call with a client of the selected home.
+func (a *app) queueCommand(name, usage string, call func(ctx context.Context, cl *ipc.Client, p Paths, queue string) error) *cli.Command {
 	return &cli.Command{
-		Name:      "pause",
-		Usage:     "stop a queue from starting jobs; running ones finish; survives restarts",
+		Name:      name,
+		Usage:     usage,
 		ArgsUsage: "QUEUE",
 		Action: func(ctx context.Context, c *cli.Command) error {
 			q, err := queueArg(c)
@@ -32,26 +50,10 @@ func (a *app) pauseCommand() *cli.Command {
 				return err
 			}
 			defer cl.Close()
-			if err := cl.Pause(ctx, q); err != nil {
+			if err := call(ctx, cl, p, q); err != nil {
 				return rpcFailure(err)
 			}
-			a.warnUnknownQueue(ctx, cl, p, q)
 			return nil
-		},
-	}
-}
-
-func (a *app) resumeCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "resume",
-		Usage:     "let a paused queue start jobs again",
-		ArgsUsage: "QUEUE",
-		Action: func(ctx context.Context, c *cli.Command) error {
-			q, err := queueArg(c)
-			if err != nil {
-				return err
-			}
-			return a.withClient(ctx, c, func(cl *ipc.Client) error { return cl.Resume(ctx, q) })
 		},
 	}
 }

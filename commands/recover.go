@@ -16,11 +16,8 @@ func (a *app) recoverCommand() *cli.Command {
 		Usage: "find jobs marked RUNNING whose process is gone, kill leftovers, retry or fail them",
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print a JSON object"}},
 		Action: func(ctx context.Context, c *cli.Command) error {
-			var rep *engine.RecoverReport
-			if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
-				rep, err = cl.Recover(ctx)
-				return err
-			}); err != nil {
+			rep, err := ask(ctx, a, c, func(cl *ipc.Client) (*engine.RecoverReport, error) { return cl.Recover(ctx) })
+			if err != nil {
 				return err
 			}
 			if c.Bool("json") {

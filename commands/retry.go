@@ -20,11 +20,8 @@ func (a *app) retryCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return usageErrorf("retry needs exactly one job id")
 			}
-			var j *engine.Job
-			if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
-				j, err = cl.Retry(ctx, c.Args().First())
-				return err
-			}); err != nil {
+			j, err := ask(ctx, a, c, func(cl *ipc.Client) (*engine.Job, error) { return cl.Retry(ctx, c.Args().First()) })
+			if err != nil {
 				return err
 			}
 			if c.Bool("json") {

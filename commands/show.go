@@ -27,11 +27,8 @@ func (a *app) show(ctx context.Context, c *cli.Command) error {
 	if c.NArg() != 1 {
 		return usageErrorf("show needs exactly one job id")
 	}
-	var j *engine.Job
-	if err := a.withClient(ctx, c, func(cl *ipc.Client) (err error) {
-		j, err = cl.Get(ctx, c.Args().First())
-		return err
-	}); err != nil {
+	j, err := ask(ctx, a, c, func(cl *ipc.Client) (*engine.Job, error) { return cl.Get(ctx, c.Args().First()) })
+	if err != nil {
 		return err
 	}
 	if c.Bool("json") {

@@ -44,56 +44,17 @@ func (Processes) KillJob(jobID string) (bool, error) {
 		// STQ_JOB_ID= would match processes that have no job at all.
 		return false, errors.New("kill job: empty job id")
 	}
-	marker := markerVar + "=" + jobID
 	pids, err := process.Pids()
 	if err != nil {
 		return false, fmt.Errorf("kill job %s: list processes: %w", jobID, err)
 	}
-	self, ownGroup, uid := os.Getpid(), unix.Getpgrp(), os.Getuid()
-	var signalled bool
-	var errs []error
-	// Members of one group are usually all marked: the group is signalled
-	// once.
-	groups := make(map[int]bool)
+	k := &jobKill{jobID: jobID, marker: markerVar + "=" + jobID, ownGroup: unix.Getpgrp(), uid: os.Getuid(), groups: make(map[int]bool)}
+	self := os.Getpid()
 	// A process in the middle of execve reads as having an empty
 	// environment until the kernel has set up the new one; so does a
 	// zombie. Those are read once more after the pass, by when an exec
 	// that was under way has finished.
 	var again []int32
-	kill := func(pid32 int32, env []string) {
-		pid := int(pid32)
-		if !slices.Contains(env, marker) {
-			return
-		}
-		p := &process.Process{Pid: pid32}
-		// Readable is not enough when the daemon runs as root.
-		if uids, err := p.Uids(); err != nil || len(uids) == 0 || int(uids[0]) != uid {
-			return
-		}
-		pgid, err := unix.Getpgid(pid)
-		if err != nil {
-			return // it exited after we read its environment
-		}
-		// Signalling the group as well catches members that do not carry
-		// the marker (they unset it). A process that leads the daemon's own
-		// group is never the group signalled, whatever its environment
-		// says: that would kill the daemon.
-		if pgid > 1 && pgid != ownGroup && !groups[pgid] {
-			groups[pgid] = true
-			ok, err := sigkill(-pgid)
-			signalled = signalled || ok
-			if err != nil {
-				errs = append(errs, fmt.Errorf("kill job %s: group %d: %w", jobID, pgid, err))
-			}
-		}
-		// The process itself too: it may have left its group, or share
-		// the daemon's.
-		ok, err := sigkill(pid)
-		signalled = signalled || ok
-		if err != nil {
-			errs = append(errs, fmt.Errorf("kill job %s: process %d: %w", jobID, pid, err))
-		}
-	}
 	for _, pid32 := range pids {
 		if pid := int(pid32); pid <= 1 || pid == self {
 			continue
@@ -111,12 +72,60 @@ func (Processes) KillJob(jobID string) (bool, error) {
 			again = append(again, pid32)
 			continue
 		}
-		kill(pid32, env)
+		k.kill(pid32, env)
 	}
 	for _, pid32 := range again {
 		if env, err := (&process.Process{Pid: pid32}).Environ(); err == nil {
-			kill(pid32, env)
+			k.kill(pid32, env)
 		}
 	}
-	return signalled, errors.Join(errs...)
+	return k.signalled, errors.Join(k.errs...)
+}
+
+// jobKill is one KillJob pass: what it looks for and what it has done.
+type jobKill struct {
+	jobID, marker string
+	ownGroup, uid int
+	// groups signalled so far: members of one group are usually all
+	// marked, and the group is signalled once.
+	groups    map[int]bool
+	signalled bool
+	errs      []error
+}
+
+// kill signals the process pid32 and its group if env holds the job's
+// marker and the process is this user's.
+func (k *jobKill) kill(pid32 int32, env []string) {
+	pid := int(pid32)
+	if !slices.Contains(env, k.marker) {
+		return
+	}
+	p := &process.Process{Pid: pid32}
+	// Readable is not enough when the daemon runs as root.
+	if uids, err := p.Uids(); err != nil || len(uids) == 0 || int(uids[0]) != k.uid {
+		return
+	}
+	pgid, err := unix.Getpgid(pid)
+	if err != nil {
+		return // it exited after we read its environment
+	}
+	// Signalling the group as well catches members that do not carry the
+	// marker (they unset it). A process that leads the daemon's own group
+	// is never the group signalled, whatever its environment says: that
+	// would kill the daemon.
+	if pgid > 1 && pgid != k.ownGroup && !k.groups[pgid] {
+		k.groups[pgid] = true
+		k.signal(-pgid, fmt.Sprintf("group %d", pgid))
+	}
+	// The process itself too: it may have left its group, or share the
+	// daemon's.
+	k.signal(pid, fmt.Sprintf("process %d", pid))
+}
+
+func (k *jobKill) signal(pid int, what string) {
+	ok, err := sigkill(pid)
+	k.signalled = k.signalled || ok
+	if err != nil {
+		k.errs = append(k.errs, fmt.Errorf("kill job %s: %s: %w", k.jobID, what, err))
+	}
 }

@@ -115,6 +115,8 @@ type proc struct {
 	waitErr error
 }
 
+// start starts the attempt's command (behind the gate, with Gate) and the
+// goroutines that feed and read it, and returns at once.
 func (s Subprocess) start(run *engine.Run) (*proc, error) {
 	name := run.Command[0]
 	var payload []byte
@@ -122,24 +124,6 @@ func (s Subprocess) start(run *engine.Run) (*proc, error) {
 	if run.Job != nil {
 		payload, cwd = run.Job.Payload, run.Job.Cwd
 	}
-
-	outR, outW, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("create stdout pipe: %w", err)
-	}
-	errR, errW, err := os.Pipe()
-	if err != nil {
-		closeAll(outR, outW)
-		return nil, fmt.Errorf("create stderr pipe: %w", err)
-	}
-	var inR, inW *os.File
-	if len(payload) > 0 {
-		if inR, inW, err = os.Pipe(); err != nil {
-			closeAll(outR, outW, errR, errW)
-			return nil, fmt.Errorf("create stdin pipe: %w", err)
-		}
-	}
-
 	// The program is looked up in the PATH the job runs with (its
 	// caller's, when it brought its environment), not the daemon's. With a
 	// gate too: a missing program then fails to start with a clear error
@@ -147,61 +131,107 @@ func (s Subprocess) start(run *engine.Run) (*proc, error) {
 	env := run.ProcessEnv(os.Environ())
 	path, err := lookPath(name, env, cwd)
 	if err != nil {
-		closeAll(outR, outW, errR, errW, inR, inW)
 		return nil, startError(name, cwd, err)
 	}
-	cmd := &osexec.Cmd{Path: path, Args: run.Command}
-	var gateR, gateW *os.File
-	if s.Gate {
-		if gateR, gateW, err = os.Pipe(); err != nil {
-			closeAll(outR, outW, errR, errW, inR, inW)
-			return nil, fmt.Errorf("create start gate: %w", err)
-		}
-		cmd = osexec.Command("/bin/sh", append([]string{"-c", gateScript, "stq-gate"}, run.Command...)...)
-		cmd.ExtraFiles = []*os.File{gateR} // fd 3
+	pp, err := openPipes(len(payload) > 0, s.Gate)
+	if err != nil {
+		return nil, err
 	}
-	cmd.Dir = cwd
-	cmd.Env = env
-	cmd.Stdout, cmd.Stderr = outW, errW
-	if inR != nil {
-		cmd.Stdin = inR
-	}
-	// Without a payload os/exec connects stdin to /dev/null: a child that
-	// reads it sees EOF at once instead of waiting on the daemon's stdin.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-
+	cmd := pp.command(path, run.Command, env, cwd)
 	err = cmd.Start()
 	// The child holds its own copies now; ours would keep the readers from
 	// ever seeing EOF.
-	closeAll(outW, errW, inR, gateR)
+	pp.closeChildEnds()
 	if err != nil {
-		closeAll(outR, errR, inW, gateW)
+		pp.closeOurEnds()
 		return nil, startError(name, cwd, err)
 	}
-
 	s.defaults()
 	p := &proc{
 		name:   name,
 		cmd:    cmd,
 		pid:    cmd.Process.Pid,
 		drain:  s.DrainTimeout,
-		stdout: outR,
-		stderr: errR,
-		stdin:  inW,
-		gate:   gateW,
+		stdout: pp.outR,
+		stderr: pp.errR,
+		stdin:  pp.inW,
+		gate:   pp.gateW,
 		exited: make(chan struct{}),
 	}
-	out := newSink(run.Output)
+	p.serve(newSink(run.Output), s.MaxLine, payload)
+	return p, nil
+}
+
+// pipes connect the daemon to one child: its stdout and stderr, its stdin
+// when there is a payload, and the start gate with Gate. Each pair is the
+// child's end and ours; a pair not asked for is nil.
+type pipes struct {
+	outR, outW, errR, errW, inR, inW, gateR, gateW *os.File
+}
+
+func openPipes(stdin, gate bool) (*pipes, error) {
+	pp := &pipes{}
+	var err error
+	if pp.outR, pp.outW, err = os.Pipe(); err != nil {
+		return nil, fmt.Errorf("create stdout pipe: %w", err)
+	}
+	if pp.errR, pp.errW, err = os.Pipe(); err != nil {
+		pp.closeAll()
+		return nil, fmt.Errorf("create stderr pipe: %w", err)
+	}
+	if stdin {
+		if pp.inR, pp.inW, err = os.Pipe(); err != nil {
+			pp.closeAll()
+			return nil, fmt.Errorf("create stdin pipe: %w", err)
+		}
+	}
+	if gate {
+		if pp.gateR, pp.gateW, err = os.Pipe(); err != nil {
+			pp.closeAll()
+			return nil, fmt.Errorf("create start gate: %w", err)
+		}
+	}
+	return pp, nil
+}
+
+func (pp *pipes) closeChildEnds() { closeAll(pp.outW, pp.errW, pp.inR, pp.gateR) }
+func (pp *pipes) closeOurEnds()   { closeAll(pp.outR, pp.errR, pp.inW, pp.gateW) }
+func (pp *pipes) closeAll()       { pp.closeChildEnds(); pp.closeOurEnds() }
+
+// command is the child to start: the program at path in its own process
+// group, or with a gate /bin/sh holding it back until the gate opens.
+func (pp *pipes) command(path string, args, env []string, cwd string) *osexec.Cmd {
+	cmd := &osexec.Cmd{Path: path, Args: args}
+	if pp.gateR != nil {
+		cmd = osexec.Command("/bin/sh", append([]string{"-c", gateScript, "stq-gate"}, args...)...)
+		cmd.ExtraFiles = []*os.File{pp.gateR} // fd 3
+	}
+	cmd.Dir = cwd
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = pp.outW, pp.errW
+	if pp.inR != nil {
+		cmd.Stdin = pp.inR
+	}
+	// Without a payload os/exec connects stdin to /dev/null: a child that
+	// reads it sees EOF at once instead of waiting on the daemon's stdin.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd
+}
+
+// serve starts the goroutines of a started child: one reader per output
+// pipe, the payload's writer, and the waiter that closes p.exited. finish
+// waits for all of them.
+func (p *proc) serve(out *sink, maxLine int, payload []byte) {
 	p.readers.Add(2)
-	go p.read(outR, "stdout", s.MaxLine, out)
-	go p.read(errR, "stderr", s.MaxLine, out)
-	if inW != nil {
+	go p.read(p.stdout, "stdout", maxLine, out)
+	go p.read(p.stderr, "stderr", maxLine, out)
+	if p.stdin != nil {
 		p.writerDone = make(chan struct{})
 		go func() {
 			defer close(p.writerDone)
 			// EPIPE when the child exits without reading everything is
 			// expected: stdin is the job's to ignore.
-			_, _ = inW.Write(payload)
+			_, _ = p.stdin.Write(payload)
 			p.closeStdin()
 		}()
 	}
@@ -210,10 +240,9 @@ func (s Subprocess) start(run *engine.Run) (*proc, error) {
 		if waitExit(p.pid) == nil {
 			return
 		}
-		p.waitErr = cmd.Wait()
+		p.waitErr = p.cmd.Wait()
 		p.reaped = true
 	}()
-	return p, nil
 }
 
 // openGate lets a gated child run its command; closing without the line

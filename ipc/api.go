@@ -84,21 +84,27 @@ func BatchIndex(err error) (int, bool) {
 	return d.Index, true
 }
 
-// Enqueue adds a job. The job is stored durably when Enqueue returns.
-func (c *Client) Enqueue(ctx context.Context, req engine.EnqueueRequest) (*engine.EnqueueResult, error) {
-	var res engine.EnqueueResult
-	if err := c.Call(ctx, MethodEnqueue, &req, &res); err != nil {
+// callFor makes one call and returns its result: what every typed method
+// below does, with its own method, params and result type.
+func callFor[T any](ctx context.Context, c *Client, method string, params any) (*T, error) {
+	var res T
+	if err := c.Call(ctx, method, params, &res); err != nil {
 		return nil, err
 	}
 	return &res, nil
+}
+
+// Enqueue adds a job. The job is stored durably when Enqueue returns.
+func (c *Client) Enqueue(ctx context.Context, req engine.EnqueueRequest) (*engine.EnqueueResult, error) {
+	return callFor[engine.EnqueueResult](ctx, c, MethodEnqueue, &req)
 }
 
 // EnqueueMany adds up to MaxBatch jobs all or nothing, in one commit and in
 // order: the last generation of a subject in the batch wins. On refusal
 // nothing is stored, and BatchIndex(err) says which entry was bad.
 func (c *Client) EnqueueMany(ctx context.Context, reqs []engine.EnqueueRequest) ([]engine.EnqueueResult, error) {
-	var res EnqueueManyResult
-	if err := c.Call(ctx, MethodEnqueueMany, &EnqueueManyParams{Jobs: reqs}, &res); err != nil {
+	res, err := callFor[EnqueueManyResult](ctx, c, MethodEnqueueMany, &EnqueueManyParams{Jobs: reqs})
+	if err != nil {
 		return nil, err
 	}
 	return res.Results, nil
@@ -109,8 +115,8 @@ func (c *Client) EnqueueMany(ctx context.Context, reqs []engine.EnqueueRequest) 
 // engine.EnqueueRequest.BaseEnv). It is sent once for the whole batch,
 // not once per job.
 func (c *Client) EnqueueManyEnv(ctx context.Context, baseEnv map[string]string, reqs []engine.EnqueueRequest) ([]engine.EnqueueResult, error) {
-	var res EnqueueManyResult
-	if err := c.Call(ctx, MethodEnqueueMany, &EnqueueManyParams{Jobs: reqs, BaseEnv: baseEnv}, &res); err != nil {
+	res, err := callFor[EnqueueManyResult](ctx, c, MethodEnqueueMany, &EnqueueManyParams{Jobs: reqs, BaseEnv: baseEnv})
+	if err != nil {
 		return nil, err
 	}
 	return res.Results, nil
@@ -119,8 +125,8 @@ func (c *Client) EnqueueManyEnv(ctx context.Context, baseEnv map[string]string, 
 // Cancel cancels one job by id, or every queued and running job of a
 // subject key, and returns the jobs it cancelled.
 func (c *Client) Cancel(ctx context.Context, req engine.CancelRequest) ([]*engine.Job, error) {
-	var res JobsResult
-	if err := c.Call(ctx, MethodCancel, &req, &res); err != nil {
+	res, err := callFor[JobsResult](ctx, c, MethodCancel, &req)
+	if err != nil {
 		return nil, err
 	}
 	return res.Jobs, nil
@@ -128,21 +134,13 @@ func (c *Client) Cancel(ctx context.Context, req engine.CancelRequest) ([]*engin
 
 // Get returns a job with its attempt history.
 func (c *Client) Get(ctx context.Context, id string) (*engine.Job, error) {
-	var j engine.Job
-	if err := c.Call(ctx, MethodGet, &GetParams{ID: id}, &j); err != nil {
-		return nil, err
-	}
-	return &j, nil
+	return callFor[engine.Job](ctx, c, MethodGet, &GetParams{ID: id})
 }
 
 // List returns one page of jobs, newest first. Pass the page's NextCursor
 // as p.Cursor for the next one; ListAll does that for you.
 func (c *Client) List(ctx context.Context, p ListParams) (*ListResult, error) {
-	var res ListResult
-	if err := c.Call(ctx, MethodList, &p, &res); err != nil {
-		return nil, err
-	}
-	return &res, nil
+	return callFor[ListResult](ctx, c, MethodList, &p)
 }
 
 // ListAll yields every job matching p, newest first, fetching a page of
@@ -172,39 +170,23 @@ func (c *Client) ListAll(ctx context.Context, p ListParams) iter.Seq2[*engine.Jo
 // Wait blocks until every job in p.IDs has ended, or p.Timeout passes (the
 // result then says TimedOut and holds the jobs as they are), or ctx ends.
 func (c *Client) Wait(ctx context.Context, p WaitParams) (*WaitResult, error) {
-	var res WaitResult
-	if err := c.Call(ctx, MethodWait, &p, &res); err != nil {
-		return nil, err
-	}
-	return &res, nil
+	return callFor[WaitResult](ctx, c, MethodWait, &p)
 }
 
 // Logs returns a page of a job's stored output after afterSeq; More says
 // whether to ask again from the last line's Seq.
 func (c *Client) Logs(ctx context.Context, id string, afterSeq int64) (*LinesResult, error) {
-	var res LinesResult
-	if err := c.Call(ctx, MethodTail, &TailParams{JobID: id, AfterSeq: afterSeq}, &res); err != nil {
-		return nil, err
-	}
-	return &res, nil
+	return callFor[LinesResult](ctx, c, MethodTail, &TailParams{JobID: id, AfterSeq: afterSeq})
 }
 
 // Stats describes the daemon and its queues.
 func (c *Client) Stats(ctx context.Context) (*engine.Stats, error) {
-	var st engine.Stats
-	if err := c.Call(ctx, MethodStats, nil, &st); err != nil {
-		return nil, err
-	}
-	return &st, nil
+	return callFor[engine.Stats](ctx, c, MethodStats, nil)
 }
 
 // Recover runs a recovery scan now.
 func (c *Client) Recover(ctx context.Context) (*engine.RecoverReport, error) {
-	var rep engine.RecoverReport
-	if err := c.Call(ctx, MethodRecover, nil, &rep); err != nil {
-		return nil, err
-	}
-	return &rep, nil
+	return callFor[engine.RecoverReport](ctx, c, MethodRecover, nil)
 }
 
 // Pause stops a queue from starting jobs; running ones finish. The pause
@@ -221,11 +203,7 @@ func (c *Client) Resume(ctx context.Context, queue string) error {
 // Retry re-queues a FAILED, CANCELLED or EXPIRED job as a new attempt
 // series.
 func (c *Client) Retry(ctx context.Context, id string) (*engine.Job, error) {
-	var j engine.Job
-	if err := c.Call(ctx, MethodRetry, &RetryParams{ID: id}, &j); err != nil {
-		return nil, err
-	}
-	return &j, nil
+	return callFor[engine.Job](ctx, c, MethodRetry, &RetryParams{ID: id})
 }
 
 // Shutdown asks the daemon to stop gracefully, as SIGTERM does: it stops
@@ -233,21 +211,13 @@ func (c *Client) Retry(ctx context.Context, id string) (*engine.Job, error) {
 // requeues what is left. It returns once the shutdown has begun, with the
 // daemon's PID and grace periods; the daemon exits after them.
 func (c *Client) Shutdown(ctx context.Context) (*engine.ShutdownResult, error) {
-	var res engine.ShutdownResult
-	if err := c.Call(ctx, MethodShutdown, nil, &res); err != nil {
-		return nil, err
-	}
-	return &res, nil
+	return callFor[engine.ShutdownResult](ctx, c, MethodShutdown, nil)
 }
 
 // Reload makes the daemon read its config.toml again and put it in force
 // without a restart. An invalid file changes nothing: the error says why.
 func (c *Client) Reload(ctx context.Context) (*engine.ReloadResult, error) {
-	var res engine.ReloadResult
-	if err := c.Call(ctx, MethodReload, nil, &res); err != nil {
-		return nil, err
-	}
-	return &res, nil
+	return callFor[engine.ReloadResult](ctx, c, MethodReload, nil)
 }
 
 // errStopTail ends a follow whose consumer stopped iterating.

@@ -13,8 +13,8 @@ import (
 	"time"
 )
 
-// ErrNoDaemon means nothing listens on the socket. Dial's error wraps it
-// (and the underlying cause).
+// ErrNoDaemon means nothing listens on the socket. Dial's error is then a
+// *NoDaemonError, which matches it and the underlying cause.
 var ErrNoDaemon = errors.New("no daemon")
 
 // maxResponseLine bounds one response line read by the client. It is large
@@ -22,21 +22,27 @@ var ErrNoDaemon = errors.New("no daemon")
 // broken server cannot make the client allocate without end.
 const maxResponseLine = 256 << 20
 
-type noDaemonError struct {
-	path  string
-	cause error
-	// starting, when set, says a daemon is starting but did not answer.
-	starting string
+// NoDaemonError says no daemon answers at a socket path. It states the
+// fact only: what to do about it (start one, wait longer) is for the
+// program that prints it to say, in its own words.
+type NoDaemonError struct {
+	Path string // the socket dialled
+	// Starting, when set, says a daemon is starting (it holds the home's
+	// lock) but did not answer in time.
+	Starting string
+	// Err is what the dial or the token read returned.
+	Err error
 }
 
-func (e *noDaemonError) Error() string {
-	if e.starting != "" {
-		return "no daemon answers at " + e.path + ": " + e.starting
+func (e *NoDaemonError) Error() string {
+	if e.Starting != "" {
+		return "no daemon answers at " + e.Path + ": " + e.Starting
 	}
-	return "no daemon at " + e.path + ": start one with `stq daemon`"
+	return "no daemon at " + e.Path
 }
 
-func (e *noDaemonError) Unwrap() []error { return []error{ErrNoDaemon, e.cause} }
+// Unwrap makes the error match ErrNoDaemon and its cause.
+func (e *NoDaemonError) Unwrap() []error { return []error{ErrNoDaemon, e.Err} }
 
 // Client is one authenticated connection to the daemon, with a typed
 // method per API method (Enqueue, List, Tail, ...). It is safe for
@@ -113,7 +119,7 @@ func Connect(ctx context.Context, socketPath, token string) (*Client, error) {
 	nc, err := d.DialContext(ctx, "unix", socketPath)
 	if err != nil {
 		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
-			return nil, &noDaemonError{path: socketPath, cause: err}
+			return nil, &NoDaemonError{Path: socketPath, Err: err}
 		}
 		return nil, fmt.Errorf("connect to daemon at %s: %w", socketPath, err)
 	}

@@ -504,8 +504,10 @@ func TestDialNoDaemon(t *testing.T) {
 	if !errors.Is(err, ErrNoDaemon) || !errors.Is(err, syscall.ENOENT) {
 		t.Fatalf("dial missing socket: %v", err)
 	}
-	want := "no daemon at " + missing + ": start one with `stq daemon`"
-	if err.Error() != want {
+	// The library states the fact; advice is the CLI's (commands/hints.go).
+	var nd *NoDaemonError
+	want := "no daemon at " + missing
+	if !errors.As(err, &nd) || nd.Path != missing || nd.Starting != "" || err.Error() != want {
 		t.Errorf("message %q, want %q", err.Error(), want)
 	}
 

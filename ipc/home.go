@@ -102,7 +102,7 @@ func (p Paths) ReadToken() (string, error) {
 		err = errTokenEmpty
 	}
 	if !answers(p.Socket) {
-		return "", &noDaemonError{path: p.Socket, cause: err}
+		return "", &NoDaemonError{Path: p.Socket, Err: err}
 	}
 	return "", &TokenError{Path: p.Token, Socket: p.Socket, Err: err}
 }
@@ -187,9 +187,9 @@ func ConnectPaths(ctx context.Context, p Paths) (*Client, error) {
 			return nil, err
 		}
 		if time.Now().After(deadline) {
-			var nd *noDaemonError
+			var nd *NoDaemonError
 			if errors.As(err, &nd) {
-				nd.starting = fmt.Sprintf("a daemon (pid %s) holds the home's lock but did not answer within %s", pid, StartWait)
+				nd.Starting = fmt.Sprintf("a daemon (pid %s) holds the home's lock but did not answer within %s", pid, StartWait)
 			}
 			return nil, err
 		}

@@ -1,16 +1,11 @@
 package ipc
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"reflect"
-	"strings"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"stq/engine"
 )
@@ -212,8 +207,11 @@ func handleCancel(c *conn, ctx context.Context, p *engine.CancelRequest) (*JobsR
 	return &JobsResult{Jobs: nonNil(jobs)}, nil
 }
 
-func checkGet(p *GetParams) error {
-	if p.ID == "" {
+func checkGet(p *GetParams) error { return idRequired(p.ID) }
+
+// idRequired refuses a request for one job that names none.
+func idRequired(id string) error {
+	if id == "" {
 		return invalidParams("id is required")
 	}
 	return nil
@@ -299,11 +297,16 @@ func handleTail(c *conn, ctx context.Context, p *TailParams) (any, error) {
 }
 
 func handleStats(c *conn, ctx context.Context, _ *statsParams) (*engine.Stats, error) {
-	st, err := c.srv.backend.Stats(ctx)
+	return ptr(c.srv.backend.Stats(ctx))
+}
+
+// ptr is a backend's answer as the pointer a handler returns; nil with an
+// error.
+func ptr[T any](v T, err error) (*T, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &st, nil
+	return &v, nil
 }
 
 func handleRecover(c *conn, ctx context.Context, _ *recoverParams) (*engine.RecoverReport, error) {
@@ -338,12 +341,7 @@ func handleResume(c *conn, ctx context.Context, p *QueueParams) (*QueueResult, e
 	return &QueueResult{Queue: p.Queue, Paused: false}, nil
 }
 
-func checkRetry(p *RetryParams) error {
-	if p.ID == "" {
-		return invalidParams("id is required")
-	}
-	return nil
-}
+func checkRetry(p *RetryParams) error { return idRequired(p.ID) }
 
 func handleRetry(c *conn, ctx context.Context, p *RetryParams) (*engine.Job, error) {
 	return c.srv.backend.Retry(ctx, p.ID)
@@ -352,11 +350,7 @@ func handleRetry(c *conn, ctx context.Context, p *RetryParams) (*engine.Job, err
 // handleShutdown answers once the shutdown has begun; the daemon then
 // stops as on SIGTERM, and this connection is closed with the others.
 func handleShutdown(c *conn, ctx context.Context, _ *shutdownParams) (*engine.ShutdownResult, error) {
-	res, err := c.srv.backend.Shutdown(ctx)
-	if err != nil {
-		return nil, err
-	}
-	return &res, nil
+	return ptr(c.srv.backend.Shutdown(ctx))
 }
 
 func handleReload(c *conn, ctx context.Context, _ *reloadParams) (*engine.ReloadResult, error) {
@@ -413,124 +407,8 @@ func nonNil(jobs []*engine.Job) []*engine.Job {
 	return jobs
 }
 
-// decodeParams decodes params strictly into v: unknown members are an
-// error, so a misspelled option fails loudly instead of being ignored.
-// Absent or null params mean {}.
-func decodeParams(raw json.RawMessage, v any) error {
-	raw = bytes.TrimLeft(raw, " \t\r\n")
-	if isNullOrEmpty(raw) {
-		return nil
-	}
-	if raw[0] != '{' {
-		return invalidParams("invalid params: params must be an object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, engine.ErrInvalid) {
-			return invalidParams("%s", err.Error())
-		}
-		return invalidParams("invalid params: %s", describeJSONError(err))
-	}
-	return nil
-}
-
-// describeJSONError rewords encoding/json errors for the wire: they name Go
-// types, which mean nothing to a client in another language.
-func describeJSONError(err error) string {
-	// Only a bare type error carries the field's name; one wrapped by a
-	// type's own UnmarshalJSON (engine.Duration) does not, and its Go-level
-	// tail is cut off below.
-	if te, ok := err.(*json.UnmarshalTypeError); ok {
-		field := te.Field
-		if field == "" {
-			field = "value"
-		}
-		return fmt.Sprintf("%s must be %s, got %s", field, jsonKind(te.Type), te.Value)
-	}
-	msg := trimJSONPrefix(err.Error())
-	if i := strings.Index(msg, ": json: "); i >= 0 {
-		msg = msg[:i]
-	}
-	return msg
-}
-
-func trimJSONPrefix(s string) string { return strings.TrimPrefix(s, "json: ") }
-
-func jsonKind(t reflect.Type) string {
-	if t == nil {
-		return "another type"
-	}
-	for t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	switch t.Kind() {
-	case reflect.String:
-		return "a string"
-	case reflect.Bool:
-		return "a boolean"
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		return "an integer"
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		return "a non-negative integer"
-	case reflect.Float32, reflect.Float64:
-		return "a number"
-	case reflect.Slice, reflect.Array:
-		return "an array"
-	case reflect.Map, reflect.Struct:
-		return "an object"
-	}
-	return "another type"
-}
-
 // QueueResult is the result of admin.pause.v1 and admin.resume.v1.
 type QueueResult struct {
 	Queue  string `json:"queue"`
 	Paused bool   `json:"paused"`
-}
-
-// admitEnqueues takes n enqueues from the connection's and the server's
-// buckets, all at once: a batch is admitted whole or not at all, and a
-// refused request consumes nothing from either.
-func (c *conn) admitEnqueues(n int) error {
-	now := time.Now()
-	// Arrays, not slices: this runs for every enqueue and allocates nothing.
-	limits := [...]*rate.Limiter{c.connLimit(), c.srv.enqLimit}
-	for _, l := range limits {
-		if !fitsBurst(l, n) {
-			return rpcErr(CodeLimitExceeded, "%d enqueues in one request, over the enqueue rate limit's burst of %d; send smaller batches", n, l.Burst())
-		}
-	}
-	var granted [len(limits)]*rate.Reservation
-	for i, l := range limits {
-		if l == nil {
-			continue // a conn or server built without limits (tests)
-		}
-		r := l.ReserveN(now, n)
-		d := time.Second
-		if r.OK() {
-			d = r.DelayFrom(now)
-		}
-		if d > 0 {
-			// Give back this bucket's tokens and those the buckets before
-			// it granted.
-			r.CancelAt(now)
-			for _, g := range granted[:i] {
-				if g != nil {
-					g.CancelAt(now)
-				}
-			}
-			return rateLimited(d)
-		}
-		granted[i] = r
-	}
-	return nil
-}
-
-func rateLimited(d time.Duration) *RPCError {
-	// Round up: a client that waits exactly this long must get through.
-	ms := max(int64((d+time.Millisecond-1)/time.Millisecond), 1)
-	e := rpcErr(CodeRateLimited, "rate limited: too many enqueues; retry in %dms", ms)
-	e.Data, _ = json.Marshal(RateLimitedData{RetryAfterMS: ms})
-	return e
 }

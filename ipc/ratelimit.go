@@ -1,6 +1,7 @@
 package ipc
 
 import (
+	"encoding/json"
 	"math"
 	"time"
 
@@ -76,4 +77,50 @@ func fitsBurst(l *rate.Limiter, n int) bool {
 // RateLimitedData is the error data of a CodeRateLimited reply.
 type RateLimitedData struct {
 	RetryAfterMS int64 `json:"retry_after_ms"`
+}
+
+// admitEnqueues takes n enqueues from the connection's and the server's
+// buckets, all at once: a batch is admitted whole or not at all, and a
+// refused request consumes nothing from either.
+func (c *conn) admitEnqueues(n int) error {
+	now := time.Now()
+	// Arrays, not slices: this runs for every enqueue and allocates nothing.
+	limits := [...]*rate.Limiter{c.connLimit(), c.srv.enqLimit}
+	for _, l := range limits {
+		if !fitsBurst(l, n) {
+			return rpcErr(CodeLimitExceeded, "%d enqueues in one request, over the enqueue rate limit's burst of %d; send smaller batches", n, l.Burst())
+		}
+	}
+	var granted [len(limits)]*rate.Reservation
+	for i, l := range limits {
+		if l == nil {
+			continue // a conn or server built without limits (tests)
+		}
+		r := l.ReserveN(now, n)
+		d := time.Second
+		if r.OK() {
+			d = r.DelayFrom(now)
+		}
+		if d > 0 {
+			// Give back this bucket's tokens and those the buckets before
+			// it granted.
+			r.CancelAt(now)
+			for _, g := range granted[:i] {
+				if g != nil {
+					g.CancelAt(now)
+				}
+			}
+			return rateLimited(d)
+		}
+		granted[i] = r
+	}
+	return nil
+}
+
+func rateLimited(d time.Duration) *RPCError {
+	// Round up: a client that waits exactly this long must get through.
+	ms := max(int64((d+time.Millisecond-1)/time.Millisecond), 1)
+	e := rpcErr(CodeRateLimited, "rate limited: too many enqueues; retry in %dms", ms)
+	e.Data, _ = json.Marshal(RateLimitedData{RetryAfterMS: ms})
+	return e
 }

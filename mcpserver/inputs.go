@@ -221,14 +221,24 @@ func (in waitIn) options() (timeout time.Duration, lines int, err error) {
 		}
 		timeout = d
 	}
-	lines = in.Lines
-	switch {
-	case lines == 0:
-		lines = defaultDigestLines
-	case lines < 0 || lines > maxDigestLines:
-		return 0, 0, fmt.Errorf("lines must be between 1 and %d, got %d; read more with the logs tool", maxDigestLines, in.Lines)
+	lines, err = count("lines", in.Lines, defaultDigestLines, maxDigestLines, "; read more with the logs tool")
+	if err != nil {
+		return 0, 0, err
 	}
 	return timeout, lines, nil
+}
+
+// count is an agent's count argument n: def when it is 0 (left out), else
+// n if it is 1 to most. The error names the argument, its range and, as
+// more, where to go for what the range leaves out.
+func count(name string, n, def, most int, more string) (int, error) {
+	switch {
+	case n == 0:
+		return def, nil
+	case n < 0 || n > most:
+		return 0, fmt.Errorf("%s must be between 1 and %d, got %d%s", name, most, n, more)
+	}
+	return n, nil
 }
 
 // window returns the seq to read after and the most lines to return.
@@ -239,12 +249,8 @@ func (in logsIn) window() (offset int64, limit int, err error) {
 	if in.Offset < 0 {
 		return 0, 0, fmt.Errorf("offset must not be negative, got %d", in.Offset)
 	}
-	limit = in.Limit
-	switch {
-	case limit == 0:
-		limit = defaultLogsLimit
-	case limit < 0 || limit > maxLogsLimit:
-		return 0, 0, fmt.Errorf("limit must be between 1 and %d, got %d", maxLogsLimit, in.Limit)
+	if limit, err = count("limit", in.Limit, defaultLogsLimit, maxLogsLimit, ""); err != nil {
+		return 0, 0, err
 	}
 	return in.Offset, limit, nil
 }

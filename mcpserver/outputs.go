@@ -20,13 +20,23 @@ type enqueueOut struct {
 	Error      string   `json:"error,omitempty" jsonschema:"why the job was superseded on arrival"`
 }
 
+// jobHead is what every view of a job starts with: the job, its state,
+// and the key it is a generation of.
+type jobHead struct {
+	ID         string `json:"id"`
+	State      string `json:"state"`
+	Queue      string `json:"queue"`
+	Type       string `json:"type"`
+	Subject    string `json:"subject,omitempty"`
+	Generation int64  `json:"generation"`
+}
+
+func head(j *engine.Job) jobHead {
+	return jobHead{ID: j.ID, State: string(j.State), Queue: j.Queue, Type: j.Type, Subject: j.Subject, Generation: j.Generation}
+}
+
 type jobSummary struct {
-	ID          string    `json:"id"`
-	State       string    `json:"state"`
-	Queue       string    `json:"queue"`
-	Type        string    `json:"type"`
-	Subject     string    `json:"subject,omitempty"`
-	Generation  int64     `json:"generation"`
+	jobHead
 	Attempt     int       `json:"attempt" jsonschema:"current or last attempt; 0 before the first"`
 	MaxAttempts int       `json:"max_attempts"`
 	CreatedAt   time.Time `json:"created_at"`
@@ -50,12 +60,7 @@ type attemptOut struct {
 }
 
 type jobOut struct {
-	ID              string            `json:"id"`
-	State           string            `json:"state"`
-	Queue           string            `json:"queue"`
-	Type            string            `json:"type"`
-	Subject         string            `json:"subject,omitempty"`
-	Generation      int64             `json:"generation"`
+	jobHead
 	Priority        int               `json:"priority"`
 	Attempt         int               `json:"attempt"`
 	MaxAttempts     int               `json:"max_attempts"`
@@ -125,12 +130,7 @@ type statsOut struct {
 
 func summarize(j *engine.Job) jobSummary {
 	return jobSummary{
-		ID:          j.ID,
-		State:       string(j.State),
-		Queue:       j.Queue,
-		Type:        j.Type,
-		Subject:     j.Subject,
-		Generation:  j.Generation,
+		jobHead:     head(j),
 		Attempt:     j.Attempt,
 		MaxAttempts: j.MaxAttempts,
 		CreatedAt:   j.CreatedAt,
@@ -141,12 +141,7 @@ func summarize(j *engine.Job) jobSummary {
 
 func detail(j *engine.Job) jobOut {
 	o := jobOut{
-		ID:              j.ID,
-		State:           string(j.State),
-		Queue:           j.Queue,
-		Type:            j.Type,
-		Subject:         j.Subject,
-		Generation:      j.Generation,
+		jobHead:         head(j),
 		Priority:        j.Priority,
 		Attempt:         j.Attempt,
 		MaxAttempts:     j.MaxAttempts,

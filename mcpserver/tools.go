@@ -120,19 +120,25 @@ func (t *tools) list(ctx context.Context, _ *mcp.CallToolRequest, in listIn) (*m
 }
 
 func (t *tools) show(ctx context.Context, _ *mcp.CallToolRequest, in idIn) (*mcp.CallToolResult, jobOut, error) {
-	var out jobOut
-	if err := checkID(in.ID); err != nil {
-		return nil, out, err
+	j, err := t.oneJob(ctx, in.ID, func(c *ipc.Client) (*engine.Job, error) { return c.Get(ctx, in.ID) })
+	if err != nil {
+		return nil, jobOut{}, err
 	}
-	err := t.withClient(ctx, func(c *ipc.Client) error {
-		j, err := c.Get(ctx, in.ID)
-		if err != nil {
-			return err
-		}
-		out = detail(j)
-		return nil
+	return nil, detail(j), nil
+}
+
+// oneJob checks the id an agent gave, then makes the one call that answers
+// with that job.
+func (t *tools) oneJob(ctx context.Context, id string, call func(*ipc.Client) (*engine.Job, error)) (*engine.Job, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	var j *engine.Job
+	err := t.withClient(ctx, func(c *ipc.Client) (err error) {
+		j, err = call(c)
+		return err
 	})
-	return nil, out, err
+	return j, err
 }
 
 func (t *tools) wait(ctx context.Context, _ *mcp.CallToolRequest, in waitIn) (*mcp.CallToolResult, waitOut, error) {
@@ -208,19 +214,11 @@ func (t *tools) cancel(ctx context.Context, _ *mcp.CallToolRequest, in cancelIn)
 }
 
 func (t *tools) retry(ctx context.Context, _ *mcp.CallToolRequest, in idIn) (*mcp.CallToolResult, jobSummary, error) {
-	var out jobSummary
-	if err := checkID(in.ID); err != nil {
-		return nil, out, err
+	j, err := t.oneJob(ctx, in.ID, func(c *ipc.Client) (*engine.Job, error) { return c.Retry(ctx, in.ID) })
+	if err != nil {
+		return nil, jobSummary{}, err
 	}
-	err := t.withClient(ctx, func(c *ipc.Client) error {
-		j, err := c.Retry(ctx, in.ID)
-		if err != nil {
-			return err
-		}
-		out = summarize(j)
-		return nil
-	})
-	return nil, out, err
+	return nil, summarize(j), nil
 }
 
 func (t *tools) stats(ctx context.Context, _ *mcp.CallToolRequest, _ statsIn) (*mcp.CallToolResult, statsOut, error) {

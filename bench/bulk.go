@@ -1,4 +1,4 @@
-package commands
+package bench
 
 import (
 	"context"
@@ -15,13 +15,9 @@ import (
 // carries, and how many rows share a transaction in its baseline.
 const bulkBatch = 1000
 
-// bulkQuickJobs is the bulk row's job count under --quick: two full
+// bulkQuickJobs is the bulk row's job count under Quick: two full
 // batches, so the smoke run still sends batches of bulkBatch.
 const bulkQuickJobs = 2 * bulkBatch
-
-// bulkPayload is what each job of the bulk row carries, and each row of
-// its baseline: the same ~40 bytes the enqueue rows send.
-var bulkPayload = []byte(`{"path":"src/main.rs","reason":"save"}`)
 
 // bulkConfig lifts the daemon's enqueue rate limits far above anything the
 // bulk row reaches. The defaults (5,000/s and a burst of 10,000 per
@@ -34,82 +30,58 @@ conn_enqueue_rate = 1e9
 conn_enqueue_burst = 1e9
 `
 
-// benchBulk measures batched enqueues: one connection sending
+// bulk measures batched enqueues: one connection sending
 // dev.enqueue_many.v1 calls of bulkBatch noop jobs each, against a bare
 // batched insert of as many rows through the store's own insert statement,
 // run right after it in the same repetition, and their ratio.
-func benchBulk(ctx context.Context, self, durability string, jobs, reps int, quick bool, profilePath func(string) string, add func(benchRow)) error {
-	if quick {
+func (r *runner) bulk(ctx context.Context) error {
+	jobs := r.opts.Jobs
+	if r.opts.Quick {
 		jobs = bulkQuickJobs
 	}
 	var bulk, bare []float64
-	for rep := range reps {
-		v, err := withBulkDaemon(ctx, self, durability, profilePath(fmt.Sprintf("bulk-rep%d", rep)), func(env *benchEnv) (float64, error) {
-			return env.bulkEnqueueRate(ctx, jobs)
+	for rep := range r.opts.Reps {
+		v, err := r.withConfiguredDaemon(ctx, bulkConfig, fmt.Sprintf("bulk-rep%d", rep), func(d *daemon) (float64, error) {
+			return d.bulkEnqueueRate(ctx, jobs)
 		})
 		if err != nil {
 			return err
 		}
 		bulk = append(bulk, v)
-		b, err := bareBatchedRate(ctx, durability, jobs)
+		b, err := bareBatchedRate(ctx, r.opts.Durability, jobs)
 		if err != nil {
 			return err
 		}
 		bare = append(bare, b)
 	}
-	mode, err := syncPragma(durability)
+	mode, err := syncPragma(r.opts.Durability)
 	if err != nil {
 		return err
 	}
-	add(newRow(fmt.Sprintf("bulk enqueue, batches of %s, one connection", thousands(bulkBatch)), "jobs/s",
-		fmt.Sprintf("%d noop jobs an hour out, %d per dev.enqueue_many.v1 call; enqueue rate limits lifted to 1e9/s; durability=%s", jobs, bulkBatch, durability), bulk))
-	add(newRow(fmt.Sprintf("bare batched insert, %s rows per transaction", thousands(bulkBatch)), "rows/s",
+	r.add(newRow(fmt.Sprintf("bulk enqueue, batches of %s, one connection", thousands(bulkBatch)), "jobs/s",
+		fmt.Sprintf("%d noop jobs an hour out, %d per dev.enqueue_many.v1 call; enqueue rate limits lifted to 1e9/s; durability=%s", jobs, bulkBatch, r.opts.Durability), bulk))
+	r.add(newRow(fmt.Sprintf("bare batched insert, %s rows per transaction", thousands(bulkBatch)), "rows/s",
 		fmt.Sprintf("%d rows, one single-row INSERT each (the store's own), into a fresh database with the store's schema and writer pragmas, synchronous=%s", jobs, mode), bare))
-	ratio := make([]float64, len(bulk))
-	for i := range bulk {
-		ratio[i] = 100 * bulk[i] / bare[i]
-	}
-	add(newRow("bulk enqueue / bare batched insert", "%",
-		"per repetition, each bare run right after its bulk run; targets: bulk >= 100,000 jobs/s, ratio >= 40%", ratio))
+	r.add(newRow("bulk enqueue / bare batched insert", "%",
+		"per repetition, each bare run right after its bulk run; targets: bulk >= 100,000 jobs/s, ratio >= 40%", ratio(bulk, bare)))
 	return nil
-}
-
-// withBulkDaemon is withBenchDaemon on a home whose config lifts the
-// enqueue rate limits.
-func withBulkDaemon(ctx context.Context, self, durability, profile string, fn func(*benchEnv) (float64, error)) (float64, error) {
-	dir, err := os.MkdirTemp("", "stqb")
-	if err != nil {
-		return 0, fmt.Errorf("make bench home: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	home := filepath.Join(dir, "h")
-	p, err := resolvePaths(home)
-	if err != nil {
-		return 0, err
-	}
-	if err := os.Mkdir(home, 0o700); err != nil {
-		return 0, fmt.Errorf("make bench home: %w", err)
-	}
-	if err := os.WriteFile(p.Config, []byte(bulkConfig), 0o600); err != nil {
-		return 0, fmt.Errorf("write bench config: %w", err)
-	}
-	return withBenchHome(ctx, self, home, durability, 4, profile, fn)
 }
 
 // bulkEnqueueRate sends n noop jobs, scheduled an hour out, from one
 // connection in dev.enqueue_many.v1 calls of bulkBatch jobs, one call at a
 // time, and returns jobs per second from the first call to the last reply.
 // A rate-limited call fails the row rather than being retried.
-func (env *benchEnv) bulkEnqueueRate(ctx context.Context, n int) (float64, error) {
-	cl, err := env.dial(ctx)
+func (d *daemon) bulkEnqueueRate(ctx context.Context, n int) (float64, error) {
+	cl, err := d.dial(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer cl.Close()
 	later := engine.Duration(time.Hour)
+	payload := savePayload()
 	reqs := make([]engine.EnqueueRequest, min(n, bulkBatch))
 	for i := range reqs {
-		reqs[i] = engine.EnqueueRequest{Type: "noop", Delay: &later, Payload: bulkPayload}
+		reqs[i] = engine.EnqueueRequest{Type: "noop", Delay: &later, Payload: payload}
 	}
 	start := time.Now()
 	for done := 0; done < n; done += bulkBatch {
@@ -146,5 +118,5 @@ func bareBatchedRate(ctx context.Context, durability string, n int) (float64, er
 		return 0, fmt.Errorf("bare batched insert: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	return sqlite.BareBatchedInsert(ctx, filepath.Join(dir, "bare.db"), durability, n, bulkBatch, bulkPayload)
+	return sqlite.BareBatchedInsert(ctx, filepath.Join(dir, "bare.db"), durability, n, bulkBatch, savePayload())
 }
