@@ -19,7 +19,7 @@ import (
 )
 
 func (a *app) serviceCommand() *cli.Command {
-	return &cli.Command{
+	c := &cli.Command{
 		Name:  "service",
 		Usage: "run the daemon as a systemd (Linux) or launchd (macOS) service: install, uninstall, status",
 		Description: "install writes a unit for this binary and home and enables it; uninstall\n" +
@@ -51,6 +51,10 @@ func (a *app) serviceCommand() *cli.Command {
 			},
 		},
 	}
+	for _, sub := range c.Commands {
+		sub.OnUsageError = a.onUsageError
+	}
+	return c
 }
 
 func serviceScopeFlags() []cli.Flag {
