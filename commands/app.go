@@ -62,11 +62,13 @@ func (a *app) cli() *cli.Command {
 		a.reloadCommand(),
 		a.benchCommand(),
 		a.mcpCommand(),
+		a.serviceCommand(),
 	}
 	cmds = append(cmds, a.pauseCommand(), a.resumeCommand(), a.retryCommand())
 	for _, c := range cmds {
 		c.OnUsageError = a.onUsageError
 		oneDefault(c.Flags)
+		a.completeArgs(c)
 	}
 	return &cli.Command{
 		Name:            "stq",
@@ -77,7 +79,8 @@ func (a *app) cli() *cli.Command {
 		ErrWriter:       a.stderr,
 		HideHelpCommand: true,
 		// Completion scripts come from `stq completion bash|zsh|fish`.
-		EnableShellCompletion: true,
+		EnableShellCompletion:           true,
+		ConfigureShellCompletionCommand: showCompletionCommand,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "home", Sources: cli.EnvVars("STQ_HOME"), Usage: "directory holding stq.db, stq.sock, token, config.toml and the lock file"},
 		},
