@@ -82,6 +82,79 @@ func BareBatchedInsert(ctx context.Context, path, synchronous string, rows, perT
 	return rate, nil
 }
 
+// BareInsert is the floor under durable enqueues, for `stq bench`: n
+// commits of one row each, every one its own BEGIN IMMEDIATE ... COMMIT,
+// into a new database at path, and returns commits per second.
+//
+// The database has the settings the store's writer uses (configureWriter:
+// WAL, which it checks, the synchronous level of durability as for
+// Options.Synchronous, and the writer's other pragmas) but none of its
+// schema: one table of an integer key and a BLOB, into which each commit
+// inserts payload. What it measures is SQLite's commit, the cost no
+// enqueue can get under. It refuses a path that already exists and leaves
+// the file behind for the caller to remove.
+func BareInsert(ctx context.Context, path, durability string, n int, payload []byte) (rate float64, err error) {
+	if n < 1 {
+		return 0, fmt.Errorf("bare insert: %w: the number of commits must be at least 1", engine.ErrInvalid)
+	}
+	mode, err := createBare(path, durability)
+	if err != nil {
+		return 0, fmt.Errorf("bare insert: %w", err)
+	}
+	db, err := sqlite3.OpenFlags(path, sqlite3.OPEN_READWRITE)
+	if err != nil {
+		return 0, fmt.Errorf("bare insert: %w", err)
+	}
+	c := newConn(db)
+	defer func() {
+		if cerr := c.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("bare insert: close: %w", cerr)
+		}
+	}()
+	if err := c.configureWriter(mode); err != nil {
+		return 0, fmt.Errorf("bare insert: %w", err)
+	}
+	if err := db.Exec(`CREATE TABLE t (id INTEGER PRIMARY KEY, payload BLOB) STRICT`); err != nil {
+		return 0, fmt.Errorf("bare insert: create table: %w", err)
+	}
+	ins, err := c.prepare(`INSERT INTO t (payload) VALUES (?)`, sqlite3.PREPARE_PERSISTENT)
+	if err != nil {
+		return 0, fmt.Errorf("bare insert: %w", err)
+	}
+	defer ins.Close()
+	start := time.Now()
+	for range n {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if err := c.bareCommit(ins, payload); err != nil {
+			return 0, fmt.Errorf("bare insert: %w", err)
+		}
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// bareCommit is one of BareInsert's commits: the store's own BEGIN
+// IMMEDIATE and COMMIT around a run of ins bound with payload.
+func (c *conn) bareCommit(ins *sqlite3.Stmt, payload []byte) error {
+	if err := c.exec(qBegin); err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	err := ins.BindBlob(1, payload)
+	if err == nil {
+		err = ins.Exec()
+	}
+	if err != nil {
+		_ = c.exec(qRollback)
+		return fmt.Errorf("insert: %w", err)
+	}
+	if err := c.exec(qCommit); err != nil {
+		_ = c.exec(qRollback)
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
 // bareInsert runs the jobs insert for a queued noop job without a
 // subject, dependencies, command or TTL, due an hour after now, as
 // enqueue runs it.
