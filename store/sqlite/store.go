@@ -1,6 +1,3 @@
-// Package sqlite keeps stq's jobs in an embedded SQLite database, the default
-// engine.Store: one goroutine owns the write connection and group-commits
-// concurrent changes, and reads use a pool of read-only WAL connections.
 package sqlite
 
 import (
