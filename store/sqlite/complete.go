@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 
-	"stq/engine"
-
 	"github.com/ncruces/go-sqlite3"
+
+	"stq/engine"
 )
 
 // current is the state of a job that a completion or MarkStarted checks.

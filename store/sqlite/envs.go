@@ -5,9 +5,9 @@ import (
 	"encoding/hex"
 	"fmt"
 
-	"stq/engine"
-
 	"github.com/ncruces/go-sqlite3"
+
+	"stq/engine"
 )
 
 // Captured environments (engine.BaseEnv) live in the envs table, one row

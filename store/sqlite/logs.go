@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"slices"
 
-	"stq/engine"
-
 	"github.com/ncruces/go-sqlite3"
+
+	"stq/engine"
 )
 
 // AppendLog adds lines to a job's log and drops the oldest lines while the

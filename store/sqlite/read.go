@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"stq/engine"
-
 	"github.com/ncruces/go-sqlite3"
+
+	"stq/engine"
 )
 
 // defaultListLimit applies when ListFilter.Limit is zero.
