@@ -12,19 +12,24 @@ import (
 	"stq/engine"
 )
 
-// countRows opens the database at path and returns its journal mode and
-// how many rows table holds.
-func countRows(t *testing.T, path, table string) (journal string, rows int64) {
+// checkBare checks a baseline's result: a rate, and a WAL database at
+// path whose table holds want rows.
+func checkBare(t *testing.T, rate float64, path, table string, want int64) {
 	t.Helper()
+	if rate <= 0 {
+		t.Errorf("rate %v, want > 0", rate)
+	}
 	db, err := sqlite3.OpenFlags(path, sqlite3.OPEN_READONLY)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := newConn(db)
 	defer c.close()
-	if journal, err = c.pragmaText("PRAGMA journal_mode"); err != nil {
+	journal, err := c.pragmaText("PRAGMA journal_mode")
+	if err != nil {
 		t.Fatal(err)
 	}
+	var rows int64
 	err = c.runOnce(`SELECT count(*) FROM `+table, nil, func(st *sqlite3.Stmt) bool {
 		rows = st.ColumnInt64(0)
 		return false
@@ -32,7 +37,9 @@ func countRows(t *testing.T, path, table string) (journal string, rows int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return journal, rows
+	if journal != "wal" || rows != want {
+		t.Errorf("journal mode %q with %d rows in %s, want wal with %d", journal, rows, table, want)
+	}
 }
 
 func TestBareInsert(t *testing.T) {
@@ -46,12 +53,7 @@ func TestBareInsert(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rate <= 0 {
-			t.Errorf("rate %v, want > 0", rate)
-		}
-		if journal, rows := countRows(t, path, "t"); journal != "wal" || rows != 25 {
-			t.Errorf("journal mode %q with %d rows, want wal with 25", journal, rows)
-		}
+		checkBare(t, rate, path, "t", 25)
 	})
 
 	t.Run("refuses a path that exists", func(t *testing.T) {
@@ -96,10 +98,5 @@ func TestBareBatchedInsertStoresEveryRow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rate <= 0 {
-		t.Errorf("rate %v, want > 0", rate)
-	}
-	if journal, rows := countRows(t, path, "jobs"); journal != "wal" || rows != 70 {
-		t.Errorf("journal mode %q with %d jobs, want wal with 70", journal, rows)
-	}
+	checkBare(t, rate, path, "jobs", 70)
 }

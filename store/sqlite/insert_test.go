@@ -2,7 +2,6 @@ package sqlite
 
 import (
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -57,15 +56,7 @@ func fullJob(id string, k int64) (newJob, map[string]string) {
 
 func TestInsertBindsEachColumnByName(t *testing.T) {
 	t.Parallel()
-	path := filepath.Join(t.TempDir(), "stq.db")
-	if err := createPrivate(path); err != nil {
-		t.Fatal(err)
-	}
-	w, err := openWriter(path, "NORMAL")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
+	w := openTestWriter(t, "NORMAL")
 
 	t.Run("a single row", func(t *testing.T) {
 		in, want := fullJob("one", 0)
@@ -108,15 +99,8 @@ func TestInsertBindsEachColumnByName(t *testing.T) {
 
 func TestInsertJobSQLNamesEveryParameter(t *testing.T) {
 	t.Parallel()
+	w := openTestWriter(t, "NORMAL")
 	for _, rows := range []int{1, 2, insertRun} {
-		path := filepath.Join(t.TempDir(), "stq.db")
-		if err := createPrivate(path); err != nil {
-			t.Fatal(err)
-		}
-		w, err := openWriter(path, "NORMAL")
-		if err != nil {
-			t.Fatal(err)
-		}
 		st, err := w.prepare(insertJobSQL(rows), 0)
 		if err != nil {
 			t.Fatalf("%d rows: %v", rows, err)
@@ -130,6 +114,5 @@ func TestInsertJobSQLNamesEveryParameter(t *testing.T) {
 			}
 		}
 		_ = st.Close()
-		_ = w.close()
 	}
 }
