@@ -40,7 +40,10 @@ func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.J
 }
 
 // claim starts the next attempt of up to req.Limit due jobs: it brings
-// the due flags up to req.Now, picks the jobs, then starts each.
+// the due flags up to req.Now, walks the due jobs in claim order (see
+// qClaimScan) taking those the caps and keys allow, then starts each.
+// The jobs are taken before any is updated: changing rows of the index a
+// statement is walking has undefined results in SQLite.
 func (c *conn) claim(req *engine.ClaimRequest) ([]*engine.Job, error) {
 	if err := c.setDue(qDemote, req.Now); err != nil {
 		return nil, fmt.Errorf("demote jobs not yet due: %w", err)
@@ -48,9 +51,28 @@ func (c *conn) claim(req *engine.ClaimRequest) ([]*engine.Job, error) {
 	if err := c.setDue(qPromote, req.Now); err != nil {
 		return nil, fmt.Errorf("promote jobs that came due: %w", err)
 	}
-	seqs, err := c.claimCandidates(req)
+	if req.Limit <= 0 {
+		return []*engine.Job{}, nil
+	}
+	// seqs is filled here, not by the walk: kept in this frame it stays
+	// off the heap on the claim's hot path.
+	seqs := make([]int64, 0, min(req.Limit, 64))
+	w := claimWalk{c: c, req: req, capped: len(req.QueueLimits) > 0 || len(req.Quota) > 0 || req.DefaultQuota > 0}
+	err := c.queryEach(qClaimScan, func(b *binder) {
+		b.time(req.Now)
+		b.bool(req.Idle)
+		b.bool(req.OnAC)
+	}, func(scan *sqlite3.Stmt) bool {
+		if w.take(scan) {
+			seqs = append(seqs, scan.ColumnInt64(0))
+		}
+		return w.err == nil && len(seqs) < req.Limit
+	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("find due jobs: %w", err)
+	}
+	if w.err != nil {
+		return nil, w.err
 	}
 	jobs := make([]*engine.Job, 0, len(seqs))
 	for _, seq := range seqs {
@@ -71,32 +93,6 @@ func (c *conn) setDue(id stmtID, now time.Time) error {
 	return c.run(id, func(b *binder) { b.time(now) })
 }
 
-// claimCandidates walks the due jobs in claim order (see qClaimScan) and
-// returns the seqs of those the claim takes. They are collected before any
-// is updated: changing rows of the index a statement is walking has
-// undefined results in SQLite.
-func (c *conn) claimCandidates(req *engine.ClaimRequest) ([]int64, error) {
-	if req.Limit <= 0 {
-		return nil, nil
-	}
-	w := claimWalk{
-		c: c, req: req, seqs: make([]int64, 0, min(req.Limit, 64)),
-		capped: len(req.QueueLimits) > 0 || len(req.Quota) > 0 || req.DefaultQuota > 0,
-	}
-	err := c.queryEach(qClaimScan, func(b *binder) {
-		b.time(req.Now)
-		b.bool(req.Idle)
-		b.bool(req.OnAC)
-	}, func(scan *sqlite3.Stmt) bool { return w.take(scan) })
-	if err != nil {
-		return nil, fmt.Errorf("find due jobs: %w", err)
-	}
-	if w.err != nil {
-		return nil, w.err
-	}
-	return w.seqs, nil
-}
-
 // claimWalk is what a claim remembers while it walks the due jobs.
 type claimWalk struct {
 	c      *conn
@@ -104,7 +100,6 @@ type claimWalk struct {
 	capped bool // the request caps some queue
 	queues map[string]*queueUse
 	keys   map[engine.Key]struct{} // of the jobs taken
-	seqs   []int64                 // taken
 	err    error                   // what stopped the walk early
 }
 
@@ -114,15 +109,15 @@ type queueUse struct {
 	taken   int   // jobs this claim has taken
 }
 
-// take takes the due job at scan unless its queue's caps or its key
-// forbid it, and reports whether the walk goes on. A job a cap or its key
+// take reports whether the claim takes the due job at scan, which it does
+// unless its queue's caps or its key forbid. A job a cap or its key
 // rejects is stepped over, so it never blocks the jobs behind it.
 func (w *claimWalk) take(scan *sqlite3.Stmt) bool {
 	var use *queueUse
 	if w.capped {
 		var room bool
 		if use, room = w.queueRoom(scan); !room {
-			return w.err == nil
+			return false
 		}
 	}
 	if scan.ColumnType(3) != sqlite3.NULL {
@@ -133,15 +128,14 @@ func (w *claimWalk) take(scan *sqlite3.Stmt) bool {
 			w.keys = make(map[engine.Key]struct{})
 		}
 		if _, dup := w.keys[k]; dup {
-			return true
+			return false
 		}
 		w.keys[k] = struct{}{}
 	}
 	if use != nil {
 		use.taken++
 	}
-	w.seqs = append(w.seqs, scan.ColumnInt64(0))
-	return len(w.seqs) < w.req.Limit
+	return true
 }
 
 // queueRoom returns the use of the queue of the job at scan, and whether
