@@ -159,7 +159,7 @@ var sqlText = [numStmts]string{
 	qSubjectPut: `INSERT INTO subjects (queue, type, subject, max_gen) VALUES (?, ?, ?, ?)
 		ON CONFLICT (queue, type, subject) DO UPDATE SET max_gen = max(max_gen, excluded.max_gen)`,
 
-	// The columns and their :name parameters come from insertCols.
+	// The columns and their :name parameters come from insertColNames.
 	qInsertJob: insertJobSQL(1),
 
 	// Demote and promote run at the start of every claim, so that jobs_ready
