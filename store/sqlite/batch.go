@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
-
-	"github.com/ncruces/go-sqlite3"
 
 	"stq/engine"
 )
@@ -87,10 +84,10 @@ func newBatchOp(b engine.EnqueueBatch) (*batchOp, error) {
 // run stores the batch in the writer's transaction: runs of insertRun
 // plain jobs share a multi-row insert, the others go one by one.
 func (op *batchOp) run(c *conn) error {
-	var many *sqlite3.Stmt
+	var many *multiInsert
 	defer func() {
 		if many != nil {
-			_ = many.Close()
+			_ = many.st.Close()
 		}
 	}()
 	for i := 0; i < len(op.ins); {
@@ -142,8 +139,8 @@ func (op *batchOp) one(c *conn, i int) error {
 // many stores the insertRun plain jobs from i with one run of the
 // multi-row insert. If that insert fails, SQLite has undone it and its jobs
 // are stored one by one, so each gets the outcome and error it gets alone.
-func (op *batchOp) many(c *conn, st *sqlite3.Stmt, i int) error {
-	err := c.insertPlain(st, op.ins[i:i+insertRun], op.outs[i:i+insertRun])
+func (op *batchOp) many(c *conn, m *multiInsert, i int) error {
+	err := c.insertPlain(m, op.ins[i:i+insertRun], op.outs[i:i+insertRun])
 	switch {
 	case err == nil:
 		return nil
@@ -199,27 +196,7 @@ const insertRun = 32
 // batch.
 func (in *newJob) plain() bool { return in.subject == "" && len(in.after) == 0 }
 
-// prepareInsertMany prepares qInsertJob with its VALUES row repeated k
-// times. The caller closes it before its op ends.
-func (c *conn) prepareInsertMany(k int) (*sqlite3.Stmt, error) {
-	q := sqlText[qInsertJob]
-	i := strings.LastIndex(q, "VALUES")
-	row := strings.TrimSpace(q[i+len("VALUES"):])
-	sql := q[:i] + "VALUES " + strings.Repeat(row+", ", k-1) + row
-	st, tail, err := c.db.Prepare(sql)
-	if err != nil {
-		return nil, fmt.Errorf("prepare multi-row insert: %w", err)
-	}
-	if st == nil || tail != "" {
-		if st != nil {
-			_ = st.Close()
-		}
-		return nil, errors.New("prepare multi-row insert: not exactly one statement")
-	}
-	return st, nil
-}
-
-// insertPlain stores plain jobs (see plain) with one run of st, a
+// insertPlain stores plain jobs (see plain) with one run of m, a
 // prepareInsertMany statement for len(ins) rows, as enqueue stores each of
 // them. An error leaves none of them stored, unless the transaction is gone
 // too.
@@ -227,7 +204,7 @@ func (c *conn) prepareInsertMany(k int) (*sqlite3.Stmt, error) {
 // Jobs with a base environment count their references first, one
 // statement per distinct environment; a savepoint then takes those back
 // if the insert fails, since the statement only undoes itself.
-func (c *conn) insertPlain(st *sqlite3.Stmt, ins []newJob, outs []enqueued) error {
+func (c *conn) insertPlain(m *multiInsert, ins []newJob, outs []enqueued) error {
 	for k := range ins {
 		if ins[k].base == nil {
 			continue
@@ -236,28 +213,12 @@ func (c *conn) insertPlain(st *sqlite3.Stmt, ins []newJob, outs []enqueued) erro
 			if err := c.refEnvs(ins); err != nil {
 				return err
 			}
-			return c.insertRows(st, ins, outs)
+			return c.insertRows(m, ins, outs)
 		})
 		if err != nil {
 			return err
 		}
 		return failed
 	}
-	return c.insertRows(st, ins, outs)
-}
-
-// insertRows is insertPlain's insert.
-func (c *conn) insertRows(st *sqlite3.Stmt, ins []newJob, outs []enqueued) error {
-	b := bind(st)
-	for k := range ins {
-		outs[k] = enqueued{generation: ins[k].generation, state: engine.StateQueued}
-		bindInsertJob(&b, &ins[k], &outs[k])
-	}
-	if b.check() != nil {
-		return b.err
-	}
-	if err := st.Exec(); err != nil {
-		return fmt.Errorf("insert jobs: %w", err)
-	}
-	return nil
+	return c.insertRows(m, ins, outs)
 }

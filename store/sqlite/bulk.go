@@ -155,8 +155,9 @@ func (c *conn) loadHistory(h *historyChunkArgs) error {
 		return fmt.Errorf("set cache size: %w", err)
 	}
 	var last int64
-	err := c.runOnce(qHistoryMaxSeq, nil, func(st *sqlite3.Stmt) {
+	err := c.runOnce(qHistoryMaxSeq, nil, func(st *sqlite3.Stmt) bool {
 		last = st.ColumnInt64(0)
+		return false
 	})
 	if err != nil {
 		return fmt.Errorf("read last seq: %w", err)
@@ -196,27 +197,15 @@ func (c *conn) loadHistory(h *historyChunkArgs) error {
 	return nil
 }
 
-// runOnce prepares sql, binds it with bindFn (nil: no parameters), steps
-// through its rows handing each to row (nil: none expected), and closes it.
-func (c *conn) runOnce(sql string, bindFn func(*binder), row func(*sqlite3.Stmt)) error {
-	st, _, err := c.db.Prepare(sql)
+// runOnce prepares sql, runs it as queryEach runs a cached statement, and
+// closes it.
+func (c *conn) runOnce(sql string, args func(*binder), row func(*sqlite3.Stmt) (more bool)) error {
+	st, err := c.prepare(sql, 0)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	b := bind(st)
-	if bindFn != nil {
-		bindFn(&b)
-	}
-	if b.check() != nil {
-		return b.err
-	}
-	for st.Step() {
-		if row != nil {
-			row(st)
-		}
-	}
-	return st.Err()
+	return c.each(st, args, row)
 }
 
 // historyID makes an id of the engine's form for a job created at unix ns

@@ -22,6 +22,12 @@ type conn struct {
 	names map[string]string
 	// envs caches environments by id (see envMeta); nil until first use.
 	envs map[int64]*engine.BaseEnv
+	// binder is the one every statement is bound with (see bindAll); a
+	// field, not a local, so that handing it to args does not allocate.
+	binder binder
+	// insertIx holds qInsertJob's parameter indexes once resolved (see
+	// insertJob).
+	insertIx insertIndex
 }
 
 func newConn(db *sqlite3.Conn) *conn {
@@ -34,17 +40,9 @@ func newConn(db *sqlite3.Conn) *conn {
 func (c *conn) stmt(id stmtID) (*sqlite3.Stmt, error) {
 	s := c.stmts[id]
 	if s == nil {
-		var tail string
 		var err error
-		s, tail, err = c.db.PrepareFlags(sqlText[id], sqlite3.PREPARE_PERSISTENT)
-		if err != nil {
-			return nil, fmt.Errorf("prepare %.40q: %w", sqlText[id], err)
-		}
-		if s == nil || tail != "" {
-			if s != nil {
-				_ = s.Close()
-			}
-			return nil, fmt.Errorf("prepare %.40q: not exactly one statement", sqlText[id])
+		if s, err = c.prepare(sqlText[id], sqlite3.PREPARE_PERSISTENT); err != nil {
+			return nil, err
 		}
 		c.stmts[id] = s
 		return s, nil
@@ -59,14 +57,23 @@ func (c *conn) stmt(id stmtID) (*sqlite3.Stmt, error) {
 	return s, nil
 }
 
-// exec runs a statement without parameters or result rows.
-func (c *conn) exec(id stmtID) error {
-	s, err := c.stmt(id)
+// prepare compiles sql, which must be exactly one statement.
+func (c *conn) prepare(sql string, flags sqlite3.PrepareFlag) (*sqlite3.Stmt, error) {
+	s, tail, err := c.db.PrepareFlags(sql, flags)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("prepare %.40q: %w", sql, err)
 	}
-	return s.Exec()
+	if s == nil || tail != "" {
+		if s != nil {
+			_ = s.Close()
+		}
+		return nil, fmt.Errorf("prepare %.40q: not exactly one statement", sql)
+	}
+	return s, nil
 }
+
+// exec runs a statement without parameters or result rows.
+func (c *conn) exec(id stmtID) error { return c.run(id, nil) }
 
 // resetAll stops every statement of the connection; ROLLBACK TO refuses to
 // run while a write statement is still in progress.
@@ -126,115 +133,6 @@ func (c *conn) name(s *sqlite3.Stmt, col int) string {
 		c.names[v] = v
 	}
 	return v
-}
-
-// binder binds parameters 1, 2, 3... in order and keeps the first error, so
-// statements with many parameters read as one list.
-type binder struct {
-	s   *sqlite3.Stmt
-	i   int
-	err error
-}
-
-func (b *binder) next() int {
-	b.i++
-	return b.i
-}
-
-func (b *binder) int64(v int64) {
-	if i := b.next(); b.err == nil {
-		b.err = b.s.BindInt64(i, v)
-	}
-}
-
-func (b *binder) text(v string) {
-	if i := b.next(); b.err == nil {
-		b.err = b.s.BindText(i, v)
-	}
-}
-
-// optText binds "" as NULL: optional text columns hold NULL, never "".
-func (b *binder) optText(v string) {
-	if v == "" {
-		b.null()
-		return
-	}
-	b.text(v)
-}
-
-// optBytes binds empty as NULL.
-func (b *binder) optBytes(v []byte) {
-	if len(v) == 0 {
-		b.null()
-		return
-	}
-	if i := b.next(); b.err == nil {
-		b.err = b.s.BindBlob(i, v)
-	}
-}
-
-// optJSONText binds JSON that is known to be UTF-8 text, empty as NULL.
-func (b *binder) optJSONText(v []byte) {
-	if len(v) == 0 {
-		b.null()
-		return
-	}
-	if i := b.next(); b.err == nil {
-		b.err = b.s.BindRawText(i, v)
-	}
-}
-
-func (b *binder) null() {
-	if i := b.next(); b.err == nil {
-		b.err = b.s.BindNull(i)
-	}
-}
-
-// time binds the zero time as NULL, anything else as unix nanoseconds.
-func (b *binder) time(t time.Time) {
-	if t.IsZero() {
-		b.null()
-		return
-	}
-	b.int64(t.UnixNano())
-}
-
-func (b *binder) optInt(v *int) {
-	if v == nil {
-		b.null()
-		return
-	}
-	b.int64(int64(*v))
-}
-
-// optInt64 binds 0 as NULL.
-func (b *binder) optInt64(v int64) {
-	if v == 0 {
-		b.null()
-		return
-	}
-	b.int64(v)
-}
-
-func (b *binder) bool(v bool) {
-	if v {
-		b.int64(1)
-	} else {
-		b.int64(0)
-	}
-}
-
-func bind(s *sqlite3.Stmt) binder { return binder{s: s} }
-
-// check returns the first bind error, or an error if fewer or more
-// parameters were bound than the statement has.
-func (b *binder) check() error {
-	if b.err == nil {
-		if n := b.s.BindCount(); b.i != n {
-			b.err = fmt.Errorf("bound %d parameters of %d in %.40q", b.i, n, b.s.SQL())
-		}
-	}
-	return b.err
 }
 
 // Representable times: unix nanoseconds in an int64.
@@ -396,17 +294,8 @@ func (c *conn) scanJob(s *sqlite3.Stmt) (jobRow, error) {
 
 // loadAttempts fills the job's attempt history, oldest first; never nil.
 func (c *conn) loadAttempts(r jobRow) error {
-	s, err := c.stmt(qAttempts)
-	if err != nil {
-		return err
-	}
-	b := bind(s)
-	b.int64(r.seq)
-	if b.check() != nil {
-		return b.err
-	}
 	r.job.Attempts = make([]engine.Attempt, 0, r.runs)
-	for s.Step() {
+	err := c.queryEach(qAttempts, func(b *binder) { b.int64(r.seq) }, func(s *sqlite3.Stmt) bool {
 		r.job.Attempts = append(r.job.Attempts, engine.Attempt{
 			N:          s.ColumnInt(0),
 			StartedAt:  columnTime(s, 1),
@@ -417,17 +306,22 @@ func (c *conn) loadAttempts(r jobRow) error {
 			PID:        s.ColumnInt(6),
 			PIDStart:   s.ColumnInt64(7),
 		})
-	}
-	if err := s.Reset(); err != nil {
+		return true
+	})
+	if err != nil {
 		return fmt.Errorf("load attempts of job %s: %w", r.job.ID, err)
 	}
 	return nil
 }
 
-// queryRows runs a bound statement that selects jobCols and collects the
-// rows; the statement is reset before it returns, so follow-up statements
+// queryRows runs a statement that selects jobCols and collects the rows;
+// the statement is reset before it returns, so follow-up statements
 // (attempts) never interleave with it.
-func (c *conn) queryRows(s *sqlite3.Stmt) ([]jobRow, error) {
+func (c *conn) queryRows(id stmtID, args func(*binder)) ([]jobRow, error) {
+	s, err := c.bound(id, args)
+	if err != nil {
+		return nil, err
+	}
 	var rows []jobRow
 	for s.Step() {
 		r, err := c.scanJob(s)
@@ -444,8 +338,8 @@ func (c *conn) queryRows(s *sqlite3.Stmt) ([]jobRow, error) {
 }
 
 // queryJobs is queryRows returning jobs, with their attempts if asked.
-func (c *conn) queryJobs(s *sqlite3.Stmt, withAttempts bool) ([]*engine.Job, error) {
-	rows, err := c.queryRows(s)
+func (c *conn) queryJobs(id stmtID, args func(*binder), withAttempts bool) ([]*engine.Job, error) {
+	rows, err := c.queryRows(id, args)
 	if err != nil {
 		return nil, err
 	}
@@ -459,6 +353,23 @@ func (c *conn) queryJobs(s *sqlite3.Stmt, withAttempts bool) ([]*engine.Job, err
 		jobs[i] = r.job
 	}
 	return jobs, nil
+}
+
+// oneJob runs a statement that selects or changes one job (jobCols,
+// RETURNING them for a change) and returns it with its attempts;
+// engine.ErrNotFound if there is no such row.
+func (c *conn) oneJob(id stmtID, args func(*binder)) (jobRow, error) {
+	rows, err := c.queryRows(id, args)
+	if err != nil {
+		return jobRow{}, err
+	}
+	if len(rows) != 1 {
+		return jobRow{}, engine.ErrNotFound
+	}
+	if err := c.loadAttempts(rows[0]); err != nil {
+		return jobRow{}, err
+	}
+	return rows[0], nil
 }
 
 // isUnique reports a UNIQUE or PRIMARY KEY constraint failure.

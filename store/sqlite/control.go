@@ -29,17 +29,10 @@ func (s *Store) SetPaused(ctx context.Context, queue string, paused bool) error 
 		return fmt.Errorf("set paused: %w: no queue name", engine.ErrInvalid)
 	}
 	err := s.write(ctx, func(c *conn) error {
-		st, err := c.stmt(qSetPaused)
-		if err != nil {
-			return err
-		}
-		b := bind(st)
-		b.text(queue)
-		b.bool(paused)
-		if b.check() != nil {
-			return b.err
-		}
-		return st.Exec()
+		return c.run(qSetPaused, func(b *binder) {
+			b.text(queue)
+			b.bool(paused)
+		})
 	})
 	if err != nil {
 		what := "resume"
@@ -55,14 +48,10 @@ func (s *Store) SetPaused(ctx context.Context, queue string, paused bool) error 
 func (s *Store) PausedQueues(ctx context.Context) ([]string, error) {
 	queues := []string{}
 	err := s.read(ctx, func(c *conn) error {
-		st, err := c.stmt(qPaused)
-		if err != nil {
-			return err
-		}
-		for st.Step() {
+		return c.queryEach(qPaused, nil, func(st *sqlite3.Stmt) bool {
 			queues = append(queues, st.ColumnText(0))
-		}
-		return st.Reset()
+			return true
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read paused queues: %w", err)
@@ -133,46 +122,24 @@ func (c *conn) retry(id string, now time.Time) (*engine.Job, error) {
 		}
 		return nil, fmt.Errorf("%w: %s; %s", engine.ErrInvalid, dependencyError(failed), hint)
 	}
-	st, err := c.stmt(qRetryJob)
-	if err != nil {
-		return nil, err
-	}
-	b := bind(st)
-	b.time(now)
-	b.int64(cur.seq)
-	if b.check() != nil {
-		return nil, b.err
-	}
-	rows, err := c.queryRows(st)
+	r, err := c.oneJob(qRetryJob, func(b *binder) {
+		b.time(now)
+		b.int64(cur.seq)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("requeue: %w", err)
 	}
-	if len(rows) != 1 {
-		return nil, fmt.Errorf("requeue: %w", engine.ErrNotFound)
-	}
-	if err := c.loadAttempts(rows[0]); err != nil {
-		return nil, err
-	}
-	return rows[0].job, nil
+	return r.job, nil
 }
 
 // failedDep returns a dependency of the job that ended without succeeding,
 // or zero.
 func (c *conn) failedDep(seq int64) (ended, error) {
-	st, err := c.stmt(qFailedDep)
-	if err != nil {
-		return ended{}, err
-	}
-	b := bind(st)
-	b.int64(seq)
-	if b.check() != nil {
-		return ended{}, b.err
-	}
 	var dep ended
-	if st.Step() {
+	_, err := c.queryOne(qFailedDep, func(b *binder) { b.int64(seq) }, func(st *sqlite3.Stmt) {
 		dep = ended{id: st.ColumnText(0), state: columnState(st, 1)}
-	}
-	if err := st.Reset(); err != nil {
+	})
+	if err != nil {
 		return ended{}, fmt.Errorf("read dependencies: %w", err)
 	}
 	return dep, nil
@@ -216,49 +183,7 @@ func (s *Store) Prune(ctx context.Context, req engine.PruneRequest) (int, error)
 }
 
 func (c *conn) prune(req engine.PruneRequest) (int, error) {
-	// The finished jobs beyond the newest Keep are the oldest excess of
-	// them, and those finished before Before are the oldest too: both are a
-	// prefix of the walk in finish order, which therefore stops at the first
-	// job that neither selects.
-	var excess int64
-	if req.Keep > 0 {
-		st, err := c.stmt(qFinishedCount)
-		if err != nil {
-			return 0, err
-		}
-		if st.Step() {
-			excess = st.ColumnInt64(0) - int64(req.Keep)
-		}
-		if err := st.Reset(); err != nil {
-			return 0, fmt.Errorf("count finished jobs: %w", err)
-		}
-	}
-	if excess <= 0 && req.Before.IsZero() {
-		return 0, nil
-	}
-	scan, err := c.stmt(qPruneScan)
-	if err != nil {
-		return 0, err
-	}
-	b := bind(scan)
-	b.int64(int64(req.Limit))
-	if b.check() != nil {
-		return 0, b.err
-	}
-	before := req.Before.UnixNano()
-	// Collected first: deleting rows of the index being walked is undefined.
-	var seqs []int64
-	for i := int64(0); scan.Step(); i++ {
-		old := !req.Before.IsZero() && scan.ColumnInt64(1) < before
-		if i >= excess && !old {
-			break
-		}
-		seqs = append(seqs, scan.ColumnInt64(0))
-	}
-	if err := scan.Reset(); err != nil {
-		return 0, fmt.Errorf("find finished jobs: %w", err)
-	}
-	del, err := c.stmt(qPruneJob)
+	seqs, err := c.pruneCandidates(req)
 	if err != nil {
 		return 0, err
 	}
@@ -266,18 +191,16 @@ func (c *conn) prune(req engine.PruneRequest) (int, error) {
 	// (envs id -> jobs), given back once at the end.
 	var envRefs map[int64]int64
 	for _, seq := range seqs {
-		b := bind(del)
-		b.int64(seq)
-		if b.check() != nil {
-			return 0, b.err
-		}
-		if del.Step() && del.ColumnType(0) != sqlite3.NULL {
+		_, err := c.queryOne(qPruneJob, func(b *binder) { b.int64(seq) }, func(del *sqlite3.Stmt) {
+			if del.ColumnType(0) == sqlite3.NULL {
+				return
+			}
 			if envRefs == nil {
 				envRefs = make(map[int64]int64)
 			}
 			envRefs[del.ColumnInt64(0)]++
-		}
-		if err := del.Reset(); err != nil {
+		})
+		if err != nil {
 			return 0, fmt.Errorf("delete job: %w", err)
 		}
 	}
@@ -285,6 +208,43 @@ func (c *conn) prune(req engine.PruneRequest) (int, error) {
 		return 0, err
 	}
 	return len(seqs), nil
+}
+
+// pruneCandidates returns the seqs of the finished jobs req selects,
+// oldest first. They are collected before any is deleted: deleting rows of
+// the index being walked is undefined.
+//
+// The finished jobs beyond the newest Keep are the oldest excess of them,
+// and those finished before Before are the oldest too: both are a prefix
+// of the walk in finish order, which therefore stops at the first job that
+// neither selects.
+func (c *conn) pruneCandidates(req engine.PruneRequest) ([]int64, error) {
+	var excess int64
+	if req.Keep > 0 {
+		_, err := c.queryOne(qFinishedCount, nil, func(st *sqlite3.Stmt) { excess = st.ColumnInt64(0) - int64(req.Keep) })
+		if err != nil {
+			return nil, fmt.Errorf("count finished jobs: %w", err)
+		}
+	}
+	if excess <= 0 && req.Before.IsZero() {
+		return nil, nil
+	}
+	before := req.Before.UnixNano()
+	var seqs []int64
+	i := int64(0)
+	err := c.queryEach(qPruneScan, func(b *binder) { b.int64(int64(req.Limit)) }, func(scan *sqlite3.Stmt) bool {
+		old := !req.Before.IsZero() && scan.ColumnInt64(1) < before
+		if i >= excess && !old {
+			return false
+		}
+		seqs = append(seqs, scan.ColumnInt64(0))
+		i++
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("find finished jobs: %w", err)
+	}
+	return seqs, nil
 }
 
 // Checkpoint copies the write-ahead log into the database and truncates

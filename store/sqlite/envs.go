@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"fmt"
 
+	"github.com/ncruces/go-sqlite3"
+
 	"stq/engine"
 )
 
@@ -36,39 +38,24 @@ func encodeEnv(in *newJob, env *engine.BaseEnv) error {
 // refEnv adds n references to the environment in.env, storing it first if
 // it is new, and returns its id.
 func (c *conn) refEnv(in *newJob, n int64) (int64, error) {
-	st, err := c.stmt(qEnvRef)
-	if err != nil {
-		return 0, err
-	}
-	b := bind(st)
-	b.optBytes(in.baseHash)
-	b.int64(n)
-	if b.check() != nil {
-		return 0, b.err
-	}
 	var id int64
-	if st.Step() {
-		id = st.ColumnInt64(0)
-	}
-	if err := st.Reset(); err != nil {
+	_, err := c.queryOne(qEnvRef, func(b *binder) {
+		b.optBytes(in.baseHash)
+		b.int64(n)
+	}, func(st *sqlite3.Stmt) { id = st.ColumnInt64(0) })
+	if err != nil {
 		return 0, fmt.Errorf("count environment reference: %w", err)
 	}
 	if id != 0 {
 		return id, nil
 	}
-	ins, err := c.stmt(qEnvInsert)
+	err = c.run(qEnvInsert, func(b *binder) {
+		b.optBytes(in.baseHash)
+		b.blob(in.base.Encoded)
+		b.int64(int64(in.base.Vars))
+		b.int64(n)
+	})
 	if err != nil {
-		return 0, err
-	}
-	b = bind(ins)
-	b.optBytes(in.baseHash)
-	b.blob(in.base.Encoded)
-	b.int64(int64(in.base.Vars))
-	b.int64(n)
-	if b.check() != nil {
-		return 0, b.err
-	}
-	if err := ins.Exec(); err != nil {
 		return 0, fmt.Errorf("store environment: %w", err)
 	}
 	return c.db.LastInsertRowID(), nil
@@ -120,36 +107,18 @@ next:
 // deleting the ones nothing references any more.
 func (c *conn) unrefEnvs(refs map[int64]int64) error {
 	for id, n := range refs {
-		st, err := c.stmt(qEnvUnref)
-		if err != nil {
-			return err
-		}
-		b := bind(st)
-		b.int64(id)
-		b.int64(n)
-		if b.check() != nil {
-			return b.err
-		}
 		left := int64(1)
-		if st.Step() {
-			left = st.ColumnInt64(0)
-		}
-		if err := st.Reset(); err != nil {
+		_, err := c.queryOne(qEnvUnref, func(b *binder) {
+			b.int64(id)
+			b.int64(n)
+		}, func(st *sqlite3.Stmt) { left = st.ColumnInt64(0) })
+		if err != nil {
 			return fmt.Errorf("drop environment reference: %w", err)
 		}
 		if left > 0 {
 			continue
 		}
-		del, err := c.stmt(qEnvDelete)
-		if err != nil {
-			return err
-		}
-		b = bind(del)
-		b.int64(id)
-		if b.check() != nil {
-			return b.err
-		}
-		if err := del.Exec(); err != nil {
+		if err := c.run(qEnvDelete, func(b *binder) { b.int64(id) }); err != nil {
 			return fmt.Errorf("delete environment: %w", err)
 		}
 		delete(c.envs, id)
@@ -166,21 +135,12 @@ func (c *conn) envMeta(id int64) (*engine.BaseEnv, error) {
 	if env, ok := c.envs[id]; ok {
 		return env, nil
 	}
-	st, err := c.stmt(qEnvMeta)
-	if err != nil {
-		return nil, err
-	}
-	b := bind(st)
-	b.int64(id)
-	if b.check() != nil {
-		return nil, b.err
-	}
 	env := &engine.BaseEnv{}
-	if st.Step() {
+	_, err := c.queryOne(qEnvMeta, func(b *binder) { b.int64(id) }, func(st *sqlite3.Stmt) {
 		env.SHA256 = hex.EncodeToString(st.ColumnRawBlob(0))
 		env.Vars = st.ColumnInt(1)
-	}
-	if err := st.Reset(); err != nil {
+	})
+	if err != nil {
 		return nil, err
 	}
 	if env.SHA256 != "" {
@@ -196,21 +156,9 @@ func (c *conn) envFull(id int64) (*engine.BaseEnv, error) {
 	if env, ok := c.envs[id]; ok && env.List != nil {
 		return env, nil
 	}
-	st, err := c.stmt(qEnvBody)
-	if err != nil {
-		return nil, err
-	}
-	b := bind(st)
-	b.int64(id)
-	if b.check() != nil {
-		return nil, b.err
-	}
 	var body []byte
-	found := st.Step()
-	if found {
-		body = st.ColumnBlob(0, nil)
-	}
-	if err := st.Reset(); err != nil {
+	found, err := c.queryOne(qEnvBody, func(b *binder) { b.int64(id) }, func(st *sqlite3.Stmt) { body = st.ColumnBlob(0, nil) })
+	if err != nil {
 		return nil, err
 	}
 	if !found {
@@ -222,18 +170,6 @@ func (c *conn) envFull(id int64) (*engine.BaseEnv, error) {
 	}
 	c.cacheEnv(id, env)
 	return env, nil
-}
-
-// blob binds v as a BLOB, the empty one included (optBytes binds it as
-// NULL): the empty environment is a zero-length body.
-func (b *binder) blob(v []byte) {
-	if i := b.next(); b.err == nil {
-		if len(v) == 0 {
-			b.err = b.s.BindZeroBlob(i, 0)
-		} else {
-			b.err = b.s.BindBlob(i, v)
-		}
-	}
 }
 
 func (c *conn) cacheEnv(id int64, env *engine.BaseEnv) {
@@ -249,14 +185,8 @@ func (c *conn) cacheEnv(id int64, env *engine.BaseEnv) {
 func (s *Store) StoredEnvs(ctx context.Context) (int, error) {
 	var n int
 	err := s.read(ctx, func(c *conn) error {
-		st, err := c.stmt(qEnvCount)
-		if err != nil {
-			return err
-		}
-		if st.Step() {
-			n = st.ColumnInt(0)
-		}
-		return st.Reset()
+		_, err := c.queryOne(qEnvCount, nil, func(st *sqlite3.Stmt) { n = st.ColumnInt(0) })
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("count environments: %w", err)

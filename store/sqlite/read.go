@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ncruces/go-sqlite3"
+
 	"stq/engine"
 )
 
@@ -22,27 +24,9 @@ const defaultListLimit = 100
 func (s *Store) Get(ctx context.Context, id string) (*engine.Job, error) {
 	var job *engine.Job
 	err := s.read(ctx, func(c *conn) error {
-		st, err := c.stmt(qGetJob)
-		if err != nil {
-			return err
-		}
-		b := bind(st)
-		b.text(id)
-		if b.check() != nil {
-			return b.err
-		}
-		rows, err := c.queryRows(st)
-		if err != nil {
-			return err
-		}
-		if len(rows) == 0 {
-			return engine.ErrNotFound
-		}
-		if err := c.loadAttempts(rows[0]); err != nil {
-			return err
-		}
-		job = rows[0].job
-		return nil
+		r, err := c.oneJob(qGetJob, func(b *binder) { b.text(id) })
+		job = r.job
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("get job %s: %w", id, err)
@@ -74,23 +58,16 @@ func (s *Store) List(ctx context.Context, f engine.ListFilter) (engine.ListPage,
 		id = qListKey
 	}
 	var rows []jobRow
-	err = s.read(ctx, func(c *conn) error {
-		st, err := c.stmt(id)
-		if err != nil {
-			return err
-		}
-		b := bind(st)
-		b.optText(f.Queue)
-		b.optText(f.Type)
-		b.optText(f.Subject)
-		b.optText(states)
-		// One more than asked says whether another page follows.
-		b.int64(int64(limit) + 1)
-		b.optInt64(before)
-		if b.check() != nil {
-			return b.err
-		}
-		rows, err = c.queryRows(st)
+	err = s.read(ctx, func(c *conn) (err error) {
+		rows, err = c.queryRows(id, func(b *binder) {
+			b.optText(f.Queue)
+			b.optText(f.Type)
+			b.optText(f.Subject)
+			b.optText(states)
+			// One more than asked says whether another page follows.
+			b.int64(int64(limit) + 1)
+			b.optInt64(before)
+		})
 		return err
 	})
 	if err != nil {
@@ -133,12 +110,8 @@ func statesJSON(states []engine.State) (string, error) {
 // Running returns every RUNNING job with its attempt history, oldest first.
 func (s *Store) Running(ctx context.Context) ([]*engine.Job, error) {
 	var jobs []*engine.Job
-	err := s.read(ctx, func(c *conn) error {
-		st, err := c.stmt(qRunning)
-		if err != nil {
-			return err
-		}
-		jobs, err = c.queryJobs(st, true)
+	err := s.read(ctx, func(c *conn) (err error) {
+		jobs, err = c.queryJobs(qRunning, nil, true)
 		return err
 	})
 	if err != nil {
@@ -156,20 +129,11 @@ func (s *Store) NextWake(ctx context.Context, now time.Time) (engine.Wake, error
 	}
 	var w engine.Wake
 	err := s.read(ctx, func(c *conn) error {
-		st, err := c.stmt(qNextWake)
-		if err != nil {
-			return err
-		}
-		b := bind(st)
-		b.time(now)
-		if b.check() != nil {
-			return b.err
-		}
-		if st.Step() {
+		_, err := c.queryOne(qNextWake, func(b *binder) { b.time(now) }, func(st *sqlite3.Stmt) {
 			w.NextRunAt = columnTime(st, 0)
 			w.NextExpiry = columnTime(st, 1)
-		}
-		return st.Reset()
+		})
+		return err
 	})
 	if err != nil {
 		return engine.Wake{}, fmt.Errorf("next wake: %w", err)
@@ -182,11 +146,7 @@ func (s *Store) NextWake(ctx context.Context, now time.Time) (engine.Wake, error
 func (s *Store) Stats(ctx context.Context) (engine.StoreStats, error) {
 	stats := engine.StoreStats{Queues: make(map[string]map[engine.State]int64)}
 	err := s.read(ctx, func(c *conn) error {
-		st, err := c.stmt(qStats)
-		if err != nil {
-			return err
-		}
-		for st.Step() {
+		err := c.queryEach(qStats, nil, func(st *sqlite3.Stmt) bool {
 			q := c.name(st, 0)
 			m := stats.Queues[q]
 			if m == nil {
@@ -194,17 +154,13 @@ func (s *Store) Stats(ctx context.Context) (engine.StoreStats, error) {
 				stats.Queues[q] = m
 			}
 			m[columnState(st, 1)] = st.ColumnInt64(2)
-		}
-		if err := st.Reset(); err != nil {
+			return true
+		})
+		if err != nil {
 			return err
 		}
-		if st, err = c.stmt(qDBSize); err != nil {
-			return err
-		}
-		if st.Step() {
-			stats.DBBytes = st.ColumnInt64(0)
-		}
-		return st.Reset()
+		_, err = c.queryOne(qDBSize, nil, func(st *sqlite3.Stmt) { stats.DBBytes = st.ColumnInt64(0) })
+		return err
 	})
 	if err != nil {
 		return engine.StoreStats{}, fmt.Errorf("read stats: %w", err)
@@ -232,19 +188,12 @@ func (s *Store) Logs(ctx context.Context, id string, afterSeq int64, limit int) 
 		if err != nil {
 			return err
 		}
-		st, err := c.stmt(qLogs)
-		if err != nil {
-			return err
-		}
-		b := bind(st)
-		b.int64(seq)
-		b.int64(afterSeq)
-		b.int64(lim)
-		if b.check() != nil {
-			return b.err
-		}
 		lines = []engine.LogLine{}
-		for st.Step() {
+		return c.queryEach(qLogs, func(b *binder) {
+			b.int64(seq)
+			b.int64(afterSeq)
+			b.int64(lim)
+		}, func(st *sqlite3.Stmt) bool {
 			lines = append(lines, engine.LogLine{
 				Seq:     st.ColumnInt64(0),
 				Time:    columnTime(st, 1),
@@ -252,8 +201,8 @@ func (s *Store) Logs(ctx context.Context, id string, afterSeq int64, limit int) 
 				Stream:  columnStream(st, 3),
 				Text:    st.ColumnText(4),
 			})
-		}
-		return st.Reset()
+			return true
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read log of job %s: %w", id, err)
@@ -276,22 +225,13 @@ func (s *Store) LogSeqFromEnd(ctx context.Context, id string, afterSeq, before i
 		if err != nil {
 			return err
 		}
-		st, err := c.stmt(qLogSeqFromEnd)
-		if err != nil {
-			return err
-		}
-		b := bind(st)
-		b.int64(jobSeq)
-		b.int64(afterSeq)
-		b.int64(before)
-		b.int64(int64(max(n, 1) - 1))
-		if b.check() != nil {
-			return b.err
-		}
-		if found = st.Step(); found {
-			seq = st.ColumnInt64(0)
-		}
-		return st.Reset()
+		found, err = c.queryOne(qLogSeqFromEnd, func(b *binder) {
+			b.int64(jobSeq)
+			b.int64(afterSeq)
+			b.int64(before)
+			b.int64(int64(max(n, 1) - 1))
+		}, func(st *sqlite3.Stmt) { seq = st.ColumnInt64(0) })
+		return err
 	})
 	if err != nil {
 		return 0, false, fmt.Errorf("read log of job %s: %w", id, err)
@@ -307,21 +247,14 @@ const maxRune = "\U0010FFFF"
 func (s *Store) MatchIDs(ctx context.Context, prefix string, limit int) ([]string, error) {
 	var ids []string
 	err := s.read(ctx, func(c *conn) error {
-		st, err := c.stmt(qMatchIDs)
-		if err != nil {
-			return err
-		}
-		b := bind(st)
-		b.text(prefix)
-		b.text(prefix + maxRune)
-		b.int64(int64(limit))
-		if b.check() != nil {
-			return b.err
-		}
-		for st.Step() {
+		return c.queryEach(qMatchIDs, func(b *binder) {
+			b.text(prefix)
+			b.text(prefix + maxRune)
+			b.int64(int64(limit))
+		}, func(st *sqlite3.Stmt) bool {
 			ids = append(ids, st.ColumnText(0))
-		}
-		return st.Reset()
+			return true
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("match ids %q: %w", prefix, err)
@@ -335,19 +268,8 @@ func (s *Store) AdjacentIDs(ctx context.Context, ids []string) ([][2]string, err
 	err := s.read(ctx, func(c *conn) error {
 		for i, id := range ids {
 			for k, q := range []stmtID{qIDBefore, qIDAfter} {
-				st, err := c.stmt(q)
+				_, err := c.queryOne(q, func(b *binder) { b.text(id) }, func(st *sqlite3.Stmt) { out[i][k] = st.ColumnText(0) })
 				if err != nil {
-					return err
-				}
-				b := bind(st)
-				b.text(id)
-				if b.check() != nil {
-					return b.err
-				}
-				if st.Step() {
-					out[i][k] = st.ColumnText(0)
-				}
-				if err := st.Reset(); err != nil {
 					return err
 				}
 			}
@@ -363,18 +285,9 @@ func (s *Store) AdjacentIDs(ctx context.Context, ids []string) ([][2]string, err
 // jobSeq returns the seq of the job with the given id, or
 // engine.ErrNotFound.
 func (c *conn) jobSeq(id string) (int64, error) {
-	st, err := c.stmt(qJobSeq)
+	var seq int64
+	found, err := c.queryOne(qJobSeq, func(b *binder) { b.text(id) }, func(st *sqlite3.Stmt) { seq = st.ColumnInt64(0) })
 	if err != nil {
-		return 0, err
-	}
-	b := bind(st)
-	b.text(id)
-	if b.check() != nil {
-		return 0, b.err
-	}
-	found := st.Step()
-	seq := st.ColumnInt64(0)
-	if err := st.Reset(); err != nil {
 		return 0, err
 	}
 	if !found {

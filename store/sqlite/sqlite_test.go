@@ -34,6 +34,22 @@ func openTest(t testing.TB, opts Options) (*Store, string) {
 	return s, path
 }
 
+// openTestWriter creates a database in a temporary directory and opens a
+// writer connection on it, closed when the test ends.
+func openTestWriter(t testing.TB, syncMode string) *conn {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "stq.db")
+	if err := createPrivate(path); err != nil {
+		t.Fatal(err)
+	}
+	w, err := openWriter(path, syncMode)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.close() })
+	return w
+}
+
 func TestConformance(t *testing.T) {
 	// The default options: synchronous=FULL, as in production.
 	storetest.Run(t, func(t *testing.T) engine.Store {
@@ -337,15 +353,7 @@ func TestGroupCommit(t *testing.T) {
 // TestFailingOpRollsBackAlone runs a batch directly: the op that fails is
 // undone, its neighbours in the same transaction are not.
 func TestFailingOpRollsBackAlone(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "x.db")
-	if err := createPrivate(path); err != nil {
-		t.Fatal(err)
-	}
-	w, err := openWriter(path, "FULL")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close()
+	w := openTestWriter(t, "FULL")
 	enqueue := func(id string) func(*conn) error {
 		in, err := encodeJob(testJob(id, "k"))
 		if err != nil {

@@ -159,11 +159,8 @@ var sqlText = [numStmts]string{
 	qSubjectPut: `INSERT INTO subjects (queue, type, subject, max_gen) VALUES (?, ?, ?, ?)
 		ON CONFLICT (queue, type, subject) DO UPDATE SET max_gen = max(max_gen, excluded.max_gen)`,
 
-	qInsertJob: `INSERT INTO jobs (id, queue, type, subject, generation, priority, state,
-		max_attempts, payload, command, cwd, env, run_at, deadline, ttl, backoff,
-		expires_at, created_at, finished_at, error, due,
-		wait_idle, require_charging, debounce, replace_running, after_ids, env_id)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	// The columns and their :name parameters come from insertColNames.
+	qInsertJob: insertJobSQL(1),
 
 	// Demote and promote run at the start of every claim, so that jobs_ready
 	// holds exactly the jobs due at the claim's now. Each reads one range of
