@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/hex"
 	"io"
 	"net"
@@ -21,6 +22,7 @@ import (
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -30,6 +32,19 @@ type collector struct {
 	mu      sync.Mutex
 	spans   []*tracepb.Span
 	service []string
+	// json: the spans came as OTLP/JSON, whose ids are hex strings that
+	// protojson, taking them for bytes fields, decoded as base64.
+	json bool
+}
+
+// id is how a span or trace id was written on the wire: hex.
+func (c *collector) id(b []byte) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.json {
+		return strings.ToLower(base64.StdEncoding.EncodeToString(b))
+	}
+	return hex.EncodeToString(b)
 }
 
 func (c *collector) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
@@ -48,7 +63,7 @@ func (c *collector) Export(_ context.Context, req *collectortrace.ExportTraceSer
 	return &collectortrace.ExportTraceServiceResponse{}, nil
 }
 
-// ServeHTTP is the OTLP/HTTP receiver: POST /v1/traces, protobuf.
+// ServeHTTP is the OTLP/HTTP receiver: POST /v1/traces, protobuf or JSON.
 func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost || r.URL.Path != "/v1/traces" {
 		http.NotFound(w, r)
@@ -56,7 +71,13 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	body, err := io.ReadAll(r.Body)
 	req := &collectortrace.ExportTraceServiceRequest{}
-	if err == nil {
+	json := r.Header.Get("Content-Type") == "application/json"
+	if err == nil && json {
+		c.mu.Lock()
+		c.json = true
+		c.mu.Unlock()
+		err = protojson.Unmarshal(body, req)
+	} else if err == nil {
 		err = proto.Unmarshal(body, req)
 	}
 	if err != nil {
@@ -64,6 +85,12 @@ func (c *collector) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp, _ := c.Export(r.Context(), req)
+	if json {
+		b, _ := protojson.Marshal(resp)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
+		return
+	}
 	b, _ := proto.Marshal(resp)
 	w.Header().Set("Content-Type", "application/x-protobuf")
 	w.Write(b)
@@ -105,6 +132,11 @@ func TestTracingReachesTheJob(t *testing.T) {
 			t.Cleanup(srv.Close)
 			return []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + srv.URL}
 		}},
+		{"over http/json", func(t *testing.T, c *collector) []string {
+			srv := httptest.NewServer(c)
+			t.Cleanup(srv.Close)
+			return []string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=" + srv.URL + "/v1/traces", "OTEL_EXPORTER_OTLP_PROTOCOL=http/json"}
+		}},
 		{"over grpc, with a service name", func(t *testing.T, c *collector) []string {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -143,10 +175,10 @@ func TestTracingReachesTheJob(t *testing.T) {
 				enq, att = c.span("stq.enqueue", id), c.span("stq.attempt", id)
 				return enq != nil && att != nil
 			})
-			if got := hex.EncodeToString(att.GetTraceId()); got != seen[1] {
+			if got := c.id(att.GetTraceId()); got != seen[1] {
 				t.Errorf("the job's trace id %s is not the attempt span's %s", seen[1], got)
 			}
-			if got := hex.EncodeToString(att.GetSpanId()); got != seen[2] {
+			if got := c.id(att.GetSpanId()); got != seen[2] {
 				t.Errorf("the job's parent span %s is not the attempt span %s", seen[2], got)
 			}
 			if string(att.GetParentSpanId()) != string(enq.GetSpanId()) || string(att.GetTraceId()) != string(enq.GetTraceId()) {

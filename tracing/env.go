@@ -48,7 +48,7 @@ func Exporters(getenv func(string) string) ([]string, error) {
 // nil when they ask for no traces. The OTLP exporters read the endpoint,
 // headers, timeout, compression and TLS variables themselves; the protocol
 // (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or OTEL_EXPORTER_OTLP_PROTOCOL) is
-// "http/protobuf" (the default) or "grpc". The resource's service.name is
+// "http/protobuf" (the default), "http/json" or "grpc". The resource's service.name is
 // "stq" unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES say otherwise;
 // the sampler and batching follow OTEL_TRACES_SAMPLER and OTEL_BSP_*.
 // console writes spans to w.
@@ -89,12 +89,12 @@ func newExporter(ctx context.Context, name string, w io.Writer) (sdktrace.SpanEx
 		err error
 	)
 	switch strings.TrimSpace(proto) {
-	case "", "http/protobuf":
+	case "", "http/protobuf", "http/json": // the exporter reads which itself
 		exp, err = otlptracehttp.New(ctx)
 	case "grpc":
 		exp, err = otlptracegrpc.New(ctx)
 	default:
-		return nil, fmt.Errorf("OTLP protocol %q: stq speaks http/protobuf and grpc", proto)
+		return nil, fmt.Errorf("OTLP protocol %q: stq speaks http/protobuf, http/json and grpc", proto)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("OTLP trace exporter: %w", err)

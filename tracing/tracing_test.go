@@ -190,8 +190,8 @@ func TestResourceNamesTheService(t *testing.T) {
 }
 
 func TestUnknownProtocolIsAnError(t *testing.T) {
-	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-	if _, err := newExporter(context.Background(), "otlp", nil); err == nil || !strings.Contains(err.Error(), "http/json") {
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift")
+	if _, err := newExporter(context.Background(), "otlp", nil); err == nil || !strings.Contains(err.Error(), `"thrift"`) {
 		t.Fatalf("err = %v", err)
 	}
 }
