@@ -243,3 +243,39 @@ func scrape(t *testing.T, m *Metrics) string {
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	return "\n" + rec.Body.String()
 }
+
+// TestEveryMetricIsDocumented keeps docs/OBSERVABILITY.md's table whole.
+func TestEveryMetricIsDocumented(t *testing.T) {
+	t.Parallel()
+	doc, err := os.ReadFile("../docs/OBSERVABILITY.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(Options{WAL: filepath.Join(t.TempDir(), "none"), Stats: func(context.Context) (engine.Stats, error) {
+		return engine.Stats{StoreStats: engine.StoreStats{Queues: map[string]map[engine.State]int64{"q": {engine.StateQueued: 1}}}}, nil
+	}})
+	// Give every vector a series, so that Gather returns its family.
+	m.Enqueued(engine.EnqueueResult{Job: job(engine.StateSuperseded)})
+	_, done := m.AttemptStarting(job(engine.StateRunning))
+	done(engine.AttemptEnded{Completion: engine.Completion{State: engine.StateQueued, Outcome: engine.OutcomeFailed}})
+	m.Expired([]*engine.Job{job(engine.StateExpired)})
+	m.Recovered(job(engine.StateQueued))
+	fams, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range fams {
+		name := f.GetName()
+		if !strings.HasPrefix(name, "stq_") {
+			continue
+		}
+		n++
+		if !strings.Contains(string(doc), "| `"+name+"` |") {
+			t.Errorf("%s is not in docs/OBSERVABILITY.md's table", name)
+		}
+	}
+	if n != 17 {
+		t.Errorf("gathered %d stq_ metrics; the docs list 17", n)
+	}
+}
