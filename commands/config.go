@@ -15,6 +15,7 @@ import (
 
 	"stq/engine"
 	"stq/ipc"
+	"stq/metrics"
 	"stq/store/sqlite"
 )
 
@@ -26,6 +27,11 @@ type fileConfig struct {
 	Queues    map[string]queueConfig   `toml:"queues"`
 	Retention retentionConfig          `toml:"retention"`
 	Limits    limitsConfig             `toml:"limits"`
+	Metrics   metricsConfig            `toml:"metrics"`
+}
+
+type metricsConfig struct {
+	Listen string `toml:"listen"`
 }
 
 type limitsConfig struct {
@@ -87,6 +93,8 @@ type Config struct {
 	Queues          map[string]engine.QueueConfig
 	Retention       engine.RetentionConfig
 	Limits          ipc.RateLimits
+	// MetricsListen is where Prometheus metrics are served; "" for nowhere.
+	MetricsListen string
 }
 
 // loadConfig reads the config file; a missing file is an empty config.
@@ -148,6 +156,12 @@ func parseConfig(text string) (Config, error) {
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 			return Config{}, errors.New("limits: rates and bursts must be finite and not negative")
 		}
+	}
+	if addr := fc.Metrics.Listen; addr != "" {
+		if err := metrics.CheckListen(addr); err != nil {
+			return Config{}, fmt.Errorf("metrics.listen: %w", err)
+		}
+		cfg.MetricsListen = addr
 	}
 	cfg.Limits = ipc.RateLimits{EnqueueRate: l.EnqueueRate, EnqueueBurst: l.EnqueueBurst,
 		ConnEnqueueRate: l.ConnEnqueueRate, ConnEnqueueBurst: l.ConnEnqueueBurst}

@@ -140,11 +140,17 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 	if err := reg.Register("noop", exec.Noop); err != nil {
 		return err
 	}
+	obs, err := newObservability(ctx, cfg, p, a.version, log, a.stderr)
+	if err != nil {
+		return failf("%v", err)
+	}
+	defer obs.close()
 	host, _ := os.Hostname()
 	probe := exec.NewSystemProbe(cfg.IdleThreshold)
 	ctl := &daemonControl{config: p.Config, flags: flags, started: cfg, log: log}
 	ecfg := engineConfig(cfg, host)
 	ecfg.Version = a.version
+	ecfg.Pulse = obs.pulse()
 	eng, err := engine.New(ecfg, engine.Deps{
 		Store:      st,
 		Subprocess: exec.Subprocess{Gate: !exec.MarkerRecovery},
@@ -154,12 +160,13 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 		Probe:      probe,
 		Logger:     log,
 		Control:    ctl,
+		Observer:   obs.observer(),
 	})
 	if err != nil {
 		return failf("%v", err)
 	}
 
-	ln, err := ipc.Listen(p.Socket)
+	ln, err := daemonListener(p.Socket, log)
 	if err != nil {
 		return failf("%v", err)
 	}
@@ -170,6 +177,7 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 		MaxLineBytes: cfg.MaxRequestBytes,
 		Limits:       cfg.Limits,
 		Logger:       log,
+		Observer:     obs.serverObserver(),
 	})
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
@@ -189,6 +197,8 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 	go func() { engDone <- eng.Run(ctx) }()
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ctx, ln) }()
+	obsDone := obs.run(ctx, eng)
+	defer func() { shutdown(); obsDone() }()
 	log.Info("stq daemon ready", "socket", p.Socket, "db", p.DB, "workers", eng.Workers(), "owner", eng.Owner(), "pid", os.Getpid(), "version", a.version)
 
 	var runErr error

@@ -248,6 +248,7 @@ func restartNeeded(started, now Config) []string {
 		{"daemon.max_connections", started.MaxConnections == now.MaxConnections},
 		{"daemon.max_request_bytes", started.MaxRequestBytes == now.MaxRequestBytes},
 		{"daemon.idle_threshold", started.IdleThreshold == now.IdleThreshold},
+		{"metrics.listen", started.MetricsListen == now.MetricsListen},
 	} {
 		if !s.same {
 			out = append(out, s.name)

@@ -110,6 +110,7 @@ func (c *conn) admitEnqueues(n int) error {
 					g.CancelAt(now)
 				}
 			}
+			c.srv.opts.Observer.RateLimited()
 			return rateLimited(d)
 		}
 		granted[i] = r

@@ -71,6 +71,8 @@ type ServerOptions struct {
 	Limits RateLimits
 	// Logger receives refusals and errors; nil discards them.
 	Logger *slog.Logger
+	// Observer hears of connections and rate-limit refusals; nil: no one.
+	Observer ServerObserver
 }
 
 // Server answers API requests on a listener. Create it with NewServer.
@@ -114,6 +116,9 @@ func NewServer(backend Backend, opts ServerOptions) *Server {
 	setDefault(&opts.AuthTimeout, DefaultAuthTimeout)
 	setDefault(&opts.WriteTimeout, DefaultWriteTimeout)
 	setDefault(&opts.ShutdownTimeout, DefaultShutdownTimeout)
+	if opts.Observer == nil {
+		opts.Observer = nopServerObserver{}
+	}
 	s.log = opts.Logger
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -248,12 +253,14 @@ func (st *serving) accept(base context.Context, nc net.Conn) {
 	st.conns[c] = struct{}{}
 	st.wg.Add(1)
 	st.mu.Unlock()
+	s.opts.Observer.ConnOpened()
 	go func() {
 		defer st.wg.Done()
 		c.serve()
 		st.mu.Lock()
 		delete(st.conns, c)
 		st.mu.Unlock()
+		s.opts.Observer.ConnClosed()
 	}()
 }
 
