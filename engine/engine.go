@@ -971,20 +971,6 @@ func (e *Engine) expire(ctx context.Context, now time.Time) {
 	e.publishJobs(jobs...)
 }
 
-func (e *Engine) publishJob(j *Job) { e.publishJobs(j) }
-
-func (e *Engine) publishJobs(jobs ...*Job) {
-	if !e.bus.active() {
-		return
-	}
-	for _, j := range jobs {
-		e.bus.publish(Event{Kind: EventJob, JobID: j.ID, Job: j})
-	}
-}
-
-// Subscribe returns a subscription to job and log events.
-func (e *Engine) Subscribe(f EventFilter) *Subscription { return e.bus.subscribe(f) }
-
 // Enqueue validates a request, fills in defaults and stores the job. The
 // job is durable when Enqueue returns.
 func (e *Engine) Enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult, error) {

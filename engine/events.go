@@ -123,3 +123,34 @@ func (b *bus) closeAll() {
 		b.remove(s, false)
 	}
 }
+
+func (e *Engine) publishJob(j *Job) { e.publishJobs(j) }
+
+func (e *Engine) publishJobs(jobs ...*Job) {
+	if !e.bus.active() {
+		return
+	}
+	for _, j := range jobs {
+		e.bus.publish(Event{Kind: EventJob, JobID: j.ID, Job: j})
+	}
+}
+
+// Subscribe returns a subscription to job and log events.
+func (e *Engine) Subscribe(f EventFilter) *Subscription { return e.bus.subscribe(f) }
+
+// EventKind says what an Event carries.
+type EventKind string
+
+const (
+	EventJob EventKind = "job" // a job changed state
+	EventLog EventKind = "log" // a job printed a line
+)
+
+// Event is a notification for subscribers (stq tail, wait).
+type Event struct {
+	Kind EventKind `json:"kind"`
+	Job  *Job      `json:"job,omitempty"`
+	// JobID is set on every event; Line on log events.
+	JobID string   `json:"job_id"`
+	Line  *LogLine `json:"line,omitempty"`
+}

@@ -236,23 +236,6 @@ type CancelRequest struct {
 	Subject string `json:"subject,omitempty"`
 }
 
-// EventKind says what an Event carries.
-type EventKind string
-
-const (
-	EventJob EventKind = "job" // a job changed state
-	EventLog EventKind = "log" // a job printed a line
-)
-
-// Event is a notification for subscribers (stq tail, wait).
-type Event struct {
-	Kind EventKind `json:"kind"`
-	Job  *Job      `json:"job,omitempty"`
-	// JobID is set on every event; Line on log events.
-	JobID string   `json:"job_id"`
-	Line  *LogLine `json:"line,omitempty"`
-}
-
 // Stats describes the daemon and its queues.
 type Stats struct {
 	StoreStats
