@@ -264,19 +264,3 @@ type RetentionStats struct {
 	MaxAge Duration `json:"max_age"`
 	Keep   int      `json:"keep"`
 }
-
-// RecoverReport says what a recovery scan did.
-type RecoverReport struct {
-	// Scanned is the number of RUNNING jobs examined.
-	Scanned int `json:"scanned"`
-	// Recovered lists the jobs whose attempt was ended as crashed.
-	Recovered []RecoveredJob `json:"recovered"`
-}
-
-// RecoveredJob is one job a recovery scan dealt with.
-type RecoveredJob struct {
-	ID       string `json:"id"`
-	PID      int    `json:"pid,omitempty"`
-	Killed   bool   `json:"killed"`
-	NewState State  `json:"new_state"`
-}
