@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"time"
 )
 
 // settings are the parts of Config that Reconfigure may change while the
@@ -190,6 +189,3 @@ func (e *Engine) Reload(ctx context.Context) (ReloadResult, error) {
 	}
 	return res, err
 }
-
-// retentionInterval is how long maintain sleeps between rounds.
-func (e *Engine) retentionInterval() time.Duration { return e.conf().Retention.Interval }
