@@ -227,15 +227,6 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 	return nil
 }
 
-// CancelRequest names the jobs to cancel: one id, or every QUEUED or RUNNING
-// job of a subject key. It is also the params of dev.cancel.v1.
-type CancelRequest struct {
-	ID      string `json:"id,omitempty"`
-	Queue   string `json:"queue,omitempty"`
-	Type    string `json:"type,omitempty"`
-	Subject string `json:"subject,omitempty"`
-}
-
 // Stats describes the daemon and its queues.
 type Stats struct {
 	StoreStats
