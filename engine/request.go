@@ -226,32 +226,3 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 	}
 	return nil
 }
-
-// Stats describes the daemon and its queues.
-type Stats struct {
-	StoreStats
-	Workers int       `json:"workers"`
-	Running int       `json:"running"`
-	Owner   string    `json:"owner"`
-	Started time.Time `json:"started"`
-	// PID is the daemon's process id, Version its version (what
-	// `stq --version` prints; Config.Version).
-	PID     int    `json:"pid"`
-	Version string `json:"version"`
-	// Recovered counts jobs found RUNNING from a dead daemon since start.
-	Recovered int64 `json:"recovered"`
-	// Paused lists paused queues.
-	Paused []string `json:"paused"`
-	// Idle and Power are the conditions jobs with --wait-idle and
-	// --require-charging wait for, as last measured.
-	Idle  bool       `json:"idle"`
-	Power PowerState `json:"power"`
-	// Retention is what finished history is kept (0: no limit).
-	Retention RetentionStats `json:"retention"`
-}
-
-// RetentionStats reports the retention settings in force.
-type RetentionStats struct {
-	MaxAge Duration `json:"max_age"`
-	Keep   int      `json:"keep"`
-}
