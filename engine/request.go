@@ -59,25 +59,6 @@ type EnqueueRequest struct {
 // MaxAfter bounds the dependencies of one job.
 const MaxAfter = 256
 
-// TypeConfig holds the defaults and handler for one job type, from the
-// [handlers.TYPE] tables of config.toml.
-type TypeConfig struct {
-	// Command runs jobs of this type that carry no command of their own.
-	Command     []string
-	Deadline    *time.Duration
-	MaxAttempts *int
-	Backoff     *time.Duration
-	// Mode is "subprocess" (the default when Command is set) or "inprocess"
-	// (run the in-process handler registered for Handler, or for the type).
-	Mode    string
-	Handler string
-	// WaitIdle, RequireCharging and ReplaceRunning are defaults for jobs of
-	// the type that do not say.
-	WaitIdle        bool
-	RequireCharging bool
-	ReplaceRunning  bool
-}
-
 // QueueConfig limits one queue, from [queues.NAME] in config.toml.
 type QueueConfig struct {
 	// Concurrency caps the queue's RUNNING jobs; 0 means no cap.
@@ -94,12 +75,6 @@ func (q QueueConfig) Check() error {
 	}
 	return nil
 }
-
-// Execution modes of a job type.
-const (
-	ModeSubprocess = "subprocess"
-	ModeInProcess  = "inprocess"
-)
 
 func checkName(field, v string) error {
 	switch {
