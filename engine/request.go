@@ -2,7 +2,6 @@ package engine
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -58,23 +57,6 @@ type EnqueueRequest struct {
 
 // MaxAfter bounds the dependencies of one job.
 const MaxAfter = 256
-
-// QueueConfig limits one queue, from [queues.NAME] in config.toml.
-type QueueConfig struct {
-	// Concurrency caps the queue's RUNNING jobs; 0 means no cap.
-	Concurrency int
-	// Weight shares free workers between queues with ready jobs: a queue
-	// of weight 2 gets about twice the claims of a queue of weight 1.
-	Weight int
-}
-
-// Check reports a queue setting no scheduler can honour.
-func (q QueueConfig) Check() error {
-	if q.Concurrency < 0 || q.Weight < 0 {
-		return errors.New("concurrency and weight must not be negative")
-	}
-	return nil
-}
 
 func checkName(field, v string) error {
 	switch {
