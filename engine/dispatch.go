@@ -7,6 +7,15 @@ import (
 	"time"
 )
 
+const (
+	// claimRetryDelay spaces out claims after a store error so a broken disk
+	// does not turn the dispatcher into a busy loop.
+	claimRetryDelay = 500 * time.Millisecond
+	// conditionRecheck is how often the dispatcher looks again while the
+	// machine is busy or on battery (the probe samples once a second).
+	conditionRecheck = time.Second
+)
+
 // pendingStart is a process record waiting for the dispatcher's next
 // commit; reply is nil when nobody waits for it.
 type pendingStart struct {

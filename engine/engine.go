@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,14 +19,6 @@ const (
 	DefaultGrace     = 10 * time.Second
 	DefaultKillGrace = 5 * time.Second
 	DefaultLogLimit  = 1 << 20
-	// logFlushInterval bounds how long captured output stays only in memory.
-	logFlushInterval = 250 * time.Millisecond
-	// claimRetryDelay spaces out claims after a store error so a broken disk
-	// does not turn the dispatcher into a busy loop.
-	claimRetryDelay = 500 * time.Millisecond
-	// conditionRecheck is how often the dispatcher looks again while the
-	// machine is busy or on battery (the probe samples once a second).
-	conditionRecheck = time.Second
 )
 
 // Config tunes an Engine. Zero values take the defaults.
@@ -133,6 +126,41 @@ type Engine struct {
 
 	recovered atomic.Int64
 	jobs      sync.WaitGroup
+}
+
+// withDefaults fills in the defaults of the fields left zero.
+func withDefaults(cfg Config) Config {
+	if cfg.Workers <= 0 {
+		cfg.Workers = runtime.NumCPU()
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = DefaultGrace
+	}
+	if cfg.KillGrace <= 0 {
+		cfg.KillGrace = DefaultKillGrace
+	}
+	if cfg.DefaultDeadline == 0 {
+		cfg.DefaultDeadline = DefaultDeadline
+	}
+	if cfg.MaxPayload <= 0 {
+		cfg.MaxPayload = DefaultMaxPayload
+	}
+	if cfg.LogLimit <= 0 {
+		cfg.LogLimit = DefaultLogLimit
+	}
+	if cfg.Host == "" {
+		cfg.Host = "localhost"
+	}
+	if cfg.Retention.MaxAge == 0 {
+		cfg.Retention.MaxAge = DefaultRetentionAge
+	}
+	if cfg.Retention.Keep == 0 {
+		cfg.Retention.Keep = DefaultRetentionKeep
+	}
+	if cfg.Retention.Interval <= 0 {
+		cfg.Retention.Interval = DefaultRetentionInterval
+	}
+	return cfg
 }
 
 // New checks the configuration and returns an engine ready to Run.

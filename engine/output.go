@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"time"
 )
+
+// logFlushInterval bounds how long captured output stays only in memory.
+const logFlushInterval = 250 * time.Millisecond
 
 // output records one line a job printed: it goes to live subscribers at
 // once and to the store with the next flush. The in-memory backlog is
