@@ -172,27 +172,11 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	if cfg.Owner == "" {
 		cfg.Owner = cfg.Host + "/" + newInstanceID()
 	}
-	if d.Clock == nil {
-		d.Clock = SystemClock{}
-	}
-	if d.Logger == nil {
-		d.Logger = slog.New(slog.DiscardHandler)
-	}
-	if d.Registry == nil {
-		d.Registry = NewRegistry()
-	}
-	if d.Probe == nil {
-		d.Probe = alwaysReady{}
-	}
-	if d.Observer == nil {
-		d.Observer = nopObserver{}
-	}
+	d = withDefaultDeps(d)
 	live, err := newSettings(cfg, d.Registry)
 	if err != nil {
 		return nil, err
 	}
-	var seed [16]byte
-	_, _ = rand.Read(seed[:])
 	e := &Engine{
 		cfg:     cfg,
 		control: d.Control,
@@ -209,11 +193,41 @@ func New(cfg Config, d Deps) (*Engine, error) {
 		started: d.Clock.Now(),
 		wake:    make(chan struct{}, 1),
 		running: make(map[string]*activeJob),
-		rng:     mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
+		rng:     newRand(),
 	}
 	e.reconfigured = make(chan struct{}, 1)
 	e.live.Store(live)
 	return e, nil
+}
+
+// withDefaultDeps fills in the adapters an engine can do without: the
+// system clock, a silent logger, an empty registry, a probe that always
+// says ready and an observer that hears nothing.
+func withDefaultDeps(d Deps) Deps {
+	if d.Clock == nil {
+		d.Clock = SystemClock{}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Registry == nil {
+		d.Registry = NewRegistry()
+	}
+	if d.Probe == nil {
+		d.Probe = alwaysReady{}
+	}
+	if d.Observer == nil {
+		d.Observer = nopObserver{}
+	}
+	return d
+}
+
+// newRand returns the source of retry jitter, seeded from crypto/rand so
+// that daemons started together do not retry in step.
+func newRand() *mrand.Rand {
+	var seed [16]byte
+	_, _ = rand.Read(seed[:])
+	return mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
 }
 
 // Owner is the name this engine claims jobs under.
