@@ -77,37 +77,9 @@ func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 			retry = claimRetryDelay
 		}
 		nextExpiry = wake.NextExpiry
-		var at time.Time
-		if free > 0 && !wake.NextRunAt.IsZero() {
-			at = wake.NextRunAt
-		}
-		if !nextExpiry.IsZero() && (at.IsZero() || nextExpiry.Before(at)) {
-			at = nextExpiry
-		}
-		d := time.Hour
-		if !at.IsZero() {
-			d = max(at.Sub(now), 0)
-		}
-		if retry > 0 && retry < d {
-			d = retry
-		}
-		if e.cfg.Pulse > 0 && d > e.cfg.Pulse {
-			d = e.cfg.Pulse
-		}
+		d, at := e.nextLook(now, free, wake, retry)
 		e.obs.Pulse()
-		// Nothing signals the machine turning idle or going on AC, so
-		// while either condition is unmet, look again each probe beat:
-		// held jobs start within a second of their condition holding.
-		if d > conditionRecheck && (!e.probe.Idle() || !e.probe.Power().OnAC) {
-			d = conditionRecheck
-		}
-		if !timer.Stop() {
-			select {
-			case <-timer.C():
-			default:
-			}
-		}
-		timer.Reset(d)
+		rearm(timer, d)
 		e.lookAt.Store(now.Add(d).UnixNano())
 		// The clock may have passed `at` while the timer was being armed
 		// (a timer is relative, `at` is not): go round rather than sleep
@@ -122,6 +94,37 @@ func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 		case <-timer.C():
 		}
 	}
+}
+
+// nextLook says how long the dispatcher sleeps after a round at now: until
+// the next due run_at (worth waking for only with a worker free) or TTL
+// expiry, whichever comes first, and an hour when neither is known. A store
+// error (retry), Config.Pulse and an unmet machine condition shorten the
+// sleep. at is the due time the sleep ends at, zero when there is none.
+func (e *Engine) nextLook(now time.Time, free int, wake Wake, retry time.Duration) (d time.Duration, at time.Time) {
+	if free > 0 && !wake.NextRunAt.IsZero() {
+		at = wake.NextRunAt
+	}
+	if !wake.NextExpiry.IsZero() && (at.IsZero() || wake.NextExpiry.Before(at)) {
+		at = wake.NextExpiry
+	}
+	d = time.Hour
+	if !at.IsZero() {
+		d = max(at.Sub(now), 0)
+	}
+	if retry > 0 && retry < d {
+		d = retry
+	}
+	if e.cfg.Pulse > 0 && d > e.cfg.Pulse {
+		d = e.cfg.Pulse
+	}
+	// Nothing signals the machine turning idle or going on AC, so
+	// while either condition is unmet, look again each probe beat:
+	// held jobs start within a second of their condition holding.
+	if d > conditionRecheck && (!e.probe.Idle() || !e.probe.Power().OnAC) {
+		d = conditionRecheck
+	}
+	return d, at
 }
 
 // gatherFor is how long the dispatcher waits for more attempts to end

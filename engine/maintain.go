@@ -33,13 +33,7 @@ func (e *Engine) maintain(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-e.reconfigured: // the interval may have changed
-			if !t.Stop() {
-				select {
-				case <-t.C():
-				default:
-				}
-			}
-			t.Reset(e.retentionInterval())
+			rearm(t, e.retentionInterval())
 			continue
 		case <-t.C():
 		}
