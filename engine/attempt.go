@@ -41,40 +41,16 @@ func (e *Engine) start(jobsCtx context.Context, j *Job) {
 	}()
 }
 
+// runAttempt runs one attempt of a claimed job to its end: it executes the
+// job, decides what the end means (Decide), stores that and frees the job's
+// slot in e.running.
 func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 	j := a.job
 	defer close(a.done)
 	defer a.cancel(nil)
+	defer e.watchDeadline(a)()
 
-	if j.Deadline > 0 {
-		timer := e.clock.NewTimer(time.Duration(j.Deadline))
-		stop := make(chan struct{})
-		defer close(stop)
-		go func() {
-			select {
-			case <-timer.C():
-				a.cancel(errDeadline)
-			case <-stop:
-				timer.Stop()
-			}
-		}()
-	}
-
-	run := &Run{
-		Job:     j,
-		Env:     jobEnv(j),
-		BaseEnv: j.BaseEnv.list(), // nil: the daemon's environment
-		Grace:   e.conf().KillGrace,
-		Output: func(stream, text string) {
-			e.output(a, stream, text)
-		},
-		Started: func(pid int, pidStart int64) {
-			e.recordStart(StartRecord{ID: j.ID, Attempt: j.Attempt, PID: pid, PIDStart: pidStart}, true)
-		},
-		Spawned: func(pid int, pidStart int64) {
-			e.recordStart(StartRecord{ID: j.ID, Attempt: j.Attempt, PID: pid, PIDStart: pidStart}, false)
-		},
-	}
+	run := e.newRun(a)
 	extra, observed := e.obs.AttemptStarting(j)
 	run.Env = append(run.Env, extra...)
 	began := e.clock.Now()
@@ -93,10 +69,7 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 		cause = context.Cause(ctx)
 	}
 	now := e.clock.Now()
-	e.mu.Lock()
-	rnd := e.rng.Float64()
-	e.mu.Unlock()
-	c := Decide(j, AttemptEnd{Result: res, Cause: cause}, now, rnd)
+	c := Decide(j, AttemptEnd{Result: res, Cause: cause}, now, e.jitter())
 	if c.Reason != "" && c.Outcome != OutcomeSucceeded {
 		e.output(a, "stq", fmt.Sprintf("attempt %d: %s", j.Attempt, c.Reason))
 	}
@@ -121,6 +94,55 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 		e.log.Debug("attempt ended", "job", j.ID, "attempt", j.Attempt, "state", done.Job.State, "reason", c.Reason)
 	}
 	e.notify()
+}
+
+// watchDeadline cancels the attempt when its job's deadline passes on the
+// engine's clock. The returned func ends the watch and its goroutine; the
+// attempt calls it when it ends.
+func (e *Engine) watchDeadline(a *activeJob) (stop func()) {
+	if a.job.Deadline <= 0 {
+		return func() {}
+	}
+	timer := e.clock.NewTimer(time.Duration(a.job.Deadline))
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-timer.C():
+			a.cancel(errDeadline)
+		case <-done:
+			timer.Stop()
+		}
+	}()
+	return func() { close(done) }
+}
+
+// newRun describes the attempt to its executor, with the callbacks that
+// bring its output and its process back to the engine.
+func (e *Engine) newRun(a *activeJob) *Run {
+	j := a.job
+	return &Run{
+		Job:     j,
+		Env:     jobEnv(j),
+		BaseEnv: j.BaseEnv.list(), // nil: the daemon's environment
+		Grace:   e.conf().KillGrace,
+		Output: func(stream, text string) {
+			e.output(a, stream, text)
+		},
+		Started: func(pid int, pidStart int64) {
+			e.recordStart(StartRecord{ID: j.ID, Attempt: j.Attempt, PID: pid, PIDStart: pidStart}, true)
+		},
+		Spawned: func(pid int, pidStart int64) {
+			e.recordStart(StartRecord{ID: j.ID, Attempt: j.Attempt, PID: pid, PIDStart: pidStart}, false)
+		},
+	}
+}
+
+// jitter draws the random factor of a retry's backoff; e.rng is not safe
+// for concurrent use.
+func (e *Engine) jitter() float64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.rng.Float64()
 }
 
 // complete frees the attempt's worker and stores and publishes its

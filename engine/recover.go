@@ -67,10 +67,7 @@ func (e *Engine) Recover(ctx context.Context) (RecoverReport, error) {
 			}
 			r.Killed = r.Killed || killed
 		}
-		e.mu.Lock()
-		rnd := e.rng.Float64()
-		e.mu.Unlock()
-		c := Decide(j, AttemptEnd{Cause: errRecoverKill}, e.clock.Now(), rnd)
+		c := Decide(j, AttemptEnd{Cause: errRecoverKill}, e.clock.Now(), e.jitter())
 		res, err := e.store.Complete(ctx, c)
 		if errors.Is(err, ErrStale) {
 			continue // it ended meanwhile
