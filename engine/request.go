@@ -79,8 +79,29 @@ func checkText(field, v string) error {
 }
 
 // validate checks everything about a request that does not depend on the
-// daemon's configuration. It changes nothing.
+// daemon's configuration. It changes nothing. The checks run in this order
+// and the first refusal is the error.
 func (r *EnqueueRequest) validate(maxPayload int) error {
+	if err := r.checkKey(); err != nil {
+		return err
+	}
+	if err := r.checkPayload(maxPayload); err != nil {
+		return err
+	}
+	if err := r.checkCommand(); err != nil {
+		return err
+	}
+	if err := r.checkEnv(); err != nil {
+		return err
+	}
+	if err := r.checkAfter(); err != nil {
+		return err
+	}
+	return r.checkSchedule()
+}
+
+// checkKey checks the queue, type, subject and generation.
+func (r *EnqueueRequest) checkKey() error {
 	if err := checkName("queue", r.Queue); err != nil {
 		return err
 	}
@@ -100,6 +121,11 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 			return fmt.Errorf("%w: generation needs a subject", ErrInvalid)
 		}
 	}
+	return nil
+}
+
+// checkPayload checks that the payload is JSON within the size limit.
+func (r *EnqueueRequest) checkPayload(maxPayload int) error {
 	if len(r.Payload) > maxPayload {
 		return fmt.Errorf("%w: payload is %d bytes, over the limit of %d", ErrInvalid, len(r.Payload), maxPayload)
 	}
@@ -114,6 +140,11 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 			return fmt.Errorf("%w: payload contains a NUL character", ErrInvalid)
 		}
 	}
+	return nil
+}
+
+// checkCommand checks the command line and the working directory.
+func (r *EnqueueRequest) checkCommand() error {
 	if len(r.Command) > MaxCommandArgs {
 		return fmt.Errorf("%w: command has %d arguments, over the limit of %d", ErrInvalid, len(r.Command), MaxCommandArgs)
 	}
@@ -131,6 +162,12 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 	if r.Cwd != "" && !strings.HasPrefix(r.Cwd, "/") {
 		return fmt.Errorf("%w: cwd must be an absolute path, got %q", ErrInvalid, r.Cwd)
 	}
+	return nil
+}
+
+// checkEnv checks the variables added to the environment and the base
+// environment they are added to.
+func (r *EnqueueRequest) checkEnv() error {
 	if len(r.Env) > MaxEnvVars {
 		return fmt.Errorf("%w: %d environment variables, over the limit of %d", ErrInvalid, len(r.Env), MaxEnvVars)
 	}
@@ -150,6 +187,11 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// checkAfter checks the dependencies' ids.
+func (r *EnqueueRequest) checkAfter() error {
 	if len(r.After) > MaxAfter {
 		return fmt.Errorf("%w: %d dependencies, over the limit of %d", ErrInvalid, len(r.After), MaxAfter)
 	}
@@ -158,6 +200,12 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// checkSchedule checks when and how often the job may run: the options
+// that need a subject, run_at, attempts and the durations.
+func (r *EnqueueRequest) checkSchedule() error {
 	if r.Debounce != nil && r.Subject == "" {
 		return fmt.Errorf("%w: debounce needs a subject", ErrInvalid)
 	}
