@@ -23,7 +23,7 @@ const (
 	DefaultRetentionInterval = time.Minute
 )
 
-// maintain prunes finished history and checkpoints the store every
+// maintain runs Maintain, one round of retention, every
 // Retention.Interval until ctx ends.
 func (e *Engine) maintain(ctx context.Context) {
 	t := e.clock.NewTimer(e.retentionInterval())

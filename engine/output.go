@@ -65,6 +65,8 @@ func (e *Engine) flushJob(a *activeJob) {
 	a.mu.Unlock()
 }
 
+// flushLoop writes the running jobs' captured output every
+// logFlushInterval until ctx ends.
 func (e *Engine) flushLoop(ctx context.Context) {
 	t := e.clock.NewTimer(logFlushInterval)
 	defer t.Stop()
@@ -74,16 +76,22 @@ func (e *Engine) flushLoop(ctx context.Context) {
 			return
 		case <-t.C():
 		}
-		e.mu.Lock()
-		active := make([]*activeJob, 0, len(e.running))
-		for _, a := range e.running {
-			active = append(active, a)
-		}
-		e.mu.Unlock()
-		for _, a := range active {
-			e.flushJob(a)
-		}
+		e.flushOnce()
 		t.Reset(logFlushInterval)
+	}
+}
+
+// flushOnce is one round of flushLoop: it writes the captured output of
+// every job running now.
+func (e *Engine) flushOnce() {
+	e.mu.Lock()
+	active := make([]*activeJob, 0, len(e.running))
+	for _, a := range e.running {
+		active = append(active, a)
+	}
+	e.mu.Unlock()
+	for _, a := range active {
+		e.flushJob(a)
 	}
 }
 

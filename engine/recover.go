@@ -96,6 +96,9 @@ func (e *Engine) sameHost(owner string) bool {
 	return !ok || host == e.cfg.Host
 }
 
+// expire is one round of expiry: it ends the QUEUED jobs whose TTL has
+// passed by now. The dispatcher runs it when its timer reaches the next
+// expiry the store reported.
 func (e *Engine) expire(ctx context.Context, now time.Time) {
 	jobs, err := e.store.ExpireDue(ctx, now)
 	if err != nil {
