@@ -163,10 +163,7 @@ func (e *Engine) setPaused(ctx context.Context, queue string, paused bool) error
 // Retry re-queues a FAILED, CANCELLED or EXPIRED job as a new attempt
 // series (attempt 0, due now); its history is kept.
 func (e *Engine) Retry(ctx context.Context, id string) (*Job, error) {
-	if err := checkName("id", id); err != nil {
-		return nil, err
-	}
-	id, err := e.resolveID(ctx, id)
+	id, err := e.callerID(ctx, id)
 	if err != nil {
 		return nil, err
 	}

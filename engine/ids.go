@@ -43,6 +43,14 @@ func (e *Engine) resolveID(ctx context.Context, id string) (string, error) {
 	return "", fmt.Errorf("%w: id prefix %s is ambiguous: it starts %s%s", ErrInvalid, id, strings.Join(ids, ", "), more)
 }
 
+// callerID checks an id a caller gave and resolves it if it is a prefix.
+func (e *Engine) callerID(ctx context.Context, id string) (string, error) {
+	if err := checkName("id", id); err != nil {
+		return "", err
+	}
+	return e.resolveID(ctx, id)
+}
+
 // resolveIDs resolves every id of a list in place.
 func (e *Engine) resolveIDs(ctx context.Context, ids []string) error {
 	for i, id := range ids {

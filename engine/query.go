@@ -11,10 +11,7 @@ import (
 
 // Get returns a job with its attempt history.
 func (e *Engine) Get(ctx context.Context, id string) (*Job, error) {
-	if err := checkName("id", id); err != nil {
-		return nil, err
-	}
-	id, err := e.resolveID(ctx, id)
+	id, err := e.callerID(ctx, id)
 	if err != nil {
 		return nil, err
 	}
