@@ -16,6 +16,23 @@ const (
 	conditionRecheck = time.Second
 )
 
+// QueueConfig limits one queue, from [queues.NAME] in config.toml.
+type QueueConfig struct {
+	// Concurrency caps the queue's RUNNING jobs; 0 means no cap.
+	Concurrency int
+	// Weight shares free workers between queues with ready jobs: a queue
+	// of weight 2 gets about twice the claims of a queue of weight 1.
+	Weight int
+}
+
+// Check reports a queue setting no scheduler can honour.
+func (q QueueConfig) Check() error {
+	if q.Concurrency < 0 || q.Weight < 0 {
+		return errors.New("concurrency and weight must not be negative")
+	}
+	return nil
+}
+
 // pendingStart is a process record waiting for the dispatcher's next
 // commit; reply is nil when nobody waits for it.
 type pendingStart struct {
@@ -317,21 +334,4 @@ func (e *Engine) stopBatching() {
 		res, err := e.storeCompletion(ea.c)
 		ea.reply <- endedReply{res: res, err: err}
 	}
-}
-
-// QueueConfig limits one queue, from [queues.NAME] in config.toml.
-type QueueConfig struct {
-	// Concurrency caps the queue's RUNNING jobs; 0 means no cap.
-	Concurrency int
-	// Weight shares free workers between queues with ready jobs: a queue
-	// of weight 2 gets about twice the claims of a queue of weight 1.
-	Weight int
-}
-
-// Check reports a queue setting no scheduler can honour.
-func (q QueueConfig) Check() error {
-	if q.Concurrency < 0 || q.Weight < 0 {
-		return errors.New("concurrency and weight must not be negative")
-	}
-	return nil
 }

@@ -8,6 +8,31 @@ import (
 	"time"
 )
 
+// TypeConfig holds the defaults and handler for one job type, from the
+// [handlers.TYPE] tables of config.toml.
+type TypeConfig struct {
+	// Command runs jobs of this type that carry no command of their own.
+	Command     []string
+	Deadline    *time.Duration
+	MaxAttempts *int
+	Backoff     *time.Duration
+	// Mode is "subprocess" (the default when Command is set) or "inprocess"
+	// (run the in-process handler registered for Handler, or for the type).
+	Mode    string
+	Handler string
+	// WaitIdle, RequireCharging and ReplaceRunning are defaults for jobs of
+	// the type that do not say.
+	WaitIdle        bool
+	RequireCharging bool
+	ReplaceRunning  bool
+}
+
+// Execution modes of a job type.
+const (
+	ModeSubprocess = "subprocess"
+	ModeInProcess  = "inprocess"
+)
+
 // Enqueue validates a request, fills in defaults and stores the job. The
 // job is durable when Enqueue returns.
 func (e *Engine) Enqueue(ctx context.Context, req EnqueueRequest) (EnqueueResult, error) {
@@ -278,28 +303,3 @@ func (e *Engine) replaceRunning(newer *Job) {
 		}
 	}
 }
-
-// TypeConfig holds the defaults and handler for one job type, from the
-// [handlers.TYPE] tables of config.toml.
-type TypeConfig struct {
-	// Command runs jobs of this type that carry no command of their own.
-	Command     []string
-	Deadline    *time.Duration
-	MaxAttempts *int
-	Backoff     *time.Duration
-	// Mode is "subprocess" (the default when Command is set) or "inprocess"
-	// (run the in-process handler registered for Handler, or for the type).
-	Mode    string
-	Handler string
-	// WaitIdle, RequireCharging and ReplaceRunning are defaults for jobs of
-	// the type that do not say.
-	WaitIdle        bool
-	RequireCharging bool
-	ReplaceRunning  bool
-}
-
-// Execution modes of a job type.
-const (
-	ModeSubprocess = "subprocess"
-	ModeInProcess  = "inprocess"
-)

@@ -193,35 +193,6 @@ func (e *Engine) waitForChange(ctx context.Context, sub *Subscription, ids []str
 	}
 }
 
-// Stats reports the daemon's state and job counts.
-func (e *Engine) Stats(ctx context.Context) (Stats, error) {
-	st, err := e.store.Stats(ctx)
-	if err != nil {
-		return Stats{}, fmt.Errorf("read stats: %w", err)
-	}
-	paused, err := e.store.PausedQueues(ctx)
-	if err != nil {
-		return Stats{}, fmt.Errorf("read paused queues: %w", err)
-	}
-	return Stats{
-		StoreStats: st,
-		Workers:    e.cfg.Workers,
-		Running:    e.runningCount(),
-		Owner:      e.cfg.Owner,
-		Started:    e.started,
-		PID:        os.Getpid(),
-		Version:    e.cfg.Version,
-		Recovered:  e.recovered.Load(),
-		Paused:     paused,
-		Idle:       e.probe.Idle(),
-		Power:      e.probe.Power(),
-		Retention: RetentionStats{
-			MaxAge: Duration(max(e.conf().Retention.MaxAge, 0)),
-			Keep:   max(e.conf().Retention.Keep, 0),
-		},
-	}, nil
-}
-
 // Stats describes the daemon and its queues.
 type Stats struct {
 	StoreStats
@@ -249,4 +220,33 @@ type Stats struct {
 type RetentionStats struct {
 	MaxAge Duration `json:"max_age"`
 	Keep   int      `json:"keep"`
+}
+
+// Stats reports the daemon's state and job counts.
+func (e *Engine) Stats(ctx context.Context) (Stats, error) {
+	st, err := e.store.Stats(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("read stats: %w", err)
+	}
+	paused, err := e.store.PausedQueues(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("read paused queues: %w", err)
+	}
+	return Stats{
+		StoreStats: st,
+		Workers:    e.cfg.Workers,
+		Running:    e.runningCount(),
+		Owner:      e.cfg.Owner,
+		Started:    e.started,
+		PID:        os.Getpid(),
+		Version:    e.cfg.Version,
+		Recovered:  e.recovered.Load(),
+		Paused:     paused,
+		Idle:       e.probe.Idle(),
+		Power:      e.probe.Power(),
+		Retention: RetentionStats{
+			MaxAge: Duration(max(e.conf().Retention.MaxAge, 0)),
+			Keep:   max(e.conf().Retention.Keep, 0),
+		},
+	}, nil
 }
