@@ -95,9 +95,11 @@ func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 		}
 		nextExpiry = wake.NextExpiry
 		d, at := e.nextLook(now, free, wake, retry)
-		e.obs.Pulse()
 		rearm(timer, d)
 		e.lookAt.Store(now.Add(d).UnixNano())
+		// Pulse once the next look is armed, so that whoever hears it
+		// knows the dispatcher will go round again within d.
+		e.obs.Pulse()
 		// The clock may have passed `at` while the timer was being armed
 		// (a timer is relative, `at` is not): go round rather than sleep
 		// past it.
