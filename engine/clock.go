@@ -18,6 +18,18 @@ type Timer interface {
 	Reset(d time.Duration) bool
 }
 
+// rearm sets t to fire d from now. A tick it fired that nobody took is
+// dropped first, so the next receive waits for the new time, not the old.
+func rearm(t Timer, d time.Duration) {
+	if !t.Stop() {
+		select {
+		case <-t.C():
+		default:
+		}
+	}
+	t.Reset(d)
+}
+
 // SystemClock is the wall clock.
 type SystemClock struct{}
 

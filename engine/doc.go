@@ -1,5 +1,4 @@
-// Package engine is the domain core of stq: the Job and its state machine,
-// the supersede, priority and retry rules, and the worker loop. It defines the
-// interfaces it needs (Store, Executor, Processes, Clock) and imports none of
-// the packages that implement them.
+// Package engine is stq's domain: jobs and their states, the supersede,
+// priority and retry rules, and the dispatcher and workers that run jobs.
+// It owns the interfaces its adapters implement and imports no stq package.
 package engine

@@ -103,14 +103,29 @@ func setupObserved(t *testing.T, cfg engine.Config, obs engine.Observer, before 
 	go func() { b.done <- b.eng.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		b.clock.Advance(time.Hour) // end any grace period
-		select {
-		case <-b.done:
-		case <-time.After(10 * time.Second):
+		if !b.advanceUntilStopped(time.Hour) { // past any grace period
 			t.Error("engine did not stop")
 		}
 	})
 	return b
+}
+
+// advanceUntilStopped moves the clock on by step until Run returns, for
+// at most 10s of wall time, and reports whether it did. Run arms its grace
+// timer only once the dispatcher has stopped, a moment the test cannot
+// see: on a slow machine that comes after a single move of the clock.
+func (b *bundle) advanceUntilStopped(step time.Duration) bool {
+	giveUp := time.After(10 * time.Second)
+	for {
+		b.clock.Advance(step)
+		select {
+		case <-b.done:
+			return true
+		case <-time.After(50 * time.Millisecond):
+		case <-giveUp:
+			return false
+		}
+	}
 }
 
 func (b *bundle) enqueue(t *testing.T, req engine.EnqueueRequest) *engine.Job {
@@ -282,10 +297,7 @@ func TestShutdownRequeuesRunningJobsWithoutUsingAnAttempt(t *testing.T) {
 		t.Fatal("running job stopped before the grace period ended")
 	case <-time.After(50 * time.Millisecond):
 	}
-	b.clock.Advance(3 * time.Second)
-	select {
-	case <-b.done:
-	case <-time.After(10 * time.Second):
+	if !b.advanceUntilStopped(3 * time.Second) {
 		t.Fatal("engine did not stop after the grace period")
 	}
 	got, err := b.store.Get(context.Background(), j.ID)

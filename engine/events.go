@@ -2,6 +2,23 @@ package engine
 
 import "sync"
 
+// EventKind says what an Event carries.
+type EventKind string
+
+const (
+	EventJob EventKind = "job" // a job changed state
+	EventLog EventKind = "log" // a job printed a line
+)
+
+// Event is a notification for subscribers (stq tail, wait).
+type Event struct {
+	Kind EventKind `json:"kind"`
+	Job  *Job      `json:"job,omitempty"`
+	// JobID is set on every event; Line on log events.
+	JobID string   `json:"job_id"`
+	Line  *LogLine `json:"line,omitempty"`
+}
+
 // subscriberBuffer bounds how far a subscriber may fall behind. A subscriber
 // that falls further is cut off (its channel closed, Lagged set) rather than
 // ever slowing a worker down.
@@ -123,3 +140,17 @@ func (b *bus) closeAll() {
 		b.remove(s, false)
 	}
 }
+
+func (e *Engine) publishJob(j *Job) { e.publishJobs(j) }
+
+func (e *Engine) publishJobs(jobs ...*Job) {
+	if !e.bus.active() {
+		return
+	}
+	for _, j := range jobs {
+		e.bus.publish(Event{Kind: EventJob, JobID: j.ID, Job: j})
+	}
+}
+
+// Subscribe returns a subscription to job and log events.
+func (e *Engine) Subscribe(f EventFilter) *Subscription { return e.bus.subscribe(f) }

@@ -148,10 +148,11 @@ func TestObserverHearsExpiryAndRecovery(t *testing.T) {
 }
 
 // An idle dispatcher still goes round once per Config.Pulse, so a watchdog
-// fed by Pulse tells a hung daemon from an idle one. The clock moves in
-// one-second steps, so the test does not depend on when the dispatcher arms
-// its timer; without the bound an idle dispatcher would sleep an hour and
-// no pulse would come within the steps allowed.
+// fed by Pulse tells a hung daemon from an idle one. The dispatcher pulses
+// only after arming its next look, so once the test hears a pulse, 12s on
+// the engine's clock must bring another, however slowly the wall clock
+// lets the dispatcher run; without the bound an idle dispatcher would
+// sleep an hour and no pulse would come.
 func TestObserverPulsesWhileIdle(t *testing.T) {
 	rec := newRecorder()
 	b := setupObserved(t, engine.Config{Workers: 1, Pulse: 10 * time.Second}, rec)
@@ -164,17 +165,11 @@ func TestObserverPulsesWhileIdle(t *testing.T) {
 		for len(rec.pulses) > 0 {
 			<-rec.pulses
 		}
-		pulsed := false
-		for step := 0; step < 12 && !pulsed; step++ {
-			b.clock.Advance(time.Second)
-			select {
-			case <-rec.pulses:
-				pulsed = true
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-		if !pulsed {
-			t.Fatalf("round %d: no pulse within 12s of an idle engine's clock (Pulse is 10s)", round)
+		b.clock.Advance(12 * time.Second)
+		select {
+		case <-rec.pulses:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: no pulse after 12s of an idle engine's clock (Pulse is 10s)", round)
 		}
 	}
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
-	"time"
 )
 
 // settings are the parts of Config that Reconfigure may change while the
@@ -22,41 +20,6 @@ type settings struct {
 
 // conf is the settings in force now.
 func (e *Engine) conf() *settings { return e.live.Load() }
-
-// withDefaults fills in the defaults of the fields left zero.
-func withDefaults(cfg Config) Config {
-	if cfg.Workers <= 0 {
-		cfg.Workers = runtime.NumCPU()
-	}
-	if cfg.Grace <= 0 {
-		cfg.Grace = DefaultGrace
-	}
-	if cfg.KillGrace <= 0 {
-		cfg.KillGrace = DefaultKillGrace
-	}
-	if cfg.DefaultDeadline == 0 {
-		cfg.DefaultDeadline = DefaultDeadline
-	}
-	if cfg.MaxPayload <= 0 {
-		cfg.MaxPayload = DefaultMaxPayload
-	}
-	if cfg.LogLimit <= 0 {
-		cfg.LogLimit = DefaultLogLimit
-	}
-	if cfg.Host == "" {
-		cfg.Host = "localhost"
-	}
-	if cfg.Retention.MaxAge == 0 {
-		cfg.Retention.MaxAge = DefaultRetentionAge
-	}
-	if cfg.Retention.Keep == 0 {
-		cfg.Retention.Keep = DefaultRetentionKeep
-	}
-	if cfg.Retention.Interval <= 0 {
-		cfg.Retention.Interval = DefaultRetentionInterval
-	}
-	return cfg
-}
 
 // newSettings checks the handler types and queues of cfg (defaults already
 // filled in) and derives what the dispatcher needs from them.
@@ -190,6 +153,3 @@ func (e *Engine) Reload(ctx context.Context) (ReloadResult, error) {
 	}
 	return res, err
 }
-
-// retentionInterval is how long maintain sleeps between rounds.
-func (e *Engine) retentionInterval() time.Duration { return e.conf().Retention.Interval }

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -59,48 +58,6 @@ type EnqueueRequest struct {
 // MaxAfter bounds the dependencies of one job.
 const MaxAfter = 256
 
-// TypeConfig holds the defaults and handler for one job type, from the
-// [handlers.TYPE] tables of config.toml.
-type TypeConfig struct {
-	// Command runs jobs of this type that carry no command of their own.
-	Command     []string
-	Deadline    *time.Duration
-	MaxAttempts *int
-	Backoff     *time.Duration
-	// Mode is "subprocess" (the default when Command is set) or "inprocess"
-	// (run the in-process handler registered for Handler, or for the type).
-	Mode    string
-	Handler string
-	// WaitIdle, RequireCharging and ReplaceRunning are defaults for jobs of
-	// the type that do not say.
-	WaitIdle        bool
-	RequireCharging bool
-	ReplaceRunning  bool
-}
-
-// QueueConfig limits one queue, from [queues.NAME] in config.toml.
-type QueueConfig struct {
-	// Concurrency caps the queue's RUNNING jobs; 0 means no cap.
-	Concurrency int
-	// Weight shares free workers between queues with ready jobs: a queue
-	// of weight 2 gets about twice the claims of a queue of weight 1.
-	Weight int
-}
-
-// Check reports a queue setting no scheduler can honour.
-func (q QueueConfig) Check() error {
-	if q.Concurrency < 0 || q.Weight < 0 {
-		return errors.New("concurrency and weight must not be negative")
-	}
-	return nil
-}
-
-// Execution modes of a job type.
-const (
-	ModeSubprocess = "subprocess"
-	ModeInProcess  = "inprocess"
-)
-
 func checkName(field, v string) error {
 	switch {
 	case v == "":
@@ -122,8 +79,29 @@ func checkText(field, v string) error {
 }
 
 // validate checks everything about a request that does not depend on the
-// daemon's configuration. It changes nothing.
+// daemon's configuration. It changes nothing. The checks run in this order
+// and the first refusal is the error.
 func (r *EnqueueRequest) validate(maxPayload int) error {
+	if err := r.checkKey(); err != nil {
+		return err
+	}
+	if err := r.checkPayload(maxPayload); err != nil {
+		return err
+	}
+	if err := r.checkCommand(); err != nil {
+		return err
+	}
+	if err := r.checkEnv(); err != nil {
+		return err
+	}
+	if err := r.checkAfter(); err != nil {
+		return err
+	}
+	return r.checkSchedule()
+}
+
+// checkKey checks the queue, type, subject and generation.
+func (r *EnqueueRequest) checkKey() error {
 	if err := checkName("queue", r.Queue); err != nil {
 		return err
 	}
@@ -143,6 +121,11 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 			return fmt.Errorf("%w: generation needs a subject", ErrInvalid)
 		}
 	}
+	return nil
+}
+
+// checkPayload checks that the payload is JSON within the size limit.
+func (r *EnqueueRequest) checkPayload(maxPayload int) error {
 	if len(r.Payload) > maxPayload {
 		return fmt.Errorf("%w: payload is %d bytes, over the limit of %d", ErrInvalid, len(r.Payload), maxPayload)
 	}
@@ -157,6 +140,11 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 			return fmt.Errorf("%w: payload contains a NUL character", ErrInvalid)
 		}
 	}
+	return nil
+}
+
+// checkCommand checks the command line and the working directory.
+func (r *EnqueueRequest) checkCommand() error {
 	if len(r.Command) > MaxCommandArgs {
 		return fmt.Errorf("%w: command has %d arguments, over the limit of %d", ErrInvalid, len(r.Command), MaxCommandArgs)
 	}
@@ -174,6 +162,12 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 	if r.Cwd != "" && !strings.HasPrefix(r.Cwd, "/") {
 		return fmt.Errorf("%w: cwd must be an absolute path, got %q", ErrInvalid, r.Cwd)
 	}
+	return nil
+}
+
+// checkEnv checks the variables added to the environment and the base
+// environment they are added to.
+func (r *EnqueueRequest) checkEnv() error {
 	if len(r.Env) > MaxEnvVars {
 		return fmt.Errorf("%w: %d environment variables, over the limit of %d", ErrInvalid, len(r.Env), MaxEnvVars)
 	}
@@ -193,6 +187,11 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// checkAfter checks the dependencies' ids.
+func (r *EnqueueRequest) checkAfter() error {
 	if len(r.After) > MaxAfter {
 		return fmt.Errorf("%w: %d dependencies, over the limit of %d", ErrInvalid, len(r.After), MaxAfter)
 	}
@@ -201,6 +200,12 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// checkSchedule checks when and how often the job may run: the options
+// that need a subject, run_at, attempts and the durations.
+func (r *EnqueueRequest) checkSchedule() error {
 	if r.Debounce != nil && r.Subject == "" {
 		return fmt.Errorf("%w: debounce needs a subject", ErrInvalid)
 	}
@@ -225,75 +230,4 @@ func (r *EnqueueRequest) validate(maxPayload int) error {
 		}
 	}
 	return nil
-}
-
-// CancelRequest names the jobs to cancel: one id, or every QUEUED or RUNNING
-// job of a subject key. It is also the params of dev.cancel.v1.
-type CancelRequest struct {
-	ID      string `json:"id,omitempty"`
-	Queue   string `json:"queue,omitempty"`
-	Type    string `json:"type,omitempty"`
-	Subject string `json:"subject,omitempty"`
-}
-
-// EventKind says what an Event carries.
-type EventKind string
-
-const (
-	EventJob EventKind = "job" // a job changed state
-	EventLog EventKind = "log" // a job printed a line
-)
-
-// Event is a notification for subscribers (stq tail, wait).
-type Event struct {
-	Kind EventKind `json:"kind"`
-	Job  *Job      `json:"job,omitempty"`
-	// JobID is set on every event; Line on log events.
-	JobID string   `json:"job_id"`
-	Line  *LogLine `json:"line,omitempty"`
-}
-
-// Stats describes the daemon and its queues.
-type Stats struct {
-	StoreStats
-	Workers int       `json:"workers"`
-	Running int       `json:"running"`
-	Owner   string    `json:"owner"`
-	Started time.Time `json:"started"`
-	// PID is the daemon's process id, Version its version (what
-	// `stq --version` prints; Config.Version).
-	PID     int    `json:"pid"`
-	Version string `json:"version"`
-	// Recovered counts jobs found RUNNING from a dead daemon since start.
-	Recovered int64 `json:"recovered"`
-	// Paused lists paused queues.
-	Paused []string `json:"paused"`
-	// Idle and Power are the conditions jobs with --wait-idle and
-	// --require-charging wait for, as last measured.
-	Idle  bool       `json:"idle"`
-	Power PowerState `json:"power"`
-	// Retention is what finished history is kept (0: no limit).
-	Retention RetentionStats `json:"retention"`
-}
-
-// RetentionStats reports the retention settings in force.
-type RetentionStats struct {
-	MaxAge Duration `json:"max_age"`
-	Keep   int      `json:"keep"`
-}
-
-// RecoverReport says what a recovery scan did.
-type RecoverReport struct {
-	// Scanned is the number of RUNNING jobs examined.
-	Scanned int `json:"scanned"`
-	// Recovered lists the jobs whose attempt was ended as crashed.
-	Recovered []RecoveredJob `json:"recovered"`
-}
-
-// RecoveredJob is one job a recovery scan dealt with.
-type RecoveredJob struct {
-	ID       string `json:"id"`
-	PID      int    `json:"pid,omitempty"`
-	Killed   bool   `json:"killed"`
-	NewState State  `json:"new_state"`
 }

@@ -1,0 +1,49 @@
+package engine
+
+import (
+	"testing"
+	"time"
+)
+
+// fixedProbe reports the machine conditions a test sets.
+type fixedProbe struct{ idle, onAC bool }
+
+func (p fixedProbe) Idle() bool        { return p.idle }
+func (p fixedProbe) Power() PowerState { return PowerState{OnAC: p.onAC, Known: true} }
+
+func TestNextLookSleepsUntilTheFirstThingDue(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	in := func(d time.Duration) time.Time { return now.Add(d) }
+	tests := []struct {
+		name      string
+		free      int
+		wake      Wake
+		retry     time.Duration
+		pulse     time.Duration
+		idle, ac  bool
+		wantSleep time.Duration
+		wantAt    time.Time
+	}{
+		{"nothing due: an hour", 1, Wake{}, 0, 0, true, true, time.Hour, time.Time{}},
+		{"a run_at with a worker free", 1, Wake{NextRunAt: in(10 * time.Second)}, 0, 0, true, true, 10 * time.Second, in(10 * time.Second)},
+		{"a run_at with no worker free is not worth waking for", 0, Wake{NextRunAt: in(10 * time.Second)}, 0, 0, true, true, time.Hour, time.Time{}},
+		{"an expiry is, even with no worker free", 0, Wake{NextRunAt: in(10 * time.Second), NextExpiry: in(20 * time.Second)}, 0, 0, true, true, 20 * time.Second, in(20 * time.Second)},
+		{"the earlier of run_at and expiry", 1, Wake{NextRunAt: in(30 * time.Second), NextExpiry: in(20 * time.Second)}, 0, 0, true, true, 20 * time.Second, in(20 * time.Second)},
+		{"a time already past: no sleep", 1, Wake{NextRunAt: in(-5 * time.Second)}, 0, 0, true, true, 0, in(-5 * time.Second)},
+		{"a store error looks again sooner", 1, Wake{NextRunAt: in(10 * time.Second)}, 500 * time.Millisecond, 0, true, true, 500 * time.Millisecond, in(10 * time.Second)},
+		{"Pulse bounds an idle sleep", 1, Wake{}, 0, 10 * time.Second, true, true, 10 * time.Second, time.Time{}},
+		{"a busy machine: look each probe beat", 1, Wake{}, 0, 0, false, true, conditionRecheck, time.Time{}},
+		{"on battery: look each probe beat", 1, Wake{}, 0, 0, true, false, conditionRecheck, time.Time{}},
+		{"a due time before the beat still counts", 1, Wake{NextRunAt: in(200 * time.Millisecond)}, 0, 0, false, false, 200 * time.Millisecond, in(200 * time.Millisecond)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := &Engine{cfg: Config{Pulse: tt.pulse}, probe: fixedProbe{idle: tt.idle, onAC: tt.ac}}
+			d, at := e.nextLook(now, tt.free, tt.wake, tt.retry)
+			if d != tt.wantSleep || !at.Equal(tt.wantAt) {
+				t.Fatalf("nextLook = %v, %v; want %v, %v", d, at, tt.wantSleep, tt.wantAt)
+			}
+		})
+	}
+}
