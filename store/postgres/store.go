@@ -1,0 +1,240 @@
+// Package postgres keeps stq's jobs in PostgreSQL, the engine.Store that
+// several daemons on several hosts can share: every rule that must hold
+// across daemons is serialized by row or advisory locks inside one
+// transaction, and claims take jobs with FOR UPDATE SKIP LOCKED.
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"stq/engine"
+)
+
+// DefaultSchema is the namespace a store uses when Options.Schema is empty.
+const DefaultSchema = "stq"
+
+// Options say which database a Store uses and how.
+type Options struct {
+	// URL is a PostgreSQL connection URL or keyword/value string. What it
+	// leaves out comes from the usual PG* variables, and the password from
+	// PGPASSWORD or ~/.pgpass, as for psql.
+	URL string
+	// Schema is the namespace of this installation's tables (default
+	// "stq"): several installations may share one database under different
+	// schemas. Letters, digits and underscores, starting with a letter or
+	// underscore.
+	Schema string
+	// MaxConns caps the pool (default: pgx's, the larger of 4 and the CPU
+	// count).
+	MaxConns int32
+}
+
+// schemaName is what Options.Schema accepts: plain identifiers only, so a
+// schema name never needs quoting in a message or a psql session.
+var schemaName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+
+const (
+	// foldInterval is how often the store folds count_deltas into counts
+	// (see migration 1).
+	foldInterval = time.Second
+	// maxTries bounds how often a transaction that PostgreSQL aborted for
+	// a deadlock or a serialization failure is run again.
+	maxTries = 5
+)
+
+// Store is the PostgreSQL engine.Store. It is safe for concurrent use.
+type Store struct {
+	pool   *pgxpool.Pool
+	schema string
+
+	// envs caches environments by id: rows never change once written and
+	// ids are never used twice.
+	envMu sync.Mutex
+	envs  map[int64]*engine.BaseEnv
+
+	closed    atomic.Bool
+	stop      chan struct{} // closed by Close: the folder stops
+	folderEnd chan struct{} // closed by the folder as it returns
+	closeOnce sync.Once
+}
+
+var _ engine.Store = (*Store)(nil)
+
+// Open connects to the database, creates or migrates the schema under an
+// advisory lock, and starts the store's folder. An error never shows the
+// password.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	schema := opts.Schema
+	if schema == "" {
+		schema = DefaultSchema
+	}
+	if !schemaName.MatchString(schema) {
+		return nil, fmt.Errorf("open store: %w: schema %q must be letters, digits and underscores, starting with a letter or underscore", engine.ErrInvalid, schema)
+	}
+	cfg, err := pgxpool.ParseConfig(opts.URL)
+	if err != nil {
+		// pgconn's parse errors already redact the password.
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	where := Redact(opts.URL)
+	cfg.ConnConfig.RuntimeParams["search_path"] = schema
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "stq"
+	}
+	if opts.MaxConns > 0 {
+		cfg.MaxConns = opts.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", where, err)
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open store %s: %w", where, err)
+	}
+	err = migrate(ctx, conn.Conn(), schema)
+	conn.Release()
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open store %s: %w", where, err)
+	}
+	s := &Store{pool: pool, schema: schema, stop: make(chan struct{}), folderEnd: make(chan struct{})}
+	go s.runFolder()
+	return s, nil
+}
+
+// Redact returns a connection URL fit to print: its password, if any,
+// replaced by "xxxxx". A string that is not a URL (keyword/value form)
+// comes back with any password= value hidden.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" {
+		return redactKV.ReplaceAllString(raw, "${1}xxxxx")
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.String()
+}
+
+var redactKV = regexp.MustCompile(`(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+
+// Schema is the namespace the store's tables live in.
+func (s *Store) Schema() string { return s.schema }
+
+// Close stops the folder and closes the pool, waiting for calls in
+// progress to give their connections back. Calling it again does nothing.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		close(s.stop)
+		<-s.folderEnd
+		s.pool.Close()
+	})
+	return nil
+}
+
+// runFolder folds the count deltas every foldInterval until Close, so
+// that Stats and Prune add up a short table. A failed fold is retried at
+// the next tick; the deltas wait, nothing is lost.
+func (s *Store) runFolder() {
+	defer close(s.folderEnd)
+	t := time.NewTicker(foldInterval)
+	defer t.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		// Close must not wait for a fold stuck on a lost connection.
+		select {
+		case <-s.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			_ = s.fold(ctx)
+		}
+	}
+}
+
+// fold moves the count deltas into counts. Only one fold of a schema runs
+// at a time (the others skip); deltas appended meanwhile wait for the next.
+func (s *Store) fold(ctx context.Context) error {
+	return s.write(ctx, func(tx pgx.Tx) error {
+		var got bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, lockKey(s.schema, "fold")).Scan(&got); err != nil || !got {
+			return err
+		}
+		_, err := tx.Exec(ctx, `WITH d AS (DELETE FROM count_deltas RETURNING queue, state, n)
+			INSERT INTO counts (queue, state, n)
+			SELECT queue, state, sum(n) FROM d GROUP BY queue, state ORDER BY queue, state
+			ON CONFLICT (queue, state) DO UPDATE SET n = counts.n + excluded.n`)
+		return err
+	})
+}
+
+// write runs fn in a READ COMMITTED transaction and commits it; the rules
+// that need more take their locks inside fn. A transaction PostgreSQL
+// aborts for a deadlock or serialization failure runs again, so fn must
+// set its results afresh on every run.
+func (s *Store) write(ctx context.Context, fn func(pgx.Tx) error) error {
+	if s.closed.Load() {
+		return engine.ErrClosed
+	}
+	for try := 1; ; try++ {
+		err := pgx.BeginFunc(ctx, s.pool, fn)
+		if err == nil || try >= maxTries || !retryable(err) {
+			return s.mapErr(err)
+		}
+	}
+}
+
+// read runs fn in a read-only REPEATABLE READ transaction, so that the
+// several statements of one read see one snapshot.
+func (s *Store) read(ctx context.Context, fn func(pgx.Tx) error) error {
+	if s.closed.Load() {
+		return engine.ErrClosed
+	}
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, fn)
+	return s.mapErr(err)
+}
+
+func (s *Store) mapErr(err error) error {
+	// A call that raced Close fails with the pool's own error; callers
+	// test for engine.ErrClosed.
+	if err != nil && s.closed.Load() && !errors.Is(err, engine.ErrClosed) {
+		return fmt.Errorf("%w: %v", engine.ErrClosed, err)
+	}
+	return err
+}
+
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+func isUnique(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
