@@ -26,6 +26,7 @@ type fileConfig struct {
 	Queues    map[string]queueConfig   `toml:"queues"`
 	Retention retentionConfig          `toml:"retention"`
 	Limits    limitsConfig             `toml:"limits"`
+	Store     storeConfig              `toml:"store"`
 }
 
 type limitsConfig struct {
@@ -87,6 +88,7 @@ type Config struct {
 	Queues          map[string]engine.QueueConfig
 	Retention       engine.RetentionConfig
 	Limits          ipc.RateLimits
+	Store           StoreConfig
 }
 
 // loadConfig reads the config file; a missing file is an empty config.
@@ -180,6 +182,9 @@ func parseConfig(text string) (Config, error) {
 	}
 	if d.Workers < 0 || d.LogLimit < 0 || d.MaxPayload < 0 || d.MaxConnections < 0 || d.MaxRequestBytes < 0 {
 		return Config{}, errors.New("daemon: numbers must not be negative")
+	}
+	if cfg.Store, err = parseStoreConfig(fc.Store); err != nil {
+		return Config{}, err
 	}
 	if cfg.Durability == "" {
 		cfg.Durability = "full"

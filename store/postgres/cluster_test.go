@@ -382,6 +382,7 @@ func TestRedact(t *testing.T) {
 		{"postgres:///stq?host=/tmp/x&password=s3cret", "postgres:///stq?host=%2Ftmp%2Fx&password=xxxxx"},
 		{"host=db user=bob password=s3cret dbname=stq", "host=db user=bob password=xxxxx dbname=stq"},
 		{"host=db password='s3 cret' dbname=stq", "host=db password=xxxxx dbname=stq"},
+		{"postgres://bob:s3cret@db:port/stq", "postgres://bob:xxxxx@db:port/stq"},
 	} {
 		if got := Redact(tc.in); got != tc.want {
 			t.Errorf("Redact(%q) = %q, want %q", tc.in, got, tc.want)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,7 +39,16 @@ type Options struct {
 	// MaxConns caps the pool (default: pgx's, the larger of 4 and the CPU
 	// count).
 	MaxConns int32
+	// Synchronous is the daemon's durability setting: "full" (the
+	// default: a change is on the server's disk before its call returns)
+	// or "normal" (synchronous_commit off: a crash of the PostgreSQL
+	// server, not of stq, may undo the last commits, never corrupt).
+	Synchronous string
 }
+
+// ValidSchema reports whether name is a schema name Options.Schema
+// accepts.
+func ValidSchema(name string) bool { return schemaName.MatchString(name) }
 
 // schemaName is what Options.Schema accepts: plain identifiers only, so a
 // schema name never needs quoting in a message or a psql session.
@@ -51,6 +61,8 @@ const (
 	// maxTries bounds how often a transaction that PostgreSQL aborted for
 	// a deadlock or a serialization failure is run again.
 	maxTries = 5
+	// connectTimeout applies when the URL sets no connect_timeout.
+	connectTimeout = 10 * time.Second
 )
 
 // Store is the PostgreSQL engine.Store. It is safe for concurrent use.
@@ -79,7 +91,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	if schema == "" {
 		schema = DefaultSchema
 	}
-	if !schemaName.MatchString(schema) {
+	if !ValidSchema(schema) {
 		return nil, fmt.Errorf("open store: %w: schema %q must be letters, digits and underscores, starting with a letter or underscore", engine.ErrInvalid, schema)
 	}
 	cfg, err := pgxpool.ParseConfig(opts.URL)
@@ -88,6 +100,19 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 	where := Redact(opts.URL)
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		// Without connect_timeout a dial to a host that drops packets
+		// waits for the OS's TCP timeout, minutes; a daemon should say
+		// sooner that it cannot reach its database.
+		cfg.ConnConfig.ConnectTimeout = connectTimeout
+	}
+	switch strings.ToLower(opts.Synchronous) {
+	case "", "full":
+	case "normal":
+		cfg.ConnConfig.RuntimeParams["synchronous_commit"] = "off"
+	default:
+		return nil, fmt.Errorf("open store: %w: synchronous must be \"full\" or \"normal\", got %q", engine.ErrInvalid, opts.Synchronous)
+	}
 	cfg.ConnConfig.RuntimeParams["search_path"] = schema
 	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "stq"
@@ -121,6 +146,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 func Redact(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil || u.Scheme == "" {
+		// Not a URL url.Parse takes: hide what looks like a password in
+		// either form.
+		raw = redactUserInfo.ReplaceAllString(raw, "${1}xxxxx@")
 		return redactKV.ReplaceAllString(raw, "${1}xxxxx")
 	}
 	if _, has := u.User.Password(); has {
@@ -133,6 +161,8 @@ func Redact(raw string) string {
 	}
 	return u.String()
 }
+
+var redactUserInfo = regexp.MustCompile(`(://[^:/@]*:)[^@]*@`)
 
 var redactKV = regexp.MustCompile(`(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
 
