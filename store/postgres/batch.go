@@ -259,20 +259,30 @@ func (s *Store) cycle(ctx context.Context, tx pgx.Tx, started []engine.StartReco
 			res.StartErrs[i] = fmt.Errorf("mark job %s attempt %d started: %w", r.ID, r.Attempt, failed)
 		}
 	}
+	// DONE completions of jobs named once go first, all in one statement;
+	// the order among the others is the caller's. A job named twice goes
+	// the one-by-one way, so the second finds what the first did.
+	named := make(map[string]int, len(done))
 	for i := range done {
-		if res.Errs[i] != nil {
-			continue // refused before the transaction
+		named[done[i].ID]++
+	}
+	var doneIdx, others []int
+	for i := range done {
+		switch {
+		case res.Errs[i] != nil: // refused before the transaction
+		case done[i].State == engine.StateDone && named[done[i].ID] == 1:
+			doneIdx = append(doneIdx, i)
+		default:
+			others = append(others, i)
 		}
-		failed, err := part(ctx, tx, func(sp pgx.Tx) (err error) {
-			res.Completed[i], err = s.complete(ctx, sp, &done[i])
+	}
+	rest, err := s.completeDone(ctx, tx, done, doneIdx, res)
+	if err != nil {
+		return err
+	}
+	for _, i := range mergeSorted(rest, others) {
+		if err := s.completeOne(ctx, tx, done, i, res); err != nil {
 			return err
-		})
-		if err != nil {
-			return err
-		}
-		if failed != nil {
-			res.Completed[i] = engine.CompleteResult{}
-			res.Errs[i] = fmt.Errorf("complete job %s attempt %d: %w", done[i].ID, done[i].Attempt, failed)
 		}
 	}
 	if !claiming {
@@ -288,4 +298,34 @@ func (s *Store) cycle(ctx context.Context, tx pgx.Tx, started []engine.StartReco
 		res.Claimed = []*engine.Job{}
 	}
 	return err
+}
+
+// completeOne completes done[i] in a savepoint of its own, recording its
+// result or error in res.
+func (s *Store) completeOne(ctx context.Context, tx pgx.Tx, done []engine.Completion, i int, res *engine.CycleResult) error {
+	failed, err := part(ctx, tx, func(sp pgx.Tx) (err error) {
+		res.Completed[i], err = s.complete(ctx, sp, &done[i])
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if failed != nil {
+		res.Completed[i] = engine.CompleteResult{}
+		res.Errs[i] = fmt.Errorf("complete job %s attempt %d: %w", done[i].ID, done[i].Attempt, failed)
+	}
+	return nil
+}
+
+// mergeSorted merges two ascending index lists.
+func mergeSorted(a, b []int) []int {
+	out := make([]int, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if a[0] < b[0] {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return append(append(out, a...), b...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 
 	"github.com/jackc/pgx/v5"
 
@@ -36,22 +37,26 @@ func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.J
 }
 
 // qClaimScan finds claimable jobs in claim order after the keyset position
-// ($5 priority, $6 seq), outside the queues in $4, and locks them. SKIP
+// ($5 negated priority, $6 seq), walking jobs_ready, outside the queues in $4, and locks them. SKIP
 // LOCKED passes over the jobs another daemon is claiming (or an enqueue is
 // superseding) right now instead of waiting for it: that is what lets many
 // claimers work one queue without queueing behind each other, and what
 // makes a job claimed at most once. The locked row is re-read at its
 // newest version, so a job that stopped being QUEUED meanwhile drops out.
 //
+// "run_at + 0" keeps the planner off jobs_run_at (see claim for why the
+// walk must be jobs_ready's). Walking jobs_ready in order costs the jobs
+// the claim takes plus those it steps over (not yet due, filtered out).
+//
 // The key rules are checked here as a first cut only; the claim checks
 // them again holding the key's lock (see lockKeys).
 const qClaimScan = `SELECT j.seq, j.queue, j.type, j.subject, j.generation, j.priority
 	FROM jobs AS j
-	WHERE j.state = 'QUEUED' AND j.run_at <= $1
+	WHERE j.state = 'QUEUED' AND j.run_at + 0 <= $1
 		AND (j.expires_at IS NULL OR j.expires_at > $1)
 		AND ($2 OR NOT j.wait_idle) AND ($3 OR NOT j.require_charging)
 		AND j.queue <> ALL ($4::text[])
-		AND (j.priority < $5::bigint OR (j.priority = $5::bigint AND j.seq > $6))
+		AND (-j.priority::bigint, j.seq) > ($5::bigint, $6::bigint)
 		AND NOT EXISTS (SELECT 1 FROM queue_settings AS q WHERE q.queue = j.queue AND q.paused)
 		AND (j.after_ids IS NULL OR NOT EXISTS (
 			SELECT 1 FROM job_deps AS d JOIN jobs AS p ON p.seq = d.dep_seq
@@ -59,7 +64,7 @@ const qClaimScan = `SELECT j.seq, j.queue, j.type, j.subject, j.generation, j.pr
 		AND (j.subject IS NULL OR NOT EXISTS (
 			SELECT 1 FROM jobs AS r WHERE r.state = 'RUNNING'
 				AND r.queue = j.queue AND r.type = j.type AND r.subject = j.subject))
-	ORDER BY j.priority DESC, j.seq
+	ORDER BY -j.priority::bigint, j.seq
 	LIMIT $7
 	FOR UPDATE OF j SKIP LOCKED`
 
@@ -84,13 +89,22 @@ type queueUse struct {
 
 func (s *Store) claim(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest) ([]*engine.Job, error) {
 	now := req.Now.UnixNano()
+	// The claim must walk jobs_ready in order and stop at its limit. On a
+	// table without fresh statistics (a new install, a burst of enqueues
+	// autovacuum has not analyzed yet) the planner guesses the backlog is
+	// a few rows and fetches and sorts all of it instead: a claim then
+	// costs the whole backlog, a second and more for 100,000 jobs. With
+	// sorting priced out it takes the index, whatever the statistics.
+	if _, err := tx.Exec(ctx, `SET LOCAL enable_sort = off`); err != nil {
+		return nil, fmt.Errorf("set claim plan: %w", err)
+	}
 	var (
 		chosen   []int64
 		keys     = map[engine.Key]bool{}
 		queues   = map[string]*queueUse{}
 		excluded = []string{}
-		// The keyset position: after the highest priority there is.
-		lastPrio int64 = 1<<31 - 1 + 1
+		// The keyset position (negated priority, seq): before every job.
+		lastPrio int64 = math.MinInt64
 		lastSeq  int64 = 0
 	)
 	for len(chosen) < req.Limit {
@@ -110,7 +124,7 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest) 
 			break
 		}
 		last := cands[len(cands)-1]
-		lastPrio, lastSeq = last.priority, last.seq
+		lastPrio, lastSeq = -last.priority, last.seq
 		held, err := lockKeys(ctx, tx, cands)
 		if err != nil {
 			return nil, err
@@ -252,14 +266,18 @@ func (s *Store) fits(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest, q
 }
 
 // start moves the chosen jobs, locked by the scan, to RUNNING and records
-// their new attempts, in claim order.
+// their new attempts, in one statement, and returns them in claim order.
 func (s *Store) start(ctx context.Context, tx pgx.Tx, seqs []int64, owner string, now int64) ([]*engine.Job, error) {
 	// The TTL only guards a job that has never started, so the first claim
 	// clears expires_at for good.
-	rows, err := tx.Query(ctx, `UPDATE jobs SET state = 'RUNNING', attempt = attempt + 1, runs = runs + 1,
-			started_at = $1, owner = $2, finished_at = NULL, exit_code = NULL, expires_at = NULL
-		WHERE seq = ANY($3) AND state = 'QUEUED'
-		RETURNING `+jobCols, now, optText(owner), seqs)
+	rows, err := tx.Query(ctx, `WITH u AS (
+			UPDATE jobs SET state = 'RUNNING', attempt = attempt + 1, runs = runs + 1,
+				started_at = $1, owner = $2, finished_at = NULL, exit_code = NULL, expires_at = NULL
+			WHERE seq = ANY($3) AND state = 'QUEUED'
+			RETURNING *),
+		a AS (INSERT INTO attempts (job_seq, run, n, started_at, outcome)
+			SELECT seq, runs, attempt + attempt_base, $1, 'running' FROM u)
+		SELECT `+jobCols+` FROM u`, now, optText(owner), seqs)
 	if err != nil {
 		return nil, fmt.Errorf("start jobs: %w", err)
 	}
@@ -267,22 +285,36 @@ func (s *Store) start(ctx context.Context, tx pgx.Tx, seqs []int64, owner string
 	if err != nil {
 		return nil, fmt.Errorf("start jobs: %w", err)
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO attempts (job_seq, run, n, started_at, outcome)
-		SELECT seq, runs, attempt + attempt_base, $1, 'running' FROM jobs WHERE seq = ANY($2)`, now, seqs)
-	if err != nil {
-		return nil, fmt.Errorf("record attempts: %w", err)
-	}
 	bySeq := make(map[int64]jobRow, len(started))
 	for _, r := range started {
 		bySeq[r.seq] = r
 	}
 	ordered := make([]jobRow, 0, len(started))
+	var again []jobRow // jobs that ran before: their history is in the table
 	for _, seq := range seqs {
-		if r, ok := bySeq[seq]; ok {
-			ordered = append(ordered, r)
+		r, ok := bySeq[seq]
+		if !ok {
+			continue
+		}
+		ordered = append(ordered, r)
+		if r.runs > 1 {
+			again = append(again, r)
+			continue
+		}
+		// A first run's history is the attempt just recorded (the
+		// statement's own insert is not visible to a read in it anyway).
+		r.job.Attempts = []engine.Attempt{{N: 1, StartedAt: fromNanos(now), Outcome: engine.OutcomeRunning}}
+	}
+	jobs, err := s.finish(ctx, tx, ordered, false, true)
+	if err != nil {
+		return nil, err
+	}
+	if len(again) > 0 {
+		if err := loadAttempts(ctx, tx, again); err != nil {
+			return nil, err
 		}
 	}
-	return s.finish(ctx, tx, ordered, true, true)
+	return jobs, nil
 }
 
 // current is the state of a job that a completion or MarkStarted checks,

@@ -67,9 +67,12 @@ CREATE TABLE jobs (
 	env_id           bigint            -- envs.id; NULL: the daemon's environment
 );
 
--- Claim walks this in claim order. A partial index keeps it as small as
--- the backlog, not the history.
-CREATE INDEX jobs_ready ON jobs (priority DESC, seq) WHERE state = 'QUEUED';
+-- Claim walks this in claim order (priority descending, then seq) and
+-- stops after its limit, so claiming never sorts the backlog. Priority is
+-- negated so that both keys ascend: the claim's keyset condition is then
+-- one row comparison the index answers. A partial index keeps it as small
+-- as the backlog, not the history.
+CREATE INDEX jobs_ready ON jobs ((-priority::bigint), seq) WHERE state = 'QUEUED';
 -- NextWake and ExpireDue.
 CREATE INDEX jobs_run_at ON jobs (run_at) WHERE state = 'QUEUED';
 CREATE INDEX jobs_expiry ON jobs (expires_at) WHERE state = 'QUEUED' AND expires_at IS NOT NULL;
