@@ -38,7 +38,7 @@ func parseStoreConfig(sc storeConfig) (StoreConfig, error) {
 		}
 	}
 	if sc.Schema != "" && !postgres.ValidSchema(sc.Schema) {
-		return StoreConfig{}, fmt.Errorf("store.schema: %q must be letters, digits and underscores, starting with a letter or underscore (at most 63)", sc.Schema)
+		return StoreConfig{}, fmt.Errorf("store.schema: %q must be letters, digits and underscores, starting with a letter or underscore, at most 58", sc.Schema)
 	}
 	return StoreConfig(sc), nil
 }

@@ -47,11 +47,14 @@ func (s *Store) EnqueueMany(ctx context.Context, b engine.EnqueueBatch) (engine.
 		return engine.EnqueueBatchResult{}, fmt.Errorf("enqueue batch: %w", err)
 	}
 	res := engine.EnqueueBatchResult{Results: make([]engine.EnqueueResult, n), Errs: op.errs}
+	var notices []engine.Notice
 	for i := range b.Jobs {
 		if op.ok[i] {
 			res.Results[i] = storedResult(&op.ins[i], &op.outs[i])
+			notices = append(notices, enqueueNotices(&op.ins[i], &op.outs[i])...)
 		}
 	}
+	s.announce(notices...) // identical ones merge
 	return res, nil
 }
 
@@ -245,6 +248,11 @@ func (s *Store) CompleteAndClaim(ctx context.Context, cy engine.Cycle) (engine.C
 	if err != nil {
 		return engine.CycleResult{}, fmt.Errorf("complete and claim: %w", err)
 	}
+	var notices []engine.Notice
+	for _, c := range res.Completed {
+		notices = append(notices, completeNotices(c.Job)...)
+	}
+	s.announce(notices...)
 	return res, nil
 }
 

@@ -26,7 +26,21 @@ func (s *Store) Complete(ctx context.Context, c engine.Completion) (engine.Compl
 	if err != nil {
 		return engine.CompleteResult{}, fmt.Errorf("complete job %s attempt %d: %w", c.ID, c.Attempt, err)
 	}
+	s.announce(completeNotices(res.Job)...)
 	return res, nil
+}
+
+// completeNotices are the notices an ended attempt sends: its key and its
+// place under the queue's cap are free, and a requeued job is claimable.
+func completeNotices(j *engine.Job) []engine.Notice {
+	if j == nil {
+		return nil
+	}
+	ns := []engine.Notice{{Kind: engine.NoticeFree, Queue: j.Queue}}
+	if j.State == engine.StateQueued {
+		ns = append(ns, engine.Notice{Kind: engine.NoticeEnqueue, Queue: j.Queue})
+	}
+	return ns
 }
 
 func checkCompletion(c *engine.Completion) error {

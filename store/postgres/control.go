@@ -46,6 +46,11 @@ func (s *Store) CancelQueued(ctx context.Context, ids []string, reason string, n
 	if err != nil {
 		return nil, fmt.Errorf("cancel queued jobs: %w", err)
 	}
+	notices := make([]engine.Notice, len(jobs))
+	for i, j := range jobs {
+		notices[i] = engine.Notice{Kind: engine.NoticeCancel, Queue: j.Queue, ID: j.ID}
+	}
+	s.announce(notices...)
 	return jobs, nil
 }
 
@@ -116,6 +121,11 @@ func (s *Store) SetPaused(ctx context.Context, queue string, paused bool) error 
 		}
 		return fmt.Errorf("%s queue %s: %w", what, queue, err)
 	}
+	kind := engine.NoticeResume
+	if paused {
+		kind = engine.NoticePause
+	}
+	s.announce(engine.Notice{Kind: kind, Queue: queue})
 	return nil
 }
 
@@ -153,6 +163,7 @@ func (s *Store) Retry(ctx context.Context, id string, now time.Time) (*engine.Jo
 	if err != nil {
 		return nil, fmt.Errorf("retry job %s: %w", id, err)
 	}
+	s.announce(engine.Notice{Kind: engine.NoticeEnqueue, Queue: job.Queue})
 	return job, nil
 }
 

@@ -33,8 +33,8 @@ type Options struct {
 	URL string
 	// Schema is the namespace of this installation's tables (default
 	// "stq"): several installations may share one database under different
-	// schemas. Letters, digits and underscores, starting with a letter or
-	// underscore.
+	// schemas. At most 58 letters, digits and underscores, starting with a
+	// letter or underscore.
 	Schema string
 	// MaxConns caps the pool (default: pgx's, the larger of 4 and the CPU
 	// count).
@@ -51,8 +51,10 @@ type Options struct {
 func ValidSchema(name string) bool { return schemaName.MatchString(name) }
 
 // schemaName is what Options.Schema accepts: plain identifiers only, so a
-// schema name never needs quoting in a message or a psql session.
-var schemaName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+// schema name never needs quoting in a message or a psql session, and at
+// most 58 characters, so that the notification channel "stq_<schema>"
+// fits PostgreSQL's 63.
+var schemaName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,57}$`)
 
 const (
 	// foldInterval is how often the store folds count_deltas into counts
@@ -75,13 +77,23 @@ type Store struct {
 	envMu sync.Mutex
 	envs  map[int64]*engine.BaseEnv
 
-	closed    atomic.Bool
-	stop      chan struct{} // closed by Close: the folder stops
-	folderEnd chan struct{} // closed by the folder as it returns
-	closeOnce sync.Once
+	// origin names this instance in its notices (see watch.go); notes
+	// holds the notices of committed changes for the notifier.
+	origin string
+	notes  *notifier
+
+	closed      atomic.Bool
+	closing     context.Context // ends at Close: the store's goroutines stop
+	close       context.CancelFunc
+	folderEnd   chan struct{} // closed by the folder as it returns
+	notifierEnd chan struct{} // closed by the notifier as it returns
+	closeOnce   sync.Once
 }
 
-var _ engine.Store = (*Store)(nil)
+var (
+	_ engine.Store   = (*Store)(nil)
+	_ engine.Watcher = (*Store)(nil)
+)
 
 // Open connects to the database, creates or migrates the schema under an
 // advisory lock, and starts the store's folder. An error never shows the
@@ -92,7 +104,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		schema = DefaultSchema
 	}
 	if !ValidSchema(schema) {
-		return nil, fmt.Errorf("open store: %w: schema %q must be letters, digits and underscores, starting with a letter or underscore", engine.ErrInvalid, schema)
+		return nil, fmt.Errorf("open store: %w: schema %q must be at most 58 letters, digits and underscores, starting with a letter or underscore", engine.ErrInvalid, schema)
 	}
 	cfg, err := pgxpool.ParseConfig(opts.URL)
 	if err != nil {
@@ -135,8 +147,11 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open store %s: %w", where, err)
 	}
-	s := &Store{pool: pool, schema: schema, stop: make(chan struct{}), folderEnd: make(chan struct{})}
-	go s.runFolder()
+	s := &Store{pool: pool, schema: schema, origin: newOrigin(), notes: newNotifier(),
+		folderEnd: make(chan struct{}), notifierEnd: make(chan struct{})}
+	s.closing, s.close = context.WithCancel(context.Background())
+	go s.runFolder(s.closing)
+	go s.runNotifier(s.closing)
 	return s, nil
 }
 
@@ -169,13 +184,15 @@ var redactKV = regexp.MustCompile(`(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
 // Schema is the namespace the store's tables live in.
 func (s *Store) Schema() string { return s.schema }
 
-// Close stops the folder and closes the pool, waiting for calls in
+// Close stops the folder, the notifier (notices not sent yet are
+// dropped) and any Watch, and closes the pool, waiting for calls in
 // progress to give their connections back. Calling it again does nothing.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
-		close(s.stop)
+		s.close()
 		<-s.folderEnd
+		<-s.notifierEnd
 		s.pool.Close()
 	})
 	return nil
@@ -184,23 +201,13 @@ func (s *Store) Close() error {
 // runFolder folds the count deltas every foldInterval until Close, so
 // that Stats and Prune add up a short table. A failed fold is retried at
 // the next tick; the deltas wait, nothing is lost.
-func (s *Store) runFolder() {
+func (s *Store) runFolder(ctx context.Context) {
 	defer close(s.folderEnd)
 	t := time.NewTicker(foldInterval)
 	defer t.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		// Close must not wait for a fold stuck on a lost connection.
-		select {
-		case <-s.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
 	for {
 		select {
-		case <-s.stop:
+		case <-ctx.Done():
 			return
 		case <-t.C:
 			_ = s.fold(ctx)

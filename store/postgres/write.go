@@ -56,6 +56,7 @@ func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) 
 	if err != nil {
 		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
 	}
+	s.announce(enqueueNotices(&in, &out)...)
 	return storedResult(&in, &out), nil
 }
 
@@ -240,6 +241,19 @@ func cmpInt(a, b int64) int {
 		return 1
 	}
 	return 0
+}
+
+// enqueueNotices are the notices a stored job sends (see watch.go).
+func enqueueNotices(in *newJob, out *enqueued) []engine.Notice {
+	if out.state != engine.StateQueued {
+		return nil
+	}
+	j := in.job
+	ns := []engine.Notice{{Kind: engine.NoticeEnqueue, Queue: j.Queue}}
+	if j.Replace && j.Subject != "" {
+		ns = append(ns, engine.Notice{Kind: engine.NoticeReplace, Queue: j.Queue, ID: j.ID})
+	}
+	return ns
 }
 
 // storedResult is the EnqueueResult of a stored job: the definition as
