@@ -98,18 +98,12 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest) 
 	if _, err := tx.Exec(ctx, `SET LOCAL enable_sort = off`); err != nil {
 		return nil, fmt.Errorf("set claim plan: %w", err)
 	}
-	var (
-		chosen   []int64
-		keys     = map[engine.Key]bool{}
-		queues   = map[string]*queueUse{}
-		excluded = []string{}
-		// The keyset position (negated priority, seq): before every job.
-		lastPrio int64 = math.MinInt64
-		lastSeq  int64 = 0
-	)
-	for len(chosen) < req.Limit {
-		want := req.Limit - len(chosen)
-		rows, err := tx.Query(ctx, qClaimScan, now, req.Idle, req.OnAC, excluded, lastPrio, lastSeq, want)
+	w := claimWalk{keys: map[engine.Key]bool{}, queues: map[string]*queueUse{}, excluded: []string{}}
+	// The keyset position (negated priority, seq): before every job.
+	lastPrio, lastSeq := int64(math.MinInt64), int64(0)
+	for len(w.chosen) < req.Limit {
+		want := req.Limit - len(w.chosen)
+		rows, err := tx.Query(ctx, qClaimScan, now, req.Idle, req.OnAC, w.excluded, lastPrio, lastSeq, want)
 		if err != nil {
 			return nil, fmt.Errorf("find due jobs: %w", err)
 		}
@@ -130,34 +124,10 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest) 
 			return nil, err
 		}
 		for _, c := range cands {
-			use := queues[c.queue]
-			if use == nil {
-				use = &queueUse{free: -1}
-				queues[c.queue] = use
-			}
-			ok, exhausted, err := s.fits(ctx, tx, req, c.queue, use)
-			if err != nil {
+			if err := w.consider(ctx, s, tx, req, c, held); err != nil {
 				return nil, err
 			}
-			if exhausted && !use.excluded {
-				use.excluded = true
-				excluded = append(excluded, c.queue)
-			}
-			if !ok {
-				continue
-			}
-			if c.subject != nil {
-				k := engine.Key{Queue: c.queue, Type: c.typ, Subject: *c.subject}
-				// A claim never starts two jobs of one key, nor one whose
-				// key it could not lock or that has a newer generation.
-				if keys[k] || !held[k].ok(c.generation) {
-					continue
-				}
-				keys[k] = true
-			}
-			use.taken++
-			chosen = append(chosen, c.seq)
-			if len(chosen) == req.Limit {
+			if len(w.chosen) == req.Limit {
 				break
 			}
 		}
@@ -165,10 +135,51 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest) 
 			break // the scan ran out of jobs
 		}
 	}
-	if len(chosen) == 0 {
+	if len(w.chosen) == 0 {
 		return []*engine.Job{}, nil
 	}
-	return s.start(ctx, tx, chosen, req.Owner, now)
+	return s.start(ctx, tx, w.chosen, req.Owner, now)
+}
+
+// claimWalk is what a claim has decided so far.
+type claimWalk struct {
+	chosen   []int64 // the seqs taken, in claim order
+	keys     map[engine.Key]bool
+	queues   map[string]*queueUse
+	excluded []string // queues the scan passes over from now on
+}
+
+// consider takes candidate c if the queue rules (caps, quotas) and the key
+// rules (held says what lockKeys found) let it.
+func (w *claimWalk) consider(ctx context.Context, s *Store, tx pgx.Tx, req *engine.ClaimRequest, c candidate, held map[engine.Key]keyState) error {
+	use := w.queues[c.queue]
+	if use == nil {
+		use = &queueUse{free: -1}
+		w.queues[c.queue] = use
+	}
+	ok, exhausted, err := s.fits(ctx, tx, req, c.queue, use)
+	if err != nil {
+		return err
+	}
+	if exhausted && !use.excluded {
+		use.excluded = true
+		w.excluded = append(w.excluded, c.queue)
+	}
+	if !ok {
+		return nil
+	}
+	if c.subject != nil {
+		k := engine.Key{Queue: c.queue, Type: c.typ, Subject: *c.subject}
+		// A claim never starts two jobs of one key, nor one whose key it
+		// could not lock or that has a newer generation.
+		if w.keys[k] || !held[k].ok(c.generation) {
+			return nil
+		}
+		w.keys[k] = true
+	}
+	use.taken++
+	w.chosen = append(w.chosen, c.seq)
+	return nil
 }
 
 // keyState is what lockKeys found for a key.

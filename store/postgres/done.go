@@ -8,50 +8,16 @@ import (
 	"stq/engine"
 )
 
-// completeDone ends the DONE completions among done (those at the indexes
-// in idx) with one statement, the common case of a worker pool's cycle:
-// one round trip for all of them instead of several each. A DONE job
-// cancels no dependents and is never superseded, so nothing else is to
-// decide. It returns the indexes it did not complete (a stale or unknown
-// attempt, or an id given twice), which the caller then completes one by
-// one, each getting the outcome and error Complete gives it.
+// completeDone ends the DONE completions at the indexes idx of done, each
+// of a job named once in done, with one statement: the common case of a
+// worker pool's cycle, one round trip for all of them instead of several
+// each. A DONE job cancels no dependents and is never superseded, so
+// nothing else is to decide. It returns the indexes it did not complete (a
+// stale or unknown attempt), which the caller then completes one by one,
+// so each gets the outcome and error Complete gives it.
 func (s *Store) completeDone(ctx context.Context, tx pgx.Tx, done []engine.Completion, idx []int, res *engine.CycleResult) ([]int, error) {
-	var (
-		ids               []string
-		attempts, refunds []int32
-		outcomes, reasons []string
-		exits             []*int32
-		finished          []int64
-		rest, fast        []int
-		seen              = make(map[string]bool, len(idx))
-	)
-	for _, i := range idx {
-		c := &done[i]
-		if seen[c.ID] {
-			rest = append(rest, i)
-			continue
-		}
-		seen[c.ID] = true
-		fast = append(fast, i)
-		ids = append(ids, c.ID)
-		attempts = append(attempts, int32(c.Attempt))
-		refund := int32(0)
-		if c.Refund {
-			refund = 1
-		}
-		refunds = append(refunds, refund)
-		outcomes = append(outcomes, string(c.Outcome))
-		reasons = append(reasons, c.Reason)
-		var exit *int32
-		if c.ExitCode != nil {
-			v := int32(*c.ExitCode)
-			exit = &v
-		}
-		exits = append(exits, exit)
-		finished = append(finished, c.FinishedAt.UnixNano())
-	}
-	if len(fast) == 0 {
-		return rest, nil
+	if len(idx) == 0 {
+		return nil, nil
 	}
 	var rows []jobRow
 	var jobs []*engine.Job
@@ -73,7 +39,7 @@ func (s *Store) completeDone(ctx context.Context, tx pgx.Tx, done []engine.Compl
 			UPDATE jobs SET state = 'DONE', attempt = jobs.attempt - least(j.refund, jobs.attempt),
 				error = NULL, exit_code = j.exit_code, finished_at = j.finished_at
 			FROM j WHERE jobs.seq = j.seq
-			RETURNING `+qualified("jobs", jobCols), ids, attempts, refunds, outcomes, reasons, exits, finished)
+			RETURNING `+qualified("jobs", jobCols), doneColumns(done, idx)...)
 		return err
 	})
 	if err != nil {
@@ -92,7 +58,8 @@ func (s *Store) completeDone(ctx context.Context, tx pgx.Tx, done []engine.Compl
 	for _, j := range jobs {
 		byID[j.ID] = j
 	}
-	for _, i := range fast {
+	var rest []int
+	for _, i := range idx {
 		if j, ok := byID[done[i].ID]; ok {
 			res.Completed[i] = engine.CompleteResult{Job: j}
 			continue
@@ -100,6 +67,30 @@ func (s *Store) completeDone(ctx context.Context, tx pgx.Tx, done []engine.Compl
 		rest = append(rest, i)
 	}
 	return rest, nil
+}
+
+// doneColumns are completeDone's completions as its statement's column
+// arrays: id, attempt, refund, outcome, reason, exit code, finished at.
+func doneColumns(done []engine.Completion, idx []int) []any {
+	ids := make([]string, len(idx))
+	attempts, refunds := make([]int32, len(idx)), make([]int32, len(idx))
+	outcomes, reasons := make([]string, len(idx)), make([]string, len(idx))
+	exits := make([]*int32, len(idx))
+	finished := make([]int64, len(idx))
+	for k, i := range idx {
+		c := &done[i]
+		ids[k], attempts[k] = c.ID, int32(c.Attempt)
+		if c.Refund {
+			refunds[k] = 1
+		}
+		outcomes[k], reasons[k] = string(c.Outcome), c.Reason
+		if c.ExitCode != nil {
+			v := int32(*c.ExitCode)
+			exits[k] = &v
+		}
+		finished[k] = c.FinishedAt.UnixNano()
+	}
+	return []any{ids, attempts, refunds, outcomes, reasons, exits, finished}
 }
 
 // qualified prefixes every column of a jobCols-style list with table, for
