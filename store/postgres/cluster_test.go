@@ -405,3 +405,52 @@ func TestOpenErrorHidesPassword(t *testing.T) {
 		t.Fatalf("error shows the password: %v", err)
 	}
 }
+
+// Retention run by two daemons at once deletes what one would: prunes take
+// turns, so Keep is honoured exactly and the counters stay exact.
+func TestTwoStoresPruneTogether(t *testing.T) {
+	t.Parallel()
+	schema := freshSchema(t)
+	a, b := openSchema(t, schema), openSchema(t, schema)
+	ctx := context.Background()
+	const n, keep = 600, 100
+	jobs := make([]*engine.Job, n)
+	for i := range jobs {
+		jobs[i] = testJob(fmt.Sprintf("p%04d", i), "q", "")
+	}
+	if _, err := a.EnqueueMany(ctx, engine.EnqueueBatch{Jobs: jobs, Atomic: true}); err != nil {
+		t.Fatal(err)
+	}
+	claimAll(t, []*Store{a}, 2, 50, engine.ClaimRequest{Now: t0}, nil)
+	var wg sync.WaitGroup
+	deleted := make([]int, 2)
+	for i, s := range []*Store{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				d, err := s.Prune(ctx, engine.PruneRequest{Keep: keep, Limit: 37})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if d == 0 {
+					return
+				}
+				deleted[i] += d
+			}
+		}()
+	}
+	wg.Wait()
+	if got := deleted[0] + deleted[1]; got != n-keep {
+		t.Fatalf("the two prunes deleted %d jobs (%v), want %d", got, deleted, n-keep)
+	}
+	wantCounts(t, b, map[string]int64{"q": keep}, engine.StateDone)
+	page, err := b.List(ctx, engine.ListFilter{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Jobs) != keep || page.Jobs[len(page.Jobs)-1].ID != fmt.Sprintf("p%04d", n-keep) {
+		t.Fatalf("after pruning, %d jobs remain, oldest %s; want the newest %d", len(page.Jobs), page.Jobs[len(page.Jobs)-1].ID, keep)
+	}
+}
