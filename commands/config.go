@@ -28,6 +28,7 @@ type fileConfig struct {
 	Retention retentionConfig          `toml:"retention"`
 	Limits    limitsConfig             `toml:"limits"`
 	Metrics   metricsConfig            `toml:"metrics"`
+	Store     storeConfig              `toml:"store"`
 }
 
 type metricsConfig struct {
@@ -95,6 +96,7 @@ type Config struct {
 	Limits          ipc.RateLimits
 	// MetricsListen is where Prometheus metrics are served; "" for nowhere.
 	MetricsListen string
+	Store           StoreConfig
 }
 
 // loadConfig reads the config file; a missing file is an empty config.
@@ -194,6 +196,9 @@ func parseConfig(text string) (Config, error) {
 	}
 	if d.Workers < 0 || d.LogLimit < 0 || d.MaxPayload < 0 || d.MaxConnections < 0 || d.MaxRequestBytes < 0 {
 		return Config{}, errors.New("daemon: numbers must not be negative")
+	}
+	if cfg.Store, err = parseStoreConfig(fc.Store); err != nil {
+		return Config{}, err
 	}
 	if cfg.Durability == "" {
 		cfg.Durability = "full"

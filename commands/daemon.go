@@ -130,9 +130,9 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 		return err
 	}
 
-	st, err := sqlite.Open(p.DB, sqlite.Options{Synchronous: cfg.Durability})
+	st, where, err := openStore(ctx, cfg, p, os.Getenv)
 	if err != nil {
-		return fmt.Errorf("open database: %w", err)
+		return err
 	}
 	defer st.Close()
 
@@ -199,7 +199,7 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 	go func() { srvDone <- srv.Serve(ctx, ln) }()
 	obsDone := obs.run(ctx, eng)
 	defer func() { shutdown(); obsDone() }()
-	log.Info("stq daemon ready", "socket", p.Socket, "db", p.DB, "workers", eng.Workers(), "owner", eng.Owner(), "pid", os.Getpid(), "version", a.version)
+	log.Info("stq daemon ready", "socket", p.Socket, "db", where, "workers", eng.Workers(), "owner", eng.Owner(), "pid", os.Getpid(), "version", a.version)
 
 	var runErr error
 	select {

@@ -1,0 +1,84 @@
+package commands
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"stq/engine"
+	"stq/store/postgres"
+	"stq/store/sqlite"
+)
+
+// databaseURLEnv names the environment variable that points the daemon at
+// a PostgreSQL database; it wins over config.toml's [store] url.
+const databaseURLEnv = "STQ_DATABASE_URL"
+
+// storeConfig is config.toml's [store] table.
+type storeConfig struct {
+	URL    string `toml:"url"`
+	Schema string `toml:"schema"`
+}
+
+// StoreConfig says where the daemon keeps its jobs: the embedded SQLite
+// file in the home unless URL names a PostgreSQL database.
+type StoreConfig struct {
+	URL    string
+	Schema string
+}
+
+// parseStoreConfig checks the [store] table. The URL's scheme is checked
+// here, so a typo is a config error rather than a failed connection; the
+// rest of it is the driver's to judge when the daemon connects.
+func parseStoreConfig(sc storeConfig) (StoreConfig, error) {
+	if sc.URL != "" {
+		if err := checkDatabaseURL(sc.URL); err != nil {
+			return StoreConfig{}, fmt.Errorf("store.url: %w", err)
+		}
+	}
+	if sc.Schema != "" && !postgres.ValidSchema(sc.Schema) {
+		return StoreConfig{}, fmt.Errorf("store.schema: %q must be letters, digits and underscores, starting with a letter or underscore, at most 58", sc.Schema)
+	}
+	return StoreConfig(sc), nil
+}
+
+func checkDatabaseURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		// url.Parse quotes the whole URL, password and all.
+		return fmt.Errorf("%s is not a URL", postgres.Redact(raw))
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return fmt.Errorf("%s: only postgres:// (or postgresql://) URLs are supported", postgres.Redact(raw))
+	}
+	return nil
+}
+
+// openStore opens the store cfg and the environment choose, and returns
+// it with a description fit for logs and messages (the password hidden).
+// getenv is os.Getenv outside tests.
+func openStore(ctx context.Context, cfg Config, p Paths, getenv func(string) string) (engine.Store, string, error) {
+	sc := cfg.Store
+	if v := strings.TrimSpace(getenv(databaseURLEnv)); v != "" {
+		if err := checkDatabaseURL(v); err != nil {
+			return nil, "", fmt.Errorf("%s: %w", databaseURLEnv, err)
+		}
+		sc.URL = v
+	}
+	if sc.URL == "" {
+		if sc.Schema != "" {
+			return nil, "", fmt.Errorf("store.schema is set, but the store is the SQLite file %s: set store.url or %s to a PostgreSQL URL, or remove store.schema", p.DB, databaseURLEnv)
+		}
+		st, err := sqlite.Open(p.DB, sqlite.Options{Synchronous: cfg.Durability})
+		if err != nil {
+			return nil, "", fmt.Errorf("open database: %w", err)
+		}
+		return st, p.DB, nil
+	}
+	st, err := postgres.Open(ctx, postgres.Options{URL: sc.URL, Schema: sc.Schema, Synchronous: cfg.Durability})
+	if err != nil {
+		return nil, "", fmt.Errorf("open database: %w", err)
+	}
+	return st, fmt.Sprintf("%s (schema %s)", postgres.Redact(sc.URL), st.Schema()), nil
+}

@@ -1,0 +1,140 @@
+package commands
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"stq/store/postgres"
+	"stq/store/sqlite"
+)
+
+func TestParseStoreConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name, text string
+		want       StoreConfig
+		err        string // empty: no error
+	}{
+		{"absent: the SQLite file", ``, StoreConfig{}, ""},
+		{"url and schema", "[store]\nurl = \"postgres://db.example/stq\"\nschema = \"team_a\"",
+			StoreConfig{URL: "postgres://db.example/stq", Schema: "team_a"}, ""},
+		{"postgresql scheme", "[store]\nurl = \"postgresql:///stq?host=/run/pg\"",
+			StoreConfig{URL: "postgresql:///stq?host=/run/pg"}, ""},
+		{"schema alone parses (STQ_DATABASE_URL may give the url)", "[store]\nschema = \"s1\"", StoreConfig{Schema: "s1"}, ""},
+		{"other scheme", "[store]\nurl = \"mysql://u:hunter2@db/stq\"", StoreConfig{}, "store.url: mysql://u:xxxxx@db/stq: only postgres://"},
+		{"not a url", "[store]\nurl = \"postgres://u:hunter2@db:port/stq\"", StoreConfig{}, "store.url: "},
+		{"bad schema", "[store]\nurl = \"postgres:///stq\"\nschema = \"a-b\"", StoreConfig{}, `store.schema: "a-b" must be`},
+		{"unknown key", "[store]\npath = \"/x\"", StoreConfig{}, "unknown config key store.path"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := parseConfig(tc.text)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("error %v, want one containing %q", err, tc.err)
+				}
+				if strings.Contains(err.Error(), "hunter2") {
+					t.Fatalf("error shows the password: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Store != tc.want {
+				t.Fatalf("store config %+v, want %+v", cfg.Store, tc.want)
+			}
+		})
+	}
+}
+
+func TestOpenStoreChoosesSQLiteByDefault(t *testing.T) {
+	p := Paths{DB: filepath.Join(t.TempDir(), "stq.db")}
+	st, where, err := openStore(context.Background(), Config{}, p, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, ok := st.(*sqlite.Store); !ok || where != p.DB {
+		t.Fatalf("opened %T at %q, want the SQLite store at %s", st, where, p.DB)
+	}
+	if _, err := os.Stat(p.DB); err != nil {
+		t.Fatalf("the database file: %v", err)
+	}
+}
+
+func TestOpenStoreRefusals(t *testing.T) {
+	p := Paths{DB: filepath.Join(t.TempDir(), "stq.db")}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		env  string
+		err  string
+	}{
+		{"schema without a url", Config{Store: StoreConfig{Schema: "s"}}, "", "store.schema is set, but the store is the SQLite file"},
+		{"bad STQ_DATABASE_URL", Config{}, "sqlite://u:hunter2@x/y", "STQ_DATABASE_URL: sqlite://u:xxxxx@x/y: only postgres://"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, _, err := openStore(context.Background(), tc.cfg, p, func(k string) string {
+				if k == databaseURLEnv {
+					return tc.env
+				}
+				return ""
+			})
+			if err == nil {
+				st.Close()
+				t.Fatal("opened a store")
+			}
+			if !strings.Contains(err.Error(), tc.err) || strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("error %q, want one containing %q and no password", err, tc.err)
+			}
+			if _, err := os.Stat(p.DB); !os.IsNotExist(err) {
+				t.Fatalf("a refused open created the SQLite file (%v)", err)
+			}
+		})
+	}
+}
+
+// STQ_DATABASE_URL wins over config.toml's url.
+func TestOpenStoreEnvironmentWins(t *testing.T) {
+	u := os.Getenv("STQ_TEST_DATABASE_URL")
+	if u == "" {
+		t.Skip("set STQ_TEST_DATABASE_URL to a PostgreSQL URL to run this; .ci/run starts one")
+	}
+	schema := "stqcmd_" + strings.ReplaceAll(filepath.Base(t.TempDir()), "-", "_")
+	t.Cleanup(func() { dropSchema(t, u, schema) })
+	cfg := Config{Store: StoreConfig{URL: "postgres://nobody:hunter2@127.0.0.1:1/none", Schema: schema}}
+	st, where, err := openStore(context.Background(), cfg, Paths{}, func(k string) string {
+		if k == databaseURLEnv {
+			return u
+		}
+		return ""
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if pg, ok := st.(*postgres.Store); !ok || pg.Schema() != schema {
+		t.Fatalf("opened %T, want the PostgreSQL store on schema %s", st, schema)
+	}
+	if !strings.Contains(where, "schema "+schema) {
+		t.Fatalf("description %q does not name the schema", where)
+	}
+}
+
+func dropSchema(t *testing.T, u, schema string) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, u)
+	if err != nil {
+		t.Errorf("drop schema %s: %v", schema, err)
+		return
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
+		t.Errorf("drop schema %s: %v", schema, err)
+	}
+}

@@ -1,0 +1,144 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"stq/engine"
+)
+
+// The benchmarks measure the store alone against the test server; compare
+// with pgbench on the same server (docs/SCALING.md has the recipe and the
+// numbers). Each reports jobs/s, the figure the targets are stated in.
+
+func benchStore(b *testing.B) *Store {
+	b.Helper()
+	s, err := Open(context.Background(), Options{URL: testURL(b), Schema: freshSchema(b), MaxConns: 32})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+func plainJob(id string) *engine.Job {
+	return &engine.Job{ID: id, Queue: "default", Type: "noop", MaxAttempts: 3, CreatedAt: t0, RunAt: t0,
+		Deadline: engine.Duration(time.Minute), Payload: []byte(`{"n":1}`)}
+}
+
+// BenchmarkEnqueue16 is durable single-job enqueue from 16 goroutines, as
+// 16 clients of one daemon (or of several) enqueue.
+func BenchmarkEnqueue16(b *testing.B) {
+	s := benchStore(b)
+	var n atomic.Int64
+	b.SetParallelism(max(1, 16/runtime.GOMAXPROCS(0)))
+	start := time.Now()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := fmt.Sprintf("e%012d", n.Add(1))
+			if _, err := s.Enqueue(context.Background(), plainJob(id), false); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "jobs/s")
+}
+
+// BenchmarkEnqueueMany1000 is bulk enqueue, batches of 1,000 plain jobs.
+func BenchmarkEnqueueMany1000(b *testing.B) {
+	s := benchStore(b)
+	const batch = 1000
+	var n int
+	start := time.Now()
+	b.ResetTimer()
+	for range b.N {
+		jobs := make([]*engine.Job, batch)
+		for i := range jobs {
+			n++
+			jobs[i] = plainJob(fmt.Sprintf("m%012d", n))
+		}
+		if _, err := s.EnqueueMany(context.Background(), engine.EnqueueBatch{Jobs: jobs}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*batch)/time.Since(start).Seconds(), "jobs/s")
+}
+
+// BenchmarkClaimComplete is the noop processing loop of one daemon: 4
+// goroutines, each completing the jobs it ran and claiming up to 8 more in
+// one CompleteAndClaim, as the engine's worker loop does. b.N is jobs.
+func BenchmarkClaimComplete(b *testing.B) {
+	s := benchStore(b)
+	ctx := context.Background()
+	for done := 0; done < b.N; done += 1000 {
+		jobs := make([]*engine.Job, 0, 1000)
+		for i := done; i < min(done+1000, b.N); i++ {
+			jobs = append(jobs, plainJob(fmt.Sprintf("c%012d", i)))
+		}
+		if _, err := s.EnqueueMany(ctx, engine.EnqueueBatch{Jobs: jobs}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var claimed atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	b.ResetTimer()
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var done []engine.Completion
+			for {
+				res, err := s.CompleteAndClaim(ctx, engine.Cycle{Done: done, Claim: engine.ClaimRequest{
+					Owner: fmt.Sprintf("bench/%d", w), Now: t0, Limit: 8}})
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				done = done[:0]
+				for _, j := range res.Claimed {
+					done = append(done, engine.Completion{ID: j.ID, Attempt: j.Attempt, State: engine.StateDone,
+						Outcome: engine.OutcomeSucceeded, FinishedAt: t0})
+				}
+				if len(res.Claimed) == 0 && claimed.Load() >= int64(b.N) {
+					return
+				}
+				claimed.Add(int64(len(res.Claimed)))
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "jobs/s")
+}
+
+// BenchmarkEnqueueToStart is the store's share of enqueue->start latency on
+// an idle queue: one enqueue, then one claim that takes it.
+func BenchmarkEnqueueToStart(b *testing.B) {
+	s := benchStore(b)
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		t := time.Now()
+		if _, err := s.Enqueue(ctx, plainJob(fmt.Sprintf("l%012d", i)), false); err != nil {
+			b.Fatal(err)
+		}
+		got, err := s.Claim(ctx, engine.ClaimRequest{Owner: "bench/1", Now: t0, Limit: 1})
+		if err != nil || len(got) != 1 {
+			b.Fatalf("claim: %v, %d jobs", err, len(got))
+		}
+		lat = append(lat, time.Since(t))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}

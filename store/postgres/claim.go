@@ -1,0 +1,409 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"math"
+
+	"github.com/jackc/pgx/v5"
+
+	"stq/engine"
+)
+
+// Claim starts the next attempt of up to req.Limit due jobs (see
+// engine.Store), for every daemon sharing the database at once: no job is
+// claimed twice, and the per-key and per-queue rules hold across daemons.
+// A QueueLimits or Quota entry of zero or less means no cap, as for
+// DefaultQuota; an entry in Quota, even zero, overrides DefaultQuota.
+func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.Job, error) {
+	if err := checkTime("now", req.Now, true); err != nil {
+		return nil, fmt.Errorf("claim jobs: %w", err)
+	}
+	if req.Limit <= 0 {
+		return []*engine.Job{}, nil
+	}
+	req.QueueLimits = maps.Clone(req.QueueLimits)
+	req.Quota = maps.Clone(req.Quota)
+	var jobs []*engine.Job
+	err := s.write(ctx, func(tx pgx.Tx) (err error) {
+		jobs, err = s.claim(ctx, tx, &req)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// qClaimScan finds claimable jobs in claim order after the keyset position
+// ($5 negated priority, $6 seq), walking jobs_ready, outside the queues in $4, and locks them. SKIP
+// LOCKED passes over the jobs another daemon is claiming (or an enqueue is
+// superseding) right now instead of waiting for it: that is what lets many
+// claimers work one queue without queueing behind each other, and what
+// makes a job claimed at most once. The locked row is re-read at its
+// newest version, so a job that stopped being QUEUED meanwhile drops out.
+//
+// "run_at + 0" keeps the planner off jobs_run_at (see claim for why the
+// walk must be jobs_ready's). Walking jobs_ready in order costs the jobs
+// the claim takes plus those it steps over (not yet due, filtered out).
+//
+// The key rules are checked here as a first cut only; the claim checks
+// them again holding the key's lock (see lockKeys).
+const qClaimScan = `SELECT j.seq, j.queue, j.type, j.subject, j.generation, j.priority
+	FROM jobs AS j
+	WHERE j.state = 'QUEUED' AND j.run_at + 0 <= $1
+		AND (j.expires_at IS NULL OR j.expires_at > $1)
+		AND ($2 OR NOT j.wait_idle) AND ($3 OR NOT j.require_charging)
+		AND j.queue <> ALL ($4::text[])
+		AND (-j.priority::bigint, j.seq) > ($5::bigint, $6::bigint)
+		AND NOT EXISTS (SELECT 1 FROM queue_settings AS q WHERE q.queue = j.queue AND q.paused)
+		AND (j.after_ids IS NULL OR NOT EXISTS (
+			SELECT 1 FROM job_deps AS d JOIN jobs AS p ON p.seq = d.dep_seq
+			WHERE d.job_seq = j.seq AND p.state <> 'DONE'))
+		AND (j.subject IS NULL OR NOT EXISTS (
+			SELECT 1 FROM jobs AS r WHERE r.state = 'RUNNING'
+				AND r.queue = j.queue AND r.type = j.type AND r.subject = j.subject))
+	ORDER BY -j.priority::bigint, j.seq
+	LIMIT $7
+	FOR UPDATE OF j SKIP LOCKED`
+
+// candidate is a row of qClaimScan.
+type candidate struct {
+	seq        int64
+	queue, typ string
+	subject    *string
+	generation int64
+	priority   int64
+}
+
+// queueUse is what a claim knows about one queue while it walks.
+type queueUse struct {
+	taken int // jobs this claim has taken
+	// free is how many more RUNNING jobs the queue's cap allows, read once
+	// under the queue's cap lock; -1: no cap, or not read yet.
+	free     int64
+	read     bool
+	excluded bool // the scan passes over the queue from now on
+}
+
+func (s *Store) claim(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest) ([]*engine.Job, error) {
+	now := req.Now.UnixNano()
+	// The claim must walk jobs_ready in order and stop at its limit. On a
+	// table without fresh statistics (a new install, a burst of enqueues
+	// autovacuum has not analyzed yet) the planner guesses the backlog is
+	// a few rows and fetches and sorts all of it instead: a claim then
+	// costs the whole backlog, a second and more for 100,000 jobs. With
+	// sorting priced out it takes the index, whatever the statistics.
+	if _, err := tx.Exec(ctx, `SET LOCAL enable_sort = off`); err != nil {
+		return nil, fmt.Errorf("set claim plan: %w", err)
+	}
+	w := claimWalk{keys: map[engine.Key]bool{}, queues: map[string]*queueUse{}, excluded: []string{}}
+	// The keyset position (negated priority, seq): before every job.
+	lastPrio, lastSeq := int64(math.MinInt64), int64(0)
+	for len(w.chosen) < req.Limit {
+		want := req.Limit - len(w.chosen)
+		rows, err := tx.Query(ctx, qClaimScan, now, req.Idle, req.OnAC, w.excluded, lastPrio, lastSeq, want)
+		if err != nil {
+			return nil, fmt.Errorf("find due jobs: %w", err)
+		}
+		cands, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (candidate, error) {
+			var c candidate
+			return c, r.Scan(&c.seq, &c.queue, &c.typ, &c.subject, &c.generation, &c.priority)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("find due jobs: %w", err)
+		}
+		if len(cands) == 0 {
+			break
+		}
+		last := cands[len(cands)-1]
+		lastPrio, lastSeq = -last.priority, last.seq
+		held, err := lockKeys(ctx, tx, cands)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range cands {
+			if err := w.consider(ctx, s, tx, req, c, held); err != nil {
+				return nil, err
+			}
+			if len(w.chosen) == req.Limit {
+				break
+			}
+		}
+		if len(cands) < want {
+			break // the scan ran out of jobs
+		}
+	}
+	if len(w.chosen) == 0 {
+		return []*engine.Job{}, nil
+	}
+	return s.start(ctx, tx, w.chosen, req.Owner, now)
+}
+
+// claimWalk is what a claim has decided so far.
+type claimWalk struct {
+	chosen   []int64 // the seqs taken, in claim order
+	keys     map[engine.Key]bool
+	queues   map[string]*queueUse
+	excluded []string // queues the scan passes over from now on
+}
+
+// consider takes candidate c if the queue rules (caps, quotas) and the key
+// rules (held says what lockKeys found) let it.
+func (w *claimWalk) consider(ctx context.Context, s *Store, tx pgx.Tx, req *engine.ClaimRequest, c candidate, held map[engine.Key]keyState) error {
+	use := w.queues[c.queue]
+	if use == nil {
+		use = &queueUse{free: -1}
+		w.queues[c.queue] = use
+	}
+	ok, exhausted, err := s.fits(ctx, tx, req, c.queue, use)
+	if err != nil {
+		return err
+	}
+	if exhausted && !use.excluded {
+		use.excluded = true
+		w.excluded = append(w.excluded, c.queue)
+	}
+	if !ok {
+		return nil
+	}
+	if c.subject != nil {
+		k := engine.Key{Queue: c.queue, Type: c.typ, Subject: *c.subject}
+		// A claim never starts two jobs of one key, nor one whose key it
+		// could not lock or that has a newer generation.
+		if w.keys[k] || !held[k].ok(c.generation) {
+			return nil
+		}
+		w.keys[k] = true
+	}
+	use.taken++
+	w.chosen = append(w.chosen, c.seq)
+	return nil
+}
+
+// keyState is what lockKeys found for a key.
+type keyState struct {
+	locked  bool
+	maxGen  int64
+	running bool
+}
+
+// ok says whether a job of the key at generation gen may start.
+func (k keyState) ok(gen int64) bool { return k.locked && !k.running && k.maxGen <= gen }
+
+// lockKeys locks the subjects rows of the candidates' keys and reads what
+// the claim needs from them, holding the locks to the commit. Every claim
+// and every enqueue of a key holds its row while it changes what "the key
+// runs" or "the key's newest generation" mean, so with the lock held the
+// checks here are exact across daemons. SKIP LOCKED again: a key another
+// claimer or an enqueue holds is passed over this time, never waited for,
+// so a claim never waits on a lock and cannot take part in a deadlock.
+func lockKeys(ctx context.Context, tx pgx.Tx, cands []candidate) (map[engine.Key]keyState, error) {
+	var qs, ts, ss []string
+	for _, c := range cands {
+		if c.subject != nil {
+			qs, ts, ss = append(qs, c.queue), append(ts, c.typ), append(ss, *c.subject)
+		}
+	}
+	if len(qs) == 0 {
+		return nil, nil
+	}
+	rows, err := tx.Query(ctx, `WITH l AS (
+			SELECT s.queue, s.type, s.subject, s.max_gen FROM subjects AS s
+			WHERE (s.queue, s.type, s.subject) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
+			ORDER BY s.queue, s.type, s.subject
+			FOR UPDATE SKIP LOCKED)
+		SELECT l.queue, l.type, l.subject, coalesce(l.max_gen, 0), EXISTS (
+			SELECT 1 FROM jobs AS r WHERE r.state = 'RUNNING'
+				AND r.queue = l.queue AND r.type = l.type AND r.subject = l.subject)
+		FROM l`, qs, ts, ss)
+	if err != nil {
+		return nil, fmt.Errorf("lock subjects: %w", err)
+	}
+	defer rows.Close()
+	held := make(map[engine.Key]keyState, len(qs))
+	for rows.Next() {
+		var k engine.Key
+		st := keyState{locked: true}
+		if err := rows.Scan(&k.Queue, &k.Type, &k.Subject, &st.maxGen, &st.running); err != nil {
+			return nil, fmt.Errorf("lock subjects: %w", err)
+		}
+		held[k] = st
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("lock subjects: %w", err)
+	}
+	return held, nil
+}
+
+// fits says whether the claim may take one more job of queue (ok), and
+// whether the queue can take no more in this claim at all (exhausted).
+//
+// A capped queue's RUNNING jobs are counted holding the queue's cap lock,
+// a transaction-scoped advisory lock: two daemons claiming from one capped
+// queue take turns, and the second counts the first's claims, which have
+// committed when it gets the lock. pg_try_: a queue whose lock another
+// claim holds is passed over this time, so claims never wait on each other.
+func (s *Store) fits(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest, queue string, use *queueUse) (ok, exhausted bool, err error) {
+	quota, listed := req.Quota[queue]
+	if !listed {
+		quota = req.DefaultQuota
+	}
+	if quota > 0 && use.taken >= quota {
+		return false, true, nil
+	}
+	ceiling := req.QueueLimits[queue]
+	if ceiling > 0 && !use.read {
+		use.read = true
+		var got bool
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, lockKey(s.schema, "cap\x00"+queue)).Scan(&got); err != nil {
+			return false, false, fmt.Errorf("lock queue %s: %w", queue, err)
+		}
+		use.free = 0
+		if got {
+			var running int64
+			err := tx.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE state = 'RUNNING' AND queue = $1`, queue).Scan(&running)
+			if err != nil {
+				return false, false, fmt.Errorf("count running jobs of queue %s: %w", queue, err)
+			}
+			use.free = max(int64(ceiling)-running, 0)
+		}
+	}
+	if ceiling > 0 && int64(use.taken) >= use.free {
+		return false, true, nil
+	}
+	return true, false, nil
+}
+
+// start moves the chosen jobs, locked by the scan, to RUNNING and records
+// their new attempts, in one statement, and returns them in claim order.
+func (s *Store) start(ctx context.Context, tx pgx.Tx, seqs []int64, owner string, now int64) ([]*engine.Job, error) {
+	// The TTL only guards a job that has never started, so the first claim
+	// clears expires_at for good.
+	rows, err := tx.Query(ctx, `WITH u AS (
+			UPDATE jobs SET state = 'RUNNING', attempt = attempt + 1, runs = runs + 1,
+				started_at = $1, owner = $2, finished_at = NULL, exit_code = NULL, expires_at = NULL
+			WHERE seq = ANY($3) AND state = 'QUEUED'
+			RETURNING *),
+		a AS (INSERT INTO attempts (job_seq, run, n, started_at, outcome)
+			SELECT seq, runs, attempt + attempt_base, $1, 'running' FROM u)
+		SELECT `+jobCols+` FROM u`, now, optText(owner), seqs)
+	if err != nil {
+		return nil, fmt.Errorf("start jobs: %w", err)
+	}
+	started, err := scanJobs(rows)
+	if err != nil {
+		return nil, fmt.Errorf("start jobs: %w", err)
+	}
+	bySeq := make(map[int64]jobRow, len(started))
+	for _, r := range started {
+		bySeq[r.seq] = r
+	}
+	ordered := make([]jobRow, 0, len(started))
+	var again []jobRow // jobs that ran before: their history is in the table
+	for _, seq := range seqs {
+		r, ok := bySeq[seq]
+		if !ok {
+			continue
+		}
+		ordered = append(ordered, r)
+		if r.runs > 1 {
+			again = append(again, r)
+			continue
+		}
+		// A first run's history is the attempt just recorded (the
+		// statement's own insert is not visible to a read in it anyway).
+		r.job.Attempts = []engine.Attempt{{N: 1, StartedAt: fromNanos(now), Outcome: engine.OutcomeRunning}}
+	}
+	jobs, err := s.finish(ctx, tx, ordered, false, true)
+	if err != nil {
+		return nil, err
+	}
+	if len(again) > 0 {
+		if err := loadAttempts(ctx, tx, again); err != nil {
+			return nil, err
+		}
+	}
+	return jobs, nil
+}
+
+// current is the state of a job that a completion or MarkStarted checks,
+// read with the job's row locked.
+type current struct {
+	seq        int64
+	state      engine.State
+	attempt    int
+	runs       int64
+	generation int64
+	maxGen     int64 // 0 when the job has no subject
+	subject    *string
+	queue, typ string
+}
+
+func currentJob(ctx context.Context, tx pgx.Tx, id string) (current, error) {
+	var c current
+	var st string
+	var attempt, runs int32
+	err := tx.QueryRow(ctx, `SELECT seq, state, attempt, runs, generation, queue, type, subject
+		FROM jobs WHERE id = $1 FOR UPDATE`, id).Scan(&c.seq, &st, &attempt, &runs, &c.generation, &c.queue, &c.typ, &c.subject)
+	if err == pgx.ErrNoRows {
+		return current{}, engine.ErrNotFound
+	}
+	if err != nil {
+		return current{}, fmt.Errorf("read job: %w", err)
+	}
+	c.state, c.attempt, c.runs = engine.State(st), int(attempt), int64(runs)
+	return c, nil
+}
+
+// keyGen reads the highest generation of the job's key. FOR SHARE waits
+// for an enqueue of the key in progress, and holds off the next until this
+// transaction commits: a retry that requeues the job either sees the newer
+// generation or is superseded by its enqueue.
+func (c *current) keyGen(ctx context.Context, tx pgx.Tx) error {
+	if c.subject == nil {
+		return nil
+	}
+	var maxGen *int64
+	err := tx.QueryRow(ctx, `SELECT max_gen FROM subjects WHERE queue = $1 AND type = $2 AND subject = $3 FOR SHARE`,
+		c.queue, c.typ, *c.subject).Scan(&maxGen)
+	if err != nil && err != pgx.ErrNoRows {
+		return fmt.Errorf("read subject generation: %w", err)
+	}
+	if maxGen != nil {
+		c.maxGen = *maxGen
+	}
+	return nil
+}
+
+// MarkStarted records the process of a running attempt. It returns an error
+// wrapping engine.ErrStale unless attempt is the job's current RUNNING
+// attempt, and engine.ErrNotFound for an unknown id.
+func (s *Store) MarkStarted(ctx context.Context, id string, attempt int, pid int, pidStart int64) error {
+	err := s.write(ctx, func(tx pgx.Tx) error { return markStarted(ctx, tx, id, attempt, pid, pidStart) })
+	if err != nil {
+		return fmt.Errorf("mark job %s attempt %d started: %w", id, attempt, err)
+	}
+	return nil
+}
+
+func markStarted(ctx context.Context, tx pgx.Tx, id string, attempt int, pid int, pidStart int64) error {
+	cur, err := currentJob(ctx, tx, id)
+	if err != nil {
+		return err
+	}
+	if cur.state != engine.StateRunning || cur.attempt != attempt {
+		return fmt.Errorf("%w: job is %s at attempt %d", engine.ErrStale, cur.state, cur.attempt)
+	}
+	var p *int
+	var ps *int64
+	if pid != 0 {
+		p = &pid
+	}
+	if pidStart != 0 {
+		ps = &pidStart
+	}
+	_, err = tx.Exec(ctx, `UPDATE attempts SET pid = $1, pid_start = $2 WHERE job_seq = $3 AND run = $4`, p, ps, cur.seq, cur.runs)
+	return err
+}
