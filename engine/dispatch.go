@@ -85,6 +85,9 @@ func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 			case n == free:
 				// Every worker got a job; more may be ready. Go round
 				// again without sleeping so a burst drains in batches.
+				// That round is the dispatcher alive too: a watchdog
+				// must not starve through a long burst.
+				e.obs.Pulse()
 				continue
 			}
 		}
