@@ -84,7 +84,7 @@ func TestUnitRules(t *testing.T) {
 	}{
 		{"stop timeout exceeds grace plus kill grace", func(u *unitSpec) { u.Grace = 70 * time.Second }, []string{"TimeoutStopSec=85\n"}, nil},
 		{"the daemon's grace from config is rounded to whole seconds", func(u *unitSpec) { u.Grace = 2500 * time.Millisecond }, []string{"TimeoutStopSec=18\n"}, nil},
-		{"crash leftovers die with the cgroup, a stop keeps the daemon's grace", nil, []string{"KillMode=mixed\n", "Restart=on-failure\n"}, []string{"KillMode=control-group"}},
+		{"crash leftovers die with the cgroup", nil, []string{"KillMode=control-group\n", "Restart=on-failure\n"}, []string{"KillMode=mixed"}},
 		{"the daemon says when it is ready and pings the watchdog", nil, []string{"Type=notify\n", "NotifyAccess=main\n", "WatchdogSec=30\n"}, nil},
 		{"nothing that breaks jobs in $HOME, /tmp or the network", nil, []string{"NoNewPrivileges=yes\n"}, []string{"PrivateTmp", "ProtectHome", "PrivateNetwork", "ProtectSystem", "MemoryDenyWriteExecute", "UMask"}},
 		{"a user unit has no User=", nil, []string{"WantedBy=default.target\n"}, []string{"User="}},
@@ -188,7 +188,7 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 		}
 	}
 	broken := renderUnits(managerSystemd, u, "/")
-	broken[0].Content = strings.Replace(broken[0].Content, "KillMode=mixed", "KillMode=mixd", 1)
+	broken[0].Content = strings.Replace(broken[0].Content, "KillMode=control-group", "KillMode=control-grup", 1)
 	if out := verify(t, false, broken); !strings.Contains(out, "mixd") {
 		t.Errorf("a broken unit passed verify: %q", out)
 	}

@@ -82,7 +82,7 @@ func systemdService(u unitSpec) string {
 		fmt.Fprintf(&b, "User=%s\n", u.RunAs)
 	}
 	fmt.Fprintf(&b, "Restart=on-failure\nRestartSec=%d\n", int(restartSec/time.Second))
-	b.WriteString("KillMode=mixed\n")
+	b.WriteString("KillMode=control-group\n")
 	fmt.Fprintf(&b, "TimeoutStopSec=%d\n", int(u.stopTimeout()/time.Second))
 	fmt.Fprintf(&b, "WatchdogSec=%d\n", int(watchdogSec/time.Second))
 	b.WriteString("NoNewPrivileges=yes\nRestrictSUIDSGID=yes\nLockPersonality=yes\nRestrictRealtime=yes\n")

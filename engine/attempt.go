@@ -64,10 +64,7 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 	} else {
 		res = e.safeExecute(ctx, exec, run)
 	}
-	var cause error
-	if ctx.Err() != nil {
-		cause = context.Cause(ctx)
-	}
+	cause := e.endCause(ctx, res)
 	now := e.clock.Now()
 	c := Decide(j, AttemptEnd{Result: res, Cause: cause}, now, e.jitter())
 	if c.Reason != "" && c.Outcome != OutcomeSucceeded {
@@ -289,4 +286,24 @@ func jobEnv(j *Job) []string {
 		"STQ_GENERATION="+strconv.FormatInt(j.Generation, 10),
 		"STQ_ATTEMPT="+strconv.Itoa(j.Attempt),
 	)
+}
+
+// endCause is why an attempt was stopped, if the engine stopped it. A job
+// killed by a signal while the daemon is stopping counts as stopped by the
+// shutdown: the signal most likely came from whoever stopped the daemon (a
+// service manager signals every process of the unit: systemd's
+// KillMode=control-group), so the attempt is requeued and refunded rather
+// than failed.
+func (e *Engine) endCause(ctx context.Context, res Result) error {
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	if res.Signal != "" && e.stopping != nil {
+		select {
+		case <-e.stopping:
+			return errShutdown
+		default:
+		}
+	}
+	return nil
 }

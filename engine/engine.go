@@ -94,6 +94,10 @@ type Engine struct {
 	// could start or expire before then: a burst of jobs scheduled for
 	// later costs no claims.
 	lookAt atomic.Int64
+	// stopping is closed once Run's context ends: the daemon is shutting
+	// down and running jobs are in their grace period. Set by Run before
+	// any attempt starts.
+	stopping <-chan struct{}
 
 	// claimMu makes "claim, then register as running" atomic with respect to
 	// a recovery scan, so a job that was just claimed is never mistaken for
@@ -243,6 +247,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if _, err := e.Recover(ctx); err != nil {
 		return fmt.Errorf("recover on start: %w", err)
 	}
+	e.stopping = ctx.Done()
 	jobsCtx, stopJobs := context.WithCancelCause(context.Background())
 	defer stopJobs(nil)
 

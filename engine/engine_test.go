@@ -310,6 +310,46 @@ func TestShutdownRequeuesRunningJobsWithoutUsingAnAttempt(t *testing.T) {
 	b.done <- nil // for the cleanup
 }
 
+// A service manager that stops the daemon may signal its jobs at the same
+// moment (systemd's KillMode=control-group signals the whole unit): a job
+// that dies of a signal during the grace period was stopped by the
+// shutdown, not failed by itself. One that exits with a code still ends as
+// its code says.
+func TestSignalDeathDuringGraceIsAnInterruption(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		result  engine.Result
+		state   engine.State
+		outcome engine.Outcome
+	}{
+		{"killed by SIGTERM", engine.Result{Signal: "SIGTERM"}, engine.StateQueued, engine.OutcomeInterrupted},
+		{"exits 3 on its own", exit(3), engine.StateFailed, engine.OutcomeFailed},
+		{"exits 0", exit(0), engine.StateDone, engine.OutcomeSucceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := setup(t, engine.Config{Workers: 1, Grace: time.Hour})
+			one := 1
+			j := b.enqueue(t, engine.EnqueueRequest{MaxAttempts: &one})
+			c := b.next(t)
+			b.stop()
+			c.result <- tc.result
+			select {
+			case <-b.done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("engine did not stop once its only job ended")
+			}
+			got, err := b.store.Get(context.Background(), j.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.State != tc.state || got.Attempts[0].Outcome != tc.outcome {
+				t.Fatalf("after shutdown: %s, attempt %+v; want %s, %s", got.State, got.Attempts[0], tc.state, tc.outcome)
+			}
+			b.done <- nil // for the cleanup
+		})
+	}
+}
+
 func TestRecoveryEndsCrashedAttemptsOfThisHostOnly(t *testing.T) {
 	var crashed, foreign, unrecorded string
 	seed := func(st *sqlite.Store) {
