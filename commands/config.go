@@ -96,7 +96,7 @@ type Config struct {
 	Limits          ipc.RateLimits
 	// MetricsListen is where Prometheus metrics are served; "" for nowhere.
 	MetricsListen string
-	Store           StoreConfig
+	Store         StoreConfig
 }
 
 // loadConfig reads the config file; a missing file is an empty config.
