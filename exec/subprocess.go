@@ -7,6 +7,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -98,6 +99,9 @@ type proc struct {
 	// grandchild still holds, and so that we can close them to stop a drain.
 	stdout, stderr *os.File
 	readers        sync.WaitGroup
+	// lines counts what the readers delivered, so a drain can tell a
+	// reader still emptying a full pipe from one blocked on a holder.
+	lines atomic.Int64
 
 	// gate is the write end of the start gate, nil without one.
 	gate     *os.File
@@ -267,7 +271,10 @@ func (s *Subprocess) defaults() {
 
 func (p *proc) read(f *os.File, stream string, maxLine int, out *sink) {
 	defer p.readers.Done()
-	readLines(f, maxLine, func(text string) { out.write(stream, text) })
+	readLines(f, maxLine, func(text string) {
+		p.lines.Add(1)
+		out.write(stream, text)
+	})
 }
 
 // finish waits for the leader to exit, stopping it first if ctx ends, then
@@ -315,10 +322,17 @@ func (p *proc) closeStdin() {
 	}
 }
 
+// maxDrain bounds a drain that keeps making progress: a process that
+// escaped the group and writes without end must not hold the attempt open.
+const maxDrain = 10 * time.Second
+
 // drainOutput waits for the readers to reach EOF. The group is dead, so
-// normally that is immediate; a process that escaped the group with setsid
-// may still hold the pipes, and then closing our read ends makes the
-// blocked reads return.
+// normally that is quick; a process that escaped the group with setsid may
+// still hold the pipes, and then closing our read ends makes the blocked
+// reads return. What the dead group wrote is still in the pipes, up to
+// their buffers' size, and on a loaded machine reading it can take longer
+// than one drain period: the readers get another period as long as they
+// delivered lines in the last one, so that output is not cut off.
 func (p *proc) drainOutput() {
 	done := make(chan struct{})
 	go func() {
@@ -326,14 +340,24 @@ func (p *proc) drainOutput() {
 		close(done)
 	}()
 	timer := time.NewTimer(p.drain)
-	select {
-	case <-done:
-		timer.Stop()
-	case <-timer.C:
-		closeAll(p.stdout, p.stderr)
-		<-done
+	defer timer.Stop()
+	giveUp := time.Now().Add(maxDrain)
+	for seen := p.lines.Load(); ; {
+		select {
+		case <-done:
+			closeAll(p.stdout, p.stderr)
+			return
+		case <-timer.C:
+		}
+		now := p.lines.Load()
+		if now == seen || time.Now().After(giveUp) {
+			closeAll(p.stdout, p.stderr)
+			<-done
+			return
+		}
+		seen = now
+		timer.Reset(p.drain)
 	}
-	closeAll(p.stdout, p.stderr)
 }
 
 func (p *proc) result() engine.Result {

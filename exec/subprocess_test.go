@@ -3,6 +3,7 @@ package exec
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	osexec "os/exec"
 	"path/filepath"
@@ -497,5 +498,28 @@ func BenchmarkSubprocessTrueStarted(b *testing.B) {
 		if res := (Subprocess{}).Execute(context.Background(), run); res.ExitCode == nil || *res.ExitCode != 0 {
 			b.Fatalf("Execute = %+v, want exit 0", res)
 		}
+	}
+}
+
+// What a job wrote just before it exited is still in the pipe when its
+// group is dead. A reader slower than one drain period (a loaded machine,
+// a slow consumer) must still get all of it: the drain only gives up on a
+// reader that stopped delivering, as one blocked on an escaped holder.
+func TestOutputLeftInThePipeIsReadToTheEnd(t *testing.T) {
+	t.Parallel()
+	const n = 1000 // about 9 KB: fits the pipe buffer, so the job exits first
+	run, out := newRun("sh", "-c", `i=0; while [ $i -lt 1000 ]; do echo line-$i; i=$((i+1)); done`)
+	slow := run.Output
+	run.Output = func(stream, text string) {
+		time.Sleep(200 * time.Microsecond) // 1000 lines: 0.2 s at least, many drain periods
+		slow(stream, text)
+	}
+	res := Subprocess{DrainTimeout: 20 * time.Millisecond}.Execute(context.Background(), run)
+	if res.ExitCode == nil || *res.ExitCode != 0 {
+		t.Fatalf("Execute = %+v, want exit 0", res)
+	}
+	got := out.stream("stdout")
+	if len(got) != n || got[n-1] != fmt.Sprintf("line-%d", n-1) {
+		t.Fatalf("got %d lines (last %q), want all %d", len(got), got[max(len(got)-1, 0):], n)
 	}
 }
