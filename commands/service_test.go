@@ -189,7 +189,7 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 	}
 	broken := renderUnits(managerSystemd, u, "/")
 	broken[0].Content = strings.Replace(broken[0].Content, "KillMode=control-group", "KillMode=control-grup", 1)
-	if out := verify(t, false, broken); !strings.Contains(out, "mixd") {
+	if out := verify(t, false, broken); !strings.Contains(out, "control-grup") {
 		t.Errorf("a broken unit passed verify: %q", out)
 	}
 }
