@@ -89,28 +89,12 @@ type queueUse struct {
 
 func (s *Store) claim(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest) ([]*engine.Job, error) {
 	now := req.Now.UnixNano()
-	// The claim must walk jobs_ready in order and stop at its limit. On a
-	// table without fresh statistics (a new install, a burst of enqueues
-	// autovacuum has not analyzed yet) the planner guesses the backlog is
-	// a few rows and fetches and sorts all of it instead: a claim then
-	// costs the whole backlog, a second and more for 100,000 jobs. With
-	// sorting priced out it takes the index, whatever the statistics.
-	if _, err := tx.Exec(ctx, `SET LOCAL enable_sort = off`); err != nil {
-		return nil, fmt.Errorf("set claim plan: %w", err)
-	}
 	w := claimWalk{keys: map[engine.Key]bool{}, queues: map[string]*queueUse{}, excluded: []string{}}
 	// The keyset position (negated priority, seq): before every job.
 	lastPrio, lastSeq := int64(math.MinInt64), int64(0)
-	for len(w.chosen) < req.Limit {
+	for first := true; len(w.chosen) < req.Limit; first = false {
 		want := req.Limit - len(w.chosen)
-		rows, err := tx.Query(ctx, qClaimScan, now, req.Idle, req.OnAC, w.excluded, lastPrio, lastSeq, want)
-		if err != nil {
-			return nil, fmt.Errorf("find due jobs: %w", err)
-		}
-		cands, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (candidate, error) {
-			var c candidate
-			return c, r.Scan(&c.seq, &c.queue, &c.typ, &c.subject, &c.generation, &c.priority)
-		})
+		cands, err := scanCandidates(ctx, tx, first, now, req.Idle, req.OnAC, w.excluded, lastPrio, lastSeq, want)
 		if err != nil {
 			return nil, fmt.Errorf("find due jobs: %w", err)
 		}
@@ -139,6 +123,50 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest) 
 		return []*engine.Job{}, nil
 	}
 	return s.start(ctx, tx, w.chosen, req.Owner, now)
+}
+
+// scanCandidates runs qClaimScan with args.
+//
+// The claim must walk jobs_ready in order and stop at its limit. On a
+// table without fresh statistics (a new install, a burst of enqueues
+// autovacuum has not analyzed yet) the planner guesses the backlog is a
+// few rows and fetches and sorts all of it instead: a claim then costs
+// the whole backlog, a second and more for 100,000 jobs. With sorting
+// priced out for the transaction it takes the index, whatever the
+// statistics; the first scan of a claim sends that SET LOCAL with it, in
+// one round trip.
+func scanCandidates(ctx context.Context, tx pgx.Tx, first bool, args ...any) ([]candidate, error) {
+	collect := func(rows pgx.Rows) ([]candidate, error) {
+		return pgx.CollectRows(rows, func(r pgx.CollectableRow) (candidate, error) {
+			var c candidate
+			return c, r.Scan(&c.seq, &c.queue, &c.typ, &c.subject, &c.generation, &c.priority)
+		})
+	}
+	if !first {
+		rows, err := tx.Query(ctx, qClaimScan, args...)
+		if err != nil {
+			return nil, err
+		}
+		return collect(rows)
+	}
+	b := &pgx.Batch{}
+	b.Queue(`SET LOCAL enable_sort = off`)
+	b.Queue(qClaimScan, args...)
+	br := tx.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return nil, fmt.Errorf("set claim plan: %w", err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	cands, err := collect(rows)
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return cands, err
 }
 
 // claimWalk is what a claim has decided so far.

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 
@@ -19,35 +20,29 @@ func (s *Store) completeDone(ctx context.Context, tx pgx.Tx, done []engine.Compl
 	if len(idx) == 0 {
 		return nil, nil
 	}
-	var rows []jobRow
-	var jobs []*engine.Job
-	failed, err := part(ctx, tx, func(sp pgx.Tx) (err error) {
-		// The jobs' rows are locked in id order, as a lone Complete locks
-		// its one row, and only jobs still RUNNING the attempt named are
-		// ended: the rest are left to the one-by-one path to refuse.
-		rows, jobs, err = s.queryJobs(ctx, sp, false, false, `WITH c AS (
-				SELECT * FROM unnest($1::text[], $2::integer[], $3::integer[], $4::text[], $5::text[], $6::integer[], $7::bigint[])
-					AS c (id, attempt, refund, outcome, reason, exit_code, finished_at)),
-			j AS (
-				SELECT jobs.seq, jobs.runs, c.* FROM jobs JOIN c ON c.id = jobs.id
-				WHERE jobs.state = 'RUNNING' AND jobs.attempt = c.attempt
-				ORDER BY jobs.id FOR UPDATE OF jobs),
-			a AS (
-				UPDATE attempts SET finished_at = j.finished_at, outcome = j.outcome,
-					reason = nullif(j.reason, ''), exit_code = j.exit_code
-				FROM j WHERE attempts.job_seq = j.seq AND attempts.run = j.runs)
-			UPDATE jobs SET state = 'DONE', attempt = jobs.attempt - least(j.refund, jobs.attempt),
-				error = NULL, exit_code = j.exit_code, finished_at = j.finished_at
-			FROM j WHERE jobs.seq = j.seq
-			RETURNING `+qualified("jobs", jobCols), doneColumns(done, idx)...)
-		return err
-	})
+	// The jobs' rows are locked in id order, as a lone Complete locks its
+	// one row, and only jobs still RUNNING the attempt named are ended: the
+	// rest are left to the one-by-one path to refuse. No savepoint: the
+	// statement fails only as the transaction does (a lost connection, a
+	// deadlock, which runs the whole transaction again), and a savepoint
+	// costs two round trips per cycle.
+	rows, jobs, err := s.queryJobs(ctx, tx, false, false, `WITH c AS (
+			SELECT * FROM unnest($1::text[], $2::integer[], $3::integer[], $4::text[], $5::text[], $6::integer[], $7::bigint[])
+				AS c (id, attempt, refund, outcome, reason, exit_code, finished_at)),
+		j AS (
+			SELECT jobs.seq, jobs.runs, c.* FROM jobs JOIN c ON c.id = jobs.id
+			WHERE jobs.state = 'RUNNING' AND jobs.attempt = c.attempt
+			ORDER BY jobs.id FOR UPDATE OF jobs),
+		a AS (
+			UPDATE attempts SET finished_at = j.finished_at, outcome = j.outcome,
+				reason = nullif(j.reason, ''), exit_code = j.exit_code
+			FROM j WHERE attempts.job_seq = j.seq AND attempts.run = j.runs)
+		UPDATE jobs SET state = 'DONE', attempt = jobs.attempt - least(j.refund, jobs.attempt),
+			error = NULL, exit_code = j.exit_code, finished_at = j.finished_at
+		FROM j WHERE jobs.seq = j.seq
+		RETURNING `+qualified("jobs", jobCols), doneColumns(done, idx)...)
 	if err != nil {
-		return nil, err
-	}
-	if failed != nil {
-		// Leave every one to the one-by-one path, which reports exactly.
-		return idx, nil
+		return nil, fmt.Errorf("complete jobs: %w", err)
 	}
 	if len(rows) > 0 {
 		if err := loadAttempts(ctx, tx, rows); err != nil {

@@ -108,13 +108,13 @@ func (s *Store) send(ctx context.Context, ns []engine.Notice) error {
 		}
 		payloads = append(payloads, string(p))
 	}
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, s.channel(), payloads)
-		return err
-	})
+	// One round trip: the four statements go as one pipeline.
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	b.Queue(`SET LOCAL synchronous_commit = off`)
+	b.Queue(`SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p`, s.channel(), payloads)
+	b.Queue(`COMMIT`)
+	return s.pool.SendBatch(ctx, b).Close()
 }
 
 // channel is the schema's notification channel.
