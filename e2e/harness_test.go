@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests: they build the real stq binary (with the race
 // detector), start real daemons on temporary homes and drive them through
@@ -34,7 +34,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	stqBin = filepath.Join(dir, "stq")
+	// The binary is the repository root's main package, one level up.
 	build := exec.Command("go", "build", "-race", "-ldflags", "-X main.version=v0.0.0-e2e", "-o", stqBin, ".")
+	build.Dir = ".."
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build stq:", err)

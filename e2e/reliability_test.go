@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Reliability tests. Each one drives real daemons (the race-built binary
 // from TestMain) through one class of failure -- SIGKILL in the middle of a

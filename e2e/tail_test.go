@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of issue 10's tail and wait (section 5) and of the
 // bounded log's truncation record (section 8), on the real binary.

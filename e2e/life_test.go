@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // The daemon's life on the real binary: --detach, a client waiting for a
 // daemon that is starting, stq shutdown, stq reload and SIGHUP, the PID and
@@ -345,7 +345,7 @@ func TestTokenProblemsAreAuthErrorsNotNoDaemon(t *testing.T) {
 // its <!-- quickstart --> markers, with sh -e: what it promises must hold
 // when it is pasted.
 func TestReadmeQuickStartRunsAsAScript(t *testing.T) {
-	b, err := os.ReadFile("README.md")
+	b, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

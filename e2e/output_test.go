@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of what the CLI prints (issue 10): job ids by unique
 // prefix, tables on pipes and terminals, error lines that say each thing
