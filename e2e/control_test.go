@@ -9,16 +9,6 @@ import (
 	"time"
 )
 
-func (e *testEnv) configure(text string) {
-	e.t.Helper()
-	if err := os.MkdirAll(e.home, 0o700); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := os.WriteFile(e.path("config.toml"), []byte(text), 0o600); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
 func TestDebounceTenQuickSavesRunOnceTheLast(t *testing.T) {
 	e := newEnv(t)
 	e.startDaemon()
@@ -224,16 +214,6 @@ func TestRetentionKeepsTheDatabaseBounded(t *testing.T) {
 		t.Fatalf("database keeps growing under a steady load: %v bytes", sizes)
 	}
 	t.Logf("db+wal bytes per round: %v", sizes)
-}
-
-func dbBytes(t *testing.T, e *testEnv) int64 {
-	var total int64
-	for _, suffix := range []string{"", "-wal"} {
-		if fi, err := os.Stat(e.path("stq.db" + suffix)); err == nil {
-			total += fi.Size()
-		}
-	}
-	return total
 }
 
 func TestRateLimitedEnqueuesWaitOrFailClearlyAndLoseNothing(t *testing.T) {
