@@ -10,6 +10,7 @@ import (
 )
 
 func TestDebounceTenQuickSavesRunOnceTheLast(t *testing.T) {
+	// Not parallel: its ten enqueues must land within the 1s debounce.
 	e := newEnv(t)
 	e.startDaemon()
 	runs := filepath.Join(t.TempDir(), "runs")
@@ -35,6 +36,7 @@ func TestDebounceTenQuickSavesRunOnceTheLast(t *testing.T) {
 }
 
 func TestReplaceKillsTheRunningOlderGeneration(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	dir := t.TempDir()
@@ -54,6 +56,7 @@ func (j job) attemptOutcome(o string) bool {
 }
 
 func TestAfterChains(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon("--workers", "2")
 	dir := t.TempDir()
@@ -88,6 +91,7 @@ func TestAfterChains(t *testing.T) {
 }
 
 func TestPauseSurvivesARestartAndResumeRuns(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.startDaemon()
 	e.ok("pause", "indexing")
@@ -115,6 +119,7 @@ func TestPauseSurvivesARestartAndResumeRuns(t *testing.T) {
 }
 
 func TestRetryStartsANewAttemptSeries(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	flag := filepath.Join(t.TempDir(), "ok")
@@ -140,6 +145,7 @@ func TestRetryStartsANewAttemptSeries(t *testing.T) {
 }
 
 func TestQueueConcurrencyLimitIsNeverExceeded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.configure("[queues.indexing]\nconcurrency = 2\n")
 	e.startDaemon("--workers", "4")
@@ -168,6 +174,7 @@ func TestQueueConcurrencyLimitIsNeverExceeded(t *testing.T) {
 }
 
 func TestConditionsHoldJobsAndSayWhy(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	// A threshold no machine gets under: the machine never counts as idle.
 	e.configure("[daemon]\nidle_threshold = 0.000001\n")
@@ -190,6 +197,7 @@ func TestConditionsHoldJobsAndSayWhy(t *testing.T) {
 }
 
 func TestRetentionKeepsTheDatabaseBounded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.configure("[retention]\nkeep = 200\ninterval = \"200ms\"\n")
 	e.startDaemon("--workers", "2")
@@ -217,6 +225,7 @@ func TestRetentionKeepsTheDatabaseBounded(t *testing.T) {
 }
 
 func TestRateLimitedEnqueuesWaitOrFailClearlyAndLoseNothing(t *testing.T) {
+	// Not parallel: it measures enqueue rates against the configured limit.
 	e := newEnv(t)
 	e.configure("[limits]\nenqueue_rate = 5\nenqueue_burst = 2\n")
 	e.startDaemon()

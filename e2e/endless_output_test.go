@@ -39,6 +39,7 @@ func (e *testEnv) storedLog(id string) (lines int, textBytes int, dropNote bool)
 }
 
 func TestReliabilityEndlessOutputStaysBounded(t *testing.T) {
+	t.Parallel()
 	needProc(t)
 	const (
 		logLimit = 1 << 20 // the default, configured explicitly

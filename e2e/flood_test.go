@@ -44,6 +44,7 @@ func (h *heldConn) firstLine(d time.Duration) (line []byte, timedOut bool, err e
 }
 
 func TestReliabilityConnectionFloodAndSlowloris(t *testing.T) {
+	// Not parallel: it times idle connections against the 5s auth timeout.
 	e := newEnv(t)
 	const limit, flood = 8, 20
 	e.configure(fmt.Sprintf("[daemon]\nmax_connections = %d\n", limit))

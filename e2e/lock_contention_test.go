@@ -16,6 +16,7 @@ import (
 )
 
 func TestReliabilityDatabaseLockedNeverReachesAClient(t *testing.T) {
+	// Not parallel: it is a 15 s load of its own.
 	runFor := scaled(15*time.Second, 60*time.Second)
 	e := newEnv(t)
 	d := e.startDaemon("--workers", "8")

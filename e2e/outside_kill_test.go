@@ -10,6 +10,7 @@ import (
 )
 
 func TestReliabilityJobKilledFromOutsideFailsTheAttemptAndRetries(t *testing.T) {
+	t.Parallel()
 	needProc(t)
 	e := newEnv(t)
 	e.startDaemon("--workers", "2")

@@ -20,6 +20,7 @@ import (
 )
 
 func TestReliabilitySIGKILLDuringStormLosesNothing(t *testing.T) {
+	t.Parallel()
 	needProc(t)
 	iterations := scaled(5, 50)
 	seed := uint64(time.Now().UnixNano())

@@ -44,6 +44,7 @@ func (r *idRing) pick() string {
 }
 
 func TestReliabilitySoak(t *testing.T) {
+	// Not parallel: a soak measures the daemon alone.
 	needProc(t)
 	runFor := scaled(20*time.Second, 5*time.Minute)
 	e := newEnv(t)

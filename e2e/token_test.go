@@ -28,6 +28,7 @@ func tokenParams(tok string) string {
 }
 
 func TestReliabilityTokenNeverLeaks(t *testing.T) {
+	t.Parallel()
 	needProc(t)
 	e := newEnv(t)
 	d := e.startDaemon() // with --log-level debug

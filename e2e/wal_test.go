@@ -14,6 +14,7 @@ import (
 )
 
 func TestReliabilityWALShrinksAfterAReaderLetsGo(t *testing.T) {
+	// Not parallel: it times the WAL's shrinking after a burst.
 	const walBound = 8 << 20 // bytes: what a burst may leave behind for good
 	jobs := scaled(1200, 5000)
 	settle := scaled(5*time.Second, 30*time.Second)
