@@ -60,10 +60,16 @@ func TestAfterChains(t *testing.T) {
 	e := newEnv(t)
 	e.startDaemon("--workers", "2")
 	dir := t.TempDir()
-	parent := e.ok("enqueue", "--", "sh", "-c", "sleep 0.3; touch "+dir+"/parent")
+	// The parent ends when the test says so, not after a guessed time, so
+	// the child is seen waiting however slow the machine is.
+	gate := filepath.Join(dir, "gate")
+	parent := e.ok("enqueue", "--", "sh", "-c", "while [ ! -f "+gate+" ]; do sleep 0.02; done; touch "+dir+"/parent")
 	child := e.ok("enqueue", "--after", parent, "--", "sh", "-c", "test -f "+dir+"/parent")
 	if j := e.show(child); j.State != "QUEUED" || j.Waiting != "after "+parent {
 		t.Fatalf("child before its parent ended: %s waiting %q", j.State, j.Waiting)
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	e.ok("wait", child) // DONE only if it ran after the parent's file existed
 

@@ -654,7 +654,9 @@ func TestTailFollowEndsWithTheJob(t *testing.T) {
 }
 
 func TestJobOutputIsBounded(t *testing.T) {
-	t.Parallel()
+	// Not parallel: exec gives a finished job's output readers 200 ms
+	// (DefaultDrainTimeout) before it closes the pipes, and on a loaded
+	// machine the newest lines are lost with them, which this test sees.
 	e := newEnv(t)
 	if err := os.MkdirAll(e.home, 0o700); err != nil {
 		t.Fatal(err)
