@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"encoding/json"
@@ -9,17 +9,8 @@ import (
 	"time"
 )
 
-func (e *testEnv) configure(text string) {
-	e.t.Helper()
-	if err := os.MkdirAll(e.home, 0o700); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := os.WriteFile(e.path("config.toml"), []byte(text), 0o600); err != nil {
-		e.t.Fatal(err)
-	}
-}
-
 func TestDebounceTenQuickSavesRunOnceTheLast(t *testing.T) {
+	// Not parallel: its ten enqueues must land within the 1s debounce.
 	e := newEnv(t)
 	e.startDaemon()
 	runs := filepath.Join(t.TempDir(), "runs")
@@ -45,6 +36,7 @@ func TestDebounceTenQuickSavesRunOnceTheLast(t *testing.T) {
 }
 
 func TestReplaceKillsTheRunningOlderGeneration(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	dir := t.TempDir()
@@ -64,13 +56,20 @@ func (j job) attemptOutcome(o string) bool {
 }
 
 func TestAfterChains(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon("--workers", "2")
 	dir := t.TempDir()
-	parent := e.ok("enqueue", "--", "sh", "-c", "sleep 0.3; touch "+dir+"/parent")
+	// The parent ends when the test says so, not after a guessed time, so
+	// the child is seen waiting however slow the machine is.
+	gate := filepath.Join(dir, "gate")
+	parent := e.ok("enqueue", "--", "sh", "-c", "while [ ! -f "+gate+" ]; do sleep 0.02; done; touch "+dir+"/parent")
 	child := e.ok("enqueue", "--after", parent, "--", "sh", "-c", "test -f "+dir+"/parent")
 	if j := e.show(child); j.State != "QUEUED" || j.Waiting != "after "+parent {
 		t.Fatalf("child before its parent ended: %s waiting %q", j.State, j.Waiting)
+	}
+	if err := os.WriteFile(gate, nil, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	e.ok("wait", child) // DONE only if it ran after the parent's file existed
 
@@ -98,6 +97,7 @@ func TestAfterChains(t *testing.T) {
 }
 
 func TestPauseSurvivesARestartAndResumeRuns(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.startDaemon()
 	e.ok("pause", "indexing")
@@ -125,6 +125,7 @@ func TestPauseSurvivesARestartAndResumeRuns(t *testing.T) {
 }
 
 func TestRetryStartsANewAttemptSeries(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	flag := filepath.Join(t.TempDir(), "ok")
@@ -150,6 +151,7 @@ func TestRetryStartsANewAttemptSeries(t *testing.T) {
 }
 
 func TestQueueConcurrencyLimitIsNeverExceeded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.configure("[queues.indexing]\nconcurrency = 2\n")
 	e.startDaemon("--workers", "4")
@@ -178,6 +180,7 @@ func TestQueueConcurrencyLimitIsNeverExceeded(t *testing.T) {
 }
 
 func TestConditionsHoldJobsAndSayWhy(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	// A threshold no machine gets under: the machine never counts as idle.
 	e.configure("[daemon]\nidle_threshold = 0.000001\n")
@@ -200,6 +203,7 @@ func TestConditionsHoldJobsAndSayWhy(t *testing.T) {
 }
 
 func TestRetentionKeepsTheDatabaseBounded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.configure("[retention]\nkeep = 200\ninterval = \"200ms\"\n")
 	e.startDaemon("--workers", "2")
@@ -226,17 +230,8 @@ func TestRetentionKeepsTheDatabaseBounded(t *testing.T) {
 	t.Logf("db+wal bytes per round: %v", sizes)
 }
 
-func dbBytes(t *testing.T, e *testEnv) int64 {
-	var total int64
-	for _, suffix := range []string{"", "-wal"} {
-		if fi, err := os.Stat(e.path("stq.db" + suffix)); err == nil {
-			total += fi.Size()
-		}
-	}
-	return total
-}
-
 func TestRateLimitedEnqueuesWaitOrFailClearlyAndLoseNothing(t *testing.T) {
+	// Not parallel: it measures enqueue rates against the configured limit.
 	e := newEnv(t)
 	e.configure("[limits]\nenqueue_rate = 5\nenqueue_burst = 2\n")
 	e.startDaemon()

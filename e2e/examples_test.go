@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"encoding/json"
@@ -15,7 +15,7 @@ import (
 // docs/EXAMPLES.md.
 func example(t *testing.T, name string) string {
 	t.Helper()
-	doc, err := os.ReadFile("docs/EXAMPLES.md")
+	doc, err := os.ReadFile("../docs/EXAMPLES.md")
 	if err != nil {
 		t.Fatal(err)
 	}

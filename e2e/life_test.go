@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // The daemon's life on the real binary: --detach, a client waiting for a
 // daemon that is starting, stq shutdown, stq reload and SIGHUP, the PID and
@@ -56,6 +56,7 @@ func (e *testEnv) stats() statsJSON {
 }
 
 func TestDetachReturnsOnceTheDaemonAnswersAndShutdownWaitsForItsExit(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	pid := e.detach()
 
@@ -107,6 +108,7 @@ func TestDetachReturnsOnceTheDaemonAnswersAndShutdownWaitsForItsExit(t *testing.
 }
 
 func TestDetachReportsTheDaemonsOwnError(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.configure("[daemon]\nwrokers = 2\n")
 	r := e.run("daemon", "--detach")
@@ -116,6 +118,7 @@ func TestDetachReportsTheDaemonsOwnError(t *testing.T) {
 }
 
 func TestShutdownUsesTheDaemonsGraceAndExitsZero(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.startDaemon("--grace", "1s")
 	dir := t.TempDir()
@@ -147,6 +150,7 @@ func TestShutdownUsesTheDaemonsGraceAndExitsZero(t *testing.T) {
 }
 
 func TestClientWaitsForADaemonThatIsStarting(t *testing.T) {
+	// Not parallel: it times the client's patience (under 1.5 s, over 2 s).
 	e := newEnv(t)
 	// Nothing runs: "no daemon" at once, not after a wait.
 	start := time.Now()
@@ -201,6 +205,7 @@ func TestClientWaitsForADaemonThatIsStarting(t *testing.T) {
 }
 
 func TestReloadPutsConfigInForceWithoutTouchingRunningJobs(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.startDaemon()
 
@@ -287,6 +292,7 @@ func TestReloadPutsConfigInForceWithoutTouchingRunningJobs(t *testing.T) {
 }
 
 func TestStatsShowsThePIDAndVersion(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	d := e.startDaemon()
 	if st := e.stats(); st.PID != d.cmd.Process.Pid || st.Version != "v0.0.0-e2e" {
@@ -299,6 +305,7 @@ func TestStatsShowsThePIDAndVersion(t *testing.T) {
 }
 
 func TestTokenProblemsAreAuthErrorsNotNoDaemon(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	tok := e.token()
@@ -345,7 +352,8 @@ func TestTokenProblemsAreAuthErrorsNotNoDaemon(t *testing.T) {
 // its <!-- quickstart --> markers, with sh -e: what it promises must hold
 // when it is pasted.
 func TestReadmeQuickStartRunsAsAScript(t *testing.T) {
-	b, err := os.ReadFile("README.md")
+	t.Parallel()
+	b, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // batchReply reads one reply line that must be a JSON-RPC batch answer (an
@@ -40,6 +41,7 @@ func (r *rpc) nextIs(what string) {
 // specification (its section 7), with stq's methods in place of the
 // spec's, against a real daemon after authentication.
 func TestJSONRPCSpecExamples(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	id := e.ok("enqueue", "--type", "noop")
@@ -78,7 +80,12 @@ func TestJSONRPCSpecExamples(t *testing.T) {
 			t.Errorf("%s: got id %s error %+v result %.80s; want id %s code %d", tc.name, rep.ID, rep.Error, rep.Result, tc.id, tc.code)
 		}
 	}
-	// The notification was executed though not answered.
+	// The notification was executed though not answered. Requests on one
+	// connection run concurrently (docs/API.md, Requests in flight), so the
+	// replies above may come before it is stored: wait for its effect.
+	waitFor(t, "the enqueue notification to store its one job", 30*time.Second, func() bool {
+		return len(e.list("--subject", "notified")) == 1
+	})
 	if jobs := e.list("--subject", "notified"); len(jobs) != 1 {
 		t.Errorf("the enqueue notification stored %d jobs, want 1", len(jobs))
 	}
@@ -152,6 +159,7 @@ func TestJSONRPCSpecExamples(t *testing.T) {
 // and runs nothing; a batch before authentication is refused and the
 // connection closed, as any other first line that is not auth.v1.
 func TestBatchLimitsAndAuth(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	c := e.dialRaw()
@@ -180,6 +188,7 @@ func TestBatchLimitsAndAuth(t *testing.T) {
 
 // TestEnqueueManyIsAllOrNothing drives dev.enqueue_many.v1 on the wire.
 func TestEnqueueManyIsAllOrNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	c := e.dialRaw()
@@ -227,6 +236,7 @@ func TestEnqueueManyIsAllOrNothing(t *testing.T) {
 // in input order, and a bad line stops before anything of its chunk is
 // stored, naming the line.
 func TestEnqueueBatchFromLines(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	var in strings.Builder
@@ -291,6 +301,7 @@ func TestEnqueueBatchFromLines(t *testing.T) {
 //
 // jq needs -R (raw input): git prints file names, not JSON strings.
 func TestEnqueueBatchFromGitAndJq(t *testing.T) {
+	t.Parallel()
 	for _, tool := range []string{"git", "jq", "sh"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Skipf("%s is not installed", tool)
@@ -327,6 +338,7 @@ func TestEnqueueBatchFromGitAndJq(t *testing.T) {
 // pages it takes, one JSON object per line with --json, tab-separated rows
 // otherwise.
 func TestListAllPages(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	var in strings.Builder

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"os"
@@ -11,6 +11,7 @@ import (
 // TestDiskFullEnqueuesFailClearlyAndRecover fills a small tmpfs under the
 // daemon's home. It needs root to mount; elsewhere it skips.
 func TestDiskFullEnqueuesFailClearlyAndRecover(t *testing.T) {
+	t.Parallel()
 	if os.Getuid() != 0 {
 		t.Skip("needs root to mount a size-limited tmpfs")
 	}

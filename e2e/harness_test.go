@@ -1,8 +1,11 @@
-package main
+package e2e
 
-// End-to-end tests: they build the real stq binary (with the race
-// detector), start real daemons on temporary homes and drive them through
-// the CLI and the raw socket, as users and scripts do.
+// The harness every test in this package shares: TestMain builds the real
+// stq binary (with the race detector) from the repository root; newEnv
+// gives a test its own temporary home, startDaemon a real daemon on it, and
+// run, ok, show, list and waitState drive it through the CLI as users and
+// scripts do. The socket, /proc and reliability helpers are in the other
+// harness_*_test.go files.
 
 import (
 	"bufio"
@@ -14,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,7 +36,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	stqBin = filepath.Join(dir, "stq")
+	// The binary is the repository root's main package, one level up.
 	build := exec.Command("go", "build", "-race", "-ldflags", "-X main.version=v0.0.0-e2e", "-o", stqBin, ".")
+	build.Dir = ".."
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build stq:", err)
@@ -124,6 +128,48 @@ func (e *testEnv) ok(args ...string) string {
 		e.t.Fatalf("stq %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
 	}
 	return strings.TrimSpace(r.stdout)
+}
+
+// configure writes the home's config.toml, as a user does before starting
+// the daemon (or before `stq reload`).
+func (e *testEnv) configure(text string) {
+	e.t.Helper()
+	if err := os.MkdirAll(e.home, 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(e.path("config.toml"), []byte(text), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// runBounded runs one stq command but gives up after timeout (killing it),
+// so a command that hangs fails the test instead of stalling it.
+func (e *testEnv) runBounded(timeout time.Duration, args ...string) (r result, took time.Duration, timedOut bool) {
+	e.t.Helper()
+	c := e.cmd(args...)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	start := time.Now()
+	if err := c.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(timeout):
+		_ = c.Process.Kill()
+		err = <-done
+		timedOut = true
+	}
+	took = time.Since(start)
+	r = result{out.String(), errb.String(), 0}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		r.code = ee.ExitCode()
+	}
+	return r, took, timedOut
 }
 
 type daemon struct {
@@ -283,110 +329,4 @@ func (e *testEnv) waitState(id, state string) job {
 		return j.State == state
 	})
 	return j
-}
-
-func processAlive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	err := syscall.Kill(pid, 0)
-	if err != nil {
-		return false
-	}
-	// A zombie still answers kill(0); it is dead for our purposes.
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i > 0 && i+2 < len(s) {
-		return s[i+2] != 'Z'
-	}
-	return true
-}
-
-func readPID(t *testing.T, path string) int {
-	t.Helper()
-	var pid int
-	waitFor(t, "pid file "+path, 30*time.Second, func() bool {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return false
-		}
-		pid, err = strconv.Atoi(strings.TrimSpace(string(b)))
-		return err == nil && pid > 0
-	})
-	return pid
-}
-
-// rpc is a raw socket client for protocol-level tests.
-type rpc struct {
-	t    *testing.T
-	conn net.Conn
-	r    *bufio.Reader
-}
-
-func (e *testEnv) dialRaw() *rpc {
-	e.t.Helper()
-	conn, err := net.Dial("unix", e.path("stq.sock"))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { conn.Close() })
-	return &rpc{t: e.t, conn: conn, r: bufio.NewReaderSize(conn, 1<<16)}
-}
-
-func (e *testEnv) token() string {
-	b, err := os.ReadFile(e.path("token"))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return strings.TrimSpace(string(b))
-}
-
-func (r *rpc) send(line string) {
-	r.t.Helper()
-	_ = r.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := r.conn.Write([]byte(line + "\n")); err != nil {
-		r.t.Fatalf("write: %v", err)
-	}
-}
-
-type rpcReply struct {
-	ID     json.RawMessage `json:"id"`
-	Result json.RawMessage `json:"result"`
-	Error  *struct {
-		Code    int    `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-// recv reads one reply; ok is false when the server closed the connection.
-func (r *rpc) recv() (rpcReply, bool) {
-	r.t.Helper()
-	_ = r.conn.SetReadDeadline(time.Now().Add(15 * time.Second))
-	line, err := r.r.ReadBytes('\n')
-	if err != nil {
-		return rpcReply{}, false
-	}
-	var rep rpcReply
-	if err := json.Unmarshal(line, &rep); err != nil {
-		r.t.Fatalf("server sent invalid JSON %q: %v", line, err)
-	}
-	return rep, true
-}
-
-func (r *rpc) closed() bool {
-	_ = r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	_, err := r.r.ReadByte()
-	return err != nil
-}
-
-func (r *rpc) auth(token string) {
-	r.t.Helper()
-	r.send(fmt.Sprintf(`{"jsonrpc":"2.0","id":0,"method":"auth.v1","params":{"token":%q}}`, token))
-	rep, ok := r.recv()
-	if !ok || rep.Error != nil {
-		r.t.Fatalf("auth failed: %+v", rep.Error)
-	}
 }

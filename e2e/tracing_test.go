@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // OpenTelemetry traces of the real daemon, sent over OTLP (http/protobuf
 // and grpc) to a collector the test runs: the job must see its attempt's

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of `stq service` and `stq completion`: the units the
 // real binary writes, the daemon started the way a unit starts it, install

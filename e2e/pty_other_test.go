@@ -1,6 +1,6 @@
 //go:build !linux
 
-package main
+package e2e
 
 // runOnTerminal needs Linux's /dev/ptmx; elsewhere the terminal tests skip.
 func (e *testEnv) runOnTerminal(cols int, noColor bool, args ...string) string {

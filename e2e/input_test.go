@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"os"
@@ -8,6 +8,7 @@ import (
 )
 
 func TestBadCommandLinesChangeNothing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	big := filepath.Join(t.TempDir(), "big.json")
@@ -72,6 +73,7 @@ func TestBadCommandLinesChangeNothing(t *testing.T) {
 }
 
 func TestHostileSocketInputLeavesTheDaemonServing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	tok := e.token()

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // The caller's environment (issue 10, §6): a job enqueued from a shell with
 // PATH changed or a virtualenv active runs with that shell's environment,

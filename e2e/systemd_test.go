@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // systemd integration of the real daemon: sd_notify (READY, STATUS,
 // WATCHDOG, STOPPING) and socket activation, driven by a test that plays the

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of what the CLI prints (issue 10): job ids by unique
 // prefix, tables on pipes and terminals, error lines that say each thing
@@ -48,6 +48,7 @@ func commonPrefix(ids []string) string {
 }
 
 func TestJobIDsAreTakenByTheirShortFormAndAnAmbiguousPrefixIsOneLine(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	held := e.ok("enqueue", "--in", "1h", "--", "true")
@@ -94,6 +95,7 @@ func runAtText(at time.Time) string {
 }
 
 func TestListOnAPipeIsTabSeparatedNeverCutWithFullIDsFirst(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	subject := "src/" + strings.Repeat("deeply/", 20) + "file.rs"
@@ -148,6 +150,7 @@ func TestListOnAPipeIsTabSeparatedNeverCutWithFullIDsFirst(t *testing.T) {
 var ansiEscape = regexp.MustCompile("\x1b\\[[0-9;?]*[a-zA-Z]")
 
 func TestListOnATerminalFitsItsWidthAndLabelsLineUpInColour(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	id := e.ok("enqueue", "--subject", "src/some/deeply/nested/dir/file.rs", "--in", "5m", "--", "cargo", "check")
@@ -195,6 +198,7 @@ func TestListOnATerminalFitsItsWidthAndLabelsLineUpInColour(t *testing.T) {
 }
 
 func TestErrorsSayEachThingOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	done := e.ok("enqueue", "--", "true")
@@ -236,6 +240,7 @@ func TestErrorsSayEachThingOnce(t *testing.T) {
 }
 
 func TestNotesUseOneWordingForOneThing(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon("--workers", "2")
 	dir := t.TempDir()
@@ -270,6 +275,7 @@ func TestNotesUseOneWordingForOneThing(t *testing.T) {
 }
 
 func TestRetryNumbersTheAttemptHistoryOn(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	id := e.ok("enqueue", "--max-attempts", "1", "--", "false")
@@ -289,6 +295,7 @@ func TestRetryNumbersTheAttemptHistoryOn(t *testing.T) {
 }
 
 func TestCancelBySubjectSaysWhenNothingMatched(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	for _, tt := range []struct {
@@ -311,6 +318,7 @@ func TestCancelBySubjectSaysWhenNothingMatched(t *testing.T) {
 }
 
 func TestPauseWarnsAboutAQueueWithNoJobsAndNoConfig(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	if err := os.MkdirAll(e.home, 0o700); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"encoding/json"
@@ -10,6 +10,7 @@ import (
 // after arguments are flags, global flags work after the subcommand, and
 // `--` still ends flag parsing.
 func TestFlagsGoAnywhere(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	id := e.ok("enqueue", "--subject", "x", "--", "sh", "-c", `echo "$@"`, "sh", "-j4", "--json")
@@ -42,6 +43,7 @@ func TestFlagsGoAnywhere(t *testing.T) {
 // names the typed command's help, an unknown command gets a suggestion,
 // and help shows one default per flag.
 func TestUsageErrorsNameWhatWasTyped(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	for _, tc := range []struct {
 		args       []string

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // End-to-end tests of issue 10's tail and wait (section 5) and of the
 // bounded log's truncation record (section 8), on the real binary.
@@ -53,6 +53,7 @@ func numbered(prefix string, from, to int) []string {
 }
 
 func TestTailLinesTakesTheLastNOrFromLineK(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	id := e.ok("enqueue", "--", "sh", "-c", "i=1; while [ $i -le 30 ]; do echo line$i; i=$((i+1)); done")
@@ -147,6 +148,7 @@ func readUntil(t *testing.T, ch <-chan string, want string) []string {
 }
 
 func TestTailFollowStartsWithTheLastTenLinesThenFollows(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	dir := t.TempDir()
@@ -182,6 +184,7 @@ func TestTailFollowStartsWithTheLastTenLinesThenFollows(t *testing.T) {
 }
 
 func TestTailFollowJobExitsWithTheJobsOutcome(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	done := e.ok("enqueue", "--", "sh", "-c", "echo fine")
@@ -227,6 +230,7 @@ func TestTailFollowJobExitsWithTheJobsOutcome(t *testing.T) {
 }
 
 func TestTailFollowEverythingRunsUntilInterruptedAndExits0(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	c := e.cmd("tail", "-f")
@@ -273,6 +277,7 @@ func TestTailFollowEverythingRunsUntilInterruptedAndExits0(t *testing.T) {
 }
 
 func TestWaitTimeoutExits4(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	id := e.ok("enqueue", "--", "sleep", "300")
@@ -339,6 +344,7 @@ func waitProxy(t *testing.T, e *testEnv) (home string, waiting <-chan struct{}) 
 }
 
 func TestWaitQueueAndAllWaitForTheJobsLiveAtTheCall(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon("--workers", "4")
 	dir := t.TempDir()
@@ -420,6 +426,7 @@ func TestWaitQueueAndAllWaitForTheJobsLiveAtTheCall(t *testing.T) {
 }
 
 func TestEnqueueAtABareClockTimeSaysWhichDayItRuns(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	next := func(clock string, now time.Time) time.Time {
@@ -463,6 +470,7 @@ func TestEnqueueAtABareClockTimeSaysWhichDayItRuns(t *testing.T) {
 var dropNoteRE = regexp.MustCompile(`^\[stq\] (\d+) lines dropped: output over the 1048576-byte log limit$`)
 
 func TestABurstOfOutputRecordsItsTruncationWithAnExactCount(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.startDaemon()
 	const printed = 40000

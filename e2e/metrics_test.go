@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Prometheus metrics of the real daemon: the endpoint is scraped before
 // and after jobs run, and the values must have moved by what the jobs did.
@@ -91,7 +91,7 @@ func TestMetricsMoveAsJobsRun(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
 			listen := tt.listen(e)
-			e.writeConfig(fmt.Sprintf("[metrics]\nlisten = %q\n", listen))
+			e.configure(fmt.Sprintf("[metrics]\nlisten = %q\n", listen))
 			e.startDaemon()
 			client, url := tt.client(listen)
 			if strings.HasPrefix(listen, "/") {
@@ -164,7 +164,7 @@ func TestMetricsListenMustBeLocal(t *testing.T) {
 	t.Parallel()
 	for _, listen := range []string{"0.0.0.0:9464", "metrics.sock"} {
 		e := newEnv(t)
-		e.writeConfig(fmt.Sprintf("[metrics]\nlisten = %q\n", listen))
+		e.configure(fmt.Sprintf("[metrics]\nlisten = %q\n", listen))
 		r := e.run("daemon")
 		if r.code == 0 || !strings.Contains(r.stderr, "metrics.listen") {
 			t.Errorf("daemon with metrics.listen = %q: exit %d, stderr %q", listen, r.code, r.stderr)
