@@ -116,20 +116,9 @@ func loadConfig(path string) (Config, error) {
 }
 
 func parseConfig(text string) (Config, error) {
-	var fc fileConfig
-	md, err := toml.Decode(text, &fc)
+	fc, err := decodeConfig(text)
 	if err != nil {
-		return Config{}, fmt.Errorf("parse config: %w", err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		keys := make([]string, len(und))
-		for i, k := range und {
-			keys[i] = k.String()
-		}
-		return Config{}, fmt.Errorf("unknown config key %s", strings.Join(keys, ", "))
-	}
-	if k, ok := inexactKey(md.Keys()); ok {
-		return Config{}, fmt.Errorf("unknown config key %s (keys are case-sensitive)", k)
+		return Config{}, err
 	}
 	d := fc.Daemon
 	cfg := Config{
@@ -146,121 +135,195 @@ func parseConfig(text string) (Config, error) {
 	if !(d.IdleThreshold >= 0 && d.IdleThreshold <= 100) { // NaN too
 		return Config{}, errors.New("daemon.idle_threshold: a CPU percentage between 0 and 100")
 	}
-	for name, q := range fc.Queues {
+	// One step per table, in this order, so a file with several mistakes
+	// always names the same one first.
+	for _, step := range []func() error{
+		func() error { return parseQueues(fc.Queues, &cfg) },
+		func() error { return parseLimits(fc.Limits, &cfg) },
+		func() error { return parseMetrics(fc.Metrics, &cfg) },
+		func() error { return parseRetention(fc.Retention, &cfg) },
+		func() error { return parseDaemon(d, fc.Store, &cfg) },
+		func() error { return parseHandlers(fc.Handlers, &cfg) },
+	} {
+		if err := step(); err != nil {
+			return Config{}, err
+		}
+	}
+	return cfg, nil
+}
+
+// decodeConfig reads config.toml's text, refusing keys it does not know,
+// in any case.
+func decodeConfig(text string) (fileConfig, error) {
+	var fc fileConfig
+	md, err := toml.Decode(text, &fc)
+	if err != nil {
+		return fc, fmt.Errorf("parse config: %w", err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		return fc, fmt.Errorf("unknown config key %s", strings.Join(keys, ", "))
+	}
+	if k, ok := inexactKey(md.Keys()); ok {
+		return fc, fmt.Errorf("unknown config key %s (keys are case-sensitive)", k)
+	}
+	return fc, nil
+}
+
+func parseQueues(queues map[string]queueConfig, cfg *Config) error {
+	for name, q := range queues {
 		qc := engine.QueueConfig{Concurrency: q.Concurrency, Weight: q.Weight}
 		if err := qc.Check(); err != nil {
-			return Config{}, fmt.Errorf("queues.%s: %w", name, err)
+			return fmt.Errorf("queues.%s: %w", name, err)
 		}
 		cfg.Queues[name] = qc
 	}
-	l := fc.Limits
+	return nil
+}
+
+func parseLimits(l limitsConfig, cfg *Config) error {
 	for _, v := range []float64{l.EnqueueRate, l.EnqueueBurst, l.ConnEnqueueRate, l.ConnEnqueueBurst} {
 		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
-			return Config{}, errors.New("limits: rates and bursts must be finite and not negative")
+			return errors.New("limits: rates and bursts must be finite and not negative")
 		}
-	}
-	if addr := fc.Metrics.Listen; addr != "" {
-		if err := metrics.CheckListen(addr); err != nil {
-			return Config{}, fmt.Errorf("metrics.listen: %w", err)
-		}
-		cfg.MetricsListen = addr
 	}
 	cfg.Limits = ipc.RateLimits{EnqueueRate: l.EnqueueRate, EnqueueBurst: l.EnqueueBurst,
 		ConnEnqueueRate: l.ConnEnqueueRate, ConnEnqueueBurst: l.ConnEnqueueBurst}
-	r := fc.Retention
+	return nil
+}
+
+func parseMetrics(m metricsConfig, cfg *Config) error {
+	if m.Listen == "" {
+		return nil
+	}
+	if err := metrics.CheckListen(m.Listen); err != nil {
+		return fmt.Errorf("metrics.listen: %w", err)
+	}
+	cfg.MetricsListen = m.Listen
+	return nil
+}
+
+func parseRetention(r retentionConfig, cfg *Config) error {
 	if r.Keep != nil {
 		if *r.Keep < 0 {
-			return Config{}, errors.New("retention.keep: must not be negative (0 keeps every finished job)")
+			return errors.New("retention.keep: must not be negative (0 keeps every finished job)")
 		}
 		cfg.Retention.Keep = *r.Keep
 		if *r.Keep == 0 {
 			cfg.Retention.Keep = -1 // 0 in the file: no count limit
 		}
 	}
-	for _, f := range []struct {
-		name string
-		in   string
-		out  *time.Duration
-	}{{"retention.max_age", r.MaxAge, &cfg.Retention.MaxAge}, {"retention.interval", r.Interval, &cfg.Retention.Interval}} {
-		if f.in == "" {
-			continue
-		}
-		v, err := parseConfigDuration(f.in)
-		if err != nil {
-			return Config{}, fmt.Errorf("%s: %w", f.name, err)
-		}
-		*f.out = v
+	err := parseDurations([]namedDuration{
+		{"retention.max_age", r.MaxAge, &cfg.Retention.MaxAge},
+		{"retention.interval", r.Interval, &cfg.Retention.Interval},
+	})
+	if err != nil {
+		return err
 	}
 	if r.MaxAge != "" && cfg.Retention.MaxAge == 0 {
 		cfg.Retention.MaxAge = -1 // "0": no age limit
 	}
+	return nil
+}
+
+// parseDaemon checks the [daemon] table's numbers, durability and
+// durations, and the [store] table, which the daemon's durability reaches.
+func parseDaemon(d daemonConfig, st storeConfig, cfg *Config) error {
 	if d.Workers < 0 || d.LogLimit < 0 || d.MaxPayload < 0 || d.MaxConnections < 0 || d.MaxRequestBytes < 0 {
-		return Config{}, errors.New("daemon: numbers must not be negative")
+		return errors.New("daemon: numbers must not be negative")
 	}
-	if cfg.Store, err = parseStoreConfig(fc.Store); err != nil {
-		return Config{}, err
+	var err error
+	if cfg.Store, err = parseStoreConfig(st); err != nil {
+		return err
 	}
 	if cfg.Durability == "" {
 		cfg.Durability = "full"
 	}
 	if !slices.Contains(sqlite.DurabilityModes(), cfg.Durability) {
-		return Config{}, fmt.Errorf("daemon.durability: %q is not \"full\" or \"normal\"", cfg.Durability)
+		return fmt.Errorf("daemon.durability: %q is not \"full\" or \"normal\"", cfg.Durability)
 	}
-	for _, f := range []struct {
-		name string
-		in   string
-		out  *time.Duration
-	}{
+	err = parseDurations([]namedDuration{
 		{"daemon.grace", d.Grace, &cfg.Grace},
 		{"daemon.kill_grace", d.KillGrace, &cfg.KillGrace},
 		{"daemon.default_deadline", d.DefaultDeadline, &cfg.DefaultDeadline},
-	} {
+	})
+	if err != nil {
+		return err
+	}
+	if d.DefaultDeadline != "" && cfg.DefaultDeadline == 0 {
+		cfg.DefaultDeadline = -1 // "0" in the file means no deadline
+	}
+	return nil
+}
+
+// namedDuration is a duration setting: its key for errors, its text in the
+// file ("" when not set) and where the parsed value goes.
+type namedDuration struct {
+	name string
+	in   string
+	out  *time.Duration
+}
+
+func parseDurations(ds []namedDuration) error {
+	for _, f := range ds {
 		if f.in == "" {
 			continue
 		}
 		v, err := parseConfigDuration(f.in)
 		if err != nil {
-			return Config{}, fmt.Errorf("%s: %w", f.name, err)
+			return fmt.Errorf("%s: %w", f.name, err)
 		}
 		*f.out = v
 	}
-	if d.DefaultDeadline != "" && cfg.DefaultDeadline == 0 {
-		cfg.DefaultDeadline = -1 // "0" in the file means no deadline
-	}
-	for name, h := range fc.Handlers {
-		tc := engine.TypeConfig{Command: h.Command, MaxAttempts: h.MaxAttempts, Mode: h.Mode, Handler: h.Handler,
-			WaitIdle: h.WaitForIdle, RequireCharging: h.RequireCharging, ReplaceRunning: h.ReplaceRunning}
-		for _, f := range []struct {
-			key string
-			in  string
-			out **time.Duration
-		}{{"deadline", h.Deadline, &tc.Deadline}, {"backoff", h.Backoff, &tc.Backoff}} {
-			if f.in == "" {
-				continue
-			}
-			v, err := parseConfigDuration(f.in)
-			if err != nil {
-				return Config{}, fmt.Errorf("handlers.%s.%s: %w", name, f.key, err)
-			}
-			*f.out = &v
-		}
-		if h.MaxAttempts != nil && (*h.MaxAttempts < 1 || *h.MaxAttempts > 1000) {
-			return Config{}, fmt.Errorf("handlers.%s.max_attempts: must be between 1 and 1000", name)
-		}
-		if len(h.Command) > 0 && h.Command[0] == "" {
-			return Config{}, fmt.Errorf("handlers.%s.command: the program name is empty", name)
-		}
-		for i, a := range h.Command {
-			if strings.IndexByte(a, 0) >= 0 {
-				return Config{}, fmt.Errorf("handlers.%s.command[%d]: contains a NUL character", name, i)
-			}
-		}
-		if len(h.Command) == 0 && h.Mode != engine.ModeInProcess {
-			return Config{}, fmt.Errorf("handlers.%s: needs a command (or mode = \"inprocess\")", name)
+	return nil
+}
+
+func parseHandlers(handlers map[string]handlerConfig, cfg *Config) error {
+	for name, h := range handlers {
+		tc, err := parseHandler(name, h)
+		if err != nil {
+			return err
 		}
 		cfg.Types[name] = tc
 	}
-	return cfg, nil
+	return nil
+}
+
+func parseHandler(name string, h handlerConfig) (engine.TypeConfig, error) {
+	tc := engine.TypeConfig{Command: h.Command, MaxAttempts: h.MaxAttempts, Mode: h.Mode, Handler: h.Handler,
+		WaitIdle: h.WaitForIdle, RequireCharging: h.RequireCharging, ReplaceRunning: h.ReplaceRunning}
+	for _, f := range []struct {
+		key string
+		in  string
+		out **time.Duration
+	}{{"deadline", h.Deadline, &tc.Deadline}, {"backoff", h.Backoff, &tc.Backoff}} {
+		if f.in == "" {
+			continue
+		}
+		v, err := parseConfigDuration(f.in)
+		if err != nil {
+			return tc, fmt.Errorf("handlers.%s.%s: %w", name, f.key, err)
+		}
+		*f.out = &v
+	}
+	if h.MaxAttempts != nil && (*h.MaxAttempts < 1 || *h.MaxAttempts > 1000) {
+		return tc, fmt.Errorf("handlers.%s.max_attempts: must be between 1 and 1000", name)
+	}
+	if len(h.Command) > 0 && h.Command[0] == "" {
+		return tc, fmt.Errorf("handlers.%s.command: the program name is empty", name)
+	}
+	for i, a := range h.Command {
+		if strings.IndexByte(a, 0) >= 0 {
+			return tc, fmt.Errorf("handlers.%s.command[%d]: contains a NUL character", name, i)
+		}
+	}
+	if len(h.Command) == 0 && h.Mode != engine.ModeInProcess {
+		return tc, fmt.Errorf("handlers.%s: needs a command (or mode = \"inprocess\")", name)
+	}
+	return tc, nil
 }
 
 // parseConfigDuration is engine.ParseDuration that never returns a negative

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -72,17 +73,11 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 	if err := ensureDirs(p); err != nil {
 		return err
 	}
-	if path := c.String("cpu-profile"); path != "" {
-		f, err := os.Create(path)
-		if err != nil {
-			return fmt.Errorf("create cpu profile: %w", err)
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return fmt.Errorf("start cpu profile: %w", err)
-		}
-		defer pprof.StopCPUProfile()
+	stopProfile, err := startCPUProfile(c.String("cpu-profile"))
+	if err != nil {
+		return err
 	}
+	defer stopProfile()
 	unlock, err := lockHome(p)
 	if err != nil {
 		return err
@@ -94,13 +89,54 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
+	flags := daemonFlags(c)
 	cfg, err := loadConfig(p.Config)
 	if err != nil {
 		return failf("%v", err)
 	}
-	// The command line's settings win over the file's, at start and at
-	// every reload.
-	flags := func(cfg *Config) error {
+	if err := flags(&cfg); err != nil {
+		return err
+	}
+	token, err := ensureToken(p.Token)
+	if err != nil {
+		return err
+	}
+	st, where, err := openStore(ctx, cfg, p, os.Getenv)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	obs, err := newObservability(ctx, cfg, p, a.version, log, a.stderr)
+	if err != nil {
+		return failf("%v", err)
+	}
+	defer obs.close()
+
+	d := &daemonParts{log: log, hup: hup, obs: obs, probe: exec.NewSystemProbe(cfg.IdleThreshold)}
+	d.ctl = &daemonControl{config: p.Config, flags: flags, started: cfg, log: log}
+	if d.eng, err = a.newEngine(cfg, st, d); err != nil {
+		return failf("%v", err)
+	}
+	if d.ln, err = daemonListener(p.Socket, log); err != nil {
+		return failf("%v", err)
+	}
+	d.srv = ipc.NewServer(d.eng, ipc.ServerOptions{
+		Token:        token,
+		Version:      a.version,
+		MaxConns:     cfg.MaxConnections,
+		MaxLineBytes: cfg.MaxRequestBytes,
+		Limits:       cfg.Limits,
+		Logger:       log,
+		Observer:     obs.serverObserver(),
+	})
+	d.ready = []any{"socket", p.Socket, "db", where, "workers", d.eng.Workers(), "owner", d.eng.Owner(), "pid", os.Getpid(), "version", a.version}
+	return d.serve(ctx)
+}
+
+// daemonFlags applies the command line's settings to a Config. They win
+// over the file's, at start and at every reload.
+func daemonFlags(c *cli.Command) func(cfg *Config) error {
+	return func(cfg *Config) error {
 		if c.IsSet("workers") {
 			if c.Int("workers") < 1 {
 				return usageErrorf("--workers must be at least 1")
@@ -122,84 +158,85 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 		}
 		return nil
 	}
-	if err := flags(&cfg); err != nil {
-		return err
-	}
-	token, err := ensureToken(p.Token)
-	if err != nil {
-		return err
-	}
+}
 
-	st, where, err := openStore(ctx, cfg, p, os.Getenv)
-	if err != nil {
-		return err
+// startCPUProfile profiles the daemon into path until the returned stop is
+// called; an empty path profiles nothing.
+func startCPUProfile(path string) (stop func(), err error) {
+	if path == "" {
+		return func() {}, nil
 	}
-	defer st.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("create cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start cpu profile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
 
+// daemonParts are what a running daemon is made of, once wired.
+type daemonParts struct {
+	log   *slog.Logger
+	hup   chan os.Signal
+	obs   *observability
+	probe *exec.SystemProbe
+	ctl   *daemonControl
+	eng   *engine.Engine
+	srv   *ipc.Server
+	ln    net.Listener
+	ready []any // what the "ready" log line says
+}
+
+// newEngine wires the engine to the store, the executors and d's probe,
+// control and observers.
+func (a *app) newEngine(cfg Config, st engine.Store, d *daemonParts) (*engine.Engine, error) {
 	reg := engine.NewRegistry()
 	if err := reg.Register("noop", exec.Noop); err != nil {
-		return err
+		return nil, err
 	}
-	obs, err := newObservability(ctx, cfg, p, a.version, log, a.stderr)
-	if err != nil {
-		return failf("%v", err)
-	}
-	defer obs.close()
 	host, _ := os.Hostname()
-	probe := exec.NewSystemProbe(cfg.IdleThreshold)
-	ctl := &daemonControl{config: p.Config, flags: flags, started: cfg, log: log}
 	ecfg := engineConfig(cfg, host)
 	ecfg.Version = a.version
-	ecfg.Pulse = obs.pulse()
-	eng, err := engine.New(ecfg, engine.Deps{
+	ecfg.Pulse = d.obs.pulse()
+	return engine.New(ecfg, engine.Deps{
 		Store:      st,
 		Subprocess: exec.Subprocess{Gate: !exec.MarkerRecovery},
 		InProcess:  exec.InProcess{Registry: reg},
 		Registry:   reg,
 		Processes:  exec.Processes{},
-		Probe:      probe,
-		Logger:     log,
-		Control:    ctl,
-		Observer:   obs.observer(),
+		Probe:      d.probe,
+		Logger:     d.log,
+		Control:    d.ctl,
+		Observer:   d.obs.observer(),
 	})
-	if err != nil {
-		return failf("%v", err)
-	}
+}
 
-	ln, err := daemonListener(p.Socket, log)
-	if err != nil {
-		return failf("%v", err)
-	}
-	srv := ipc.NewServer(eng, ipc.ServerOptions{
-		Token:        token,
-		Version:      a.version,
-		MaxConns:     cfg.MaxConnections,
-		MaxLineBytes: cfg.MaxRequestBytes,
-		Limits:       cfg.Limits,
-		Logger:       log,
-		Observer:     obs.serverObserver(),
-	})
-
+// serve runs the daemon's parts until SIGTERM, SIGINT, `stq shutdown` or a
+// part's failure, then stops them all.
+func (d *daemonParts) serve(ctx context.Context) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	// stq shutdown takes the same path as SIGTERM; SIGTERM stays caught.
 	ctx, shutdown := context.WithCancel(ctx)
 	defer shutdown()
-	ctl.eng, ctl.srv, ctl.shutdown = eng, srv, shutdown
+	d.ctl.eng, d.ctl.srv, d.ctl.shutdown = d.eng, d.srv, shutdown
 	hupDone := make(chan struct{})
-	go func() { watchHangup(ctx, hup, ctl); close(hupDone) }()
+	go func() { watchHangup(ctx, d.hup, d.ctl); close(hupDone) }()
 	defer func() { shutdown(); <-hupDone }()
 
 	probeDone := make(chan struct{})
-	go func() { probe.Run(ctx); close(probeDone) }()
+	go func() { d.probe.Run(ctx); close(probeDone) }()
 	defer func() { <-probeDone }()
 	engDone := make(chan error, 1)
-	go func() { engDone <- eng.Run(ctx) }()
+	go func() { engDone <- d.eng.Run(ctx) }()
 	srvDone := make(chan error, 1)
-	go func() { srvDone <- srv.Serve(ctx, ln) }()
-	obsDone := obs.run(ctx, eng)
+	go func() { srvDone <- d.srv.Serve(ctx, d.ln) }()
+	obsDone := d.obs.run(ctx, d.eng)
 	defer func() { shutdown(); obsDone() }()
-	log.Info("stq daemon ready", "socket", p.Socket, "db", where, "workers", eng.Workers(), "owner", eng.Owner(), "pid", os.Getpid(), "version", a.version)
+	d.log.Info("stq daemon ready", d.ready...)
 
 	var runErr error
 	select {
@@ -214,7 +251,7 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 	if runErr != nil {
 		return fmt.Errorf("daemon: %w", runErr)
 	}
-	log.Info("stq daemon stopped")
+	d.log.Info("stq daemon stopped")
 	return nil
 }
 

@@ -244,7 +244,10 @@ func fmtInt(p *int) string {
 }
 
 // diffJob lists the fields in which got differs from want. Attempts are
-// compared only when want has them (non-nil).
+// compared only when want has them (non-nil). It is long because Job is
+// wide: one plain comparison per field, in the struct's order, so that a
+// field added to Job and missed here shows in review, and each field's
+// equality (times by instant, pointers by value) is read where it is used.
 func diffJob(got, want *engine.Job) []string {
 	var d []string
 	add := func(field string, g, w any) { d = append(d, fmt.Sprintf("%s = %v, want %v", field, g, w)) }
