@@ -134,6 +134,10 @@ func (e *Engine) nextLook(now time.Time, free int, wake Wake, retry time.Duratio
 	if retry > 0 && retry < d {
 		d = retry
 	}
+	// On a shared store a notice can be lost: look anyway (SharedPoll).
+	if e.shared.watcher != nil && d > SharedPoll {
+		d = SharedPoll
+	}
 	if e.cfg.Pulse > 0 && d > e.cfg.Pulse {
 		d = e.cfg.Pulse
 	}

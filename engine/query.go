@@ -177,11 +177,27 @@ func (e *Engine) Wait(ctx context.Context, ids []string) ([]*Job, error) {
 	}
 }
 
+// waitForChange returns when one of ids may have ended. On a shared store
+// a job may end under another daemon, which the local events do not see:
+// the notices of other daemons' changes and the SharedPoll tick say when
+// to read the jobs again.
 func (e *Engine) waitForChange(ctx context.Context, sub *Subscription, ids []string) error {
+	var elsewhere <-chan struct{}
+	var tick <-chan time.Time
+	if e.Shared() {
+		elsewhere = e.ChangedElsewhere()
+		t := e.clock.NewTimer(SharedPoll)
+		defer t.Stop()
+		tick = t.C()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-elsewhere:
+			return nil
+		case <-tick:
+			return nil
 		case ev, ok := <-sub.C:
 			if !ok {
 				return nil // lagged or shutting down: re-read the jobs
