@@ -78,8 +78,9 @@ func (p *pair) busy() int {
 }
 
 // The wake-ups: a job enqueued through one daemon starts on the other at
-// its notice, not at its next poll (SharedPoll, 1 s) nor, as before the
-// watch, when that daemon next had a reason to look.
+// its notice, not at its next look of its own (SharedPoll, 1 s; before the
+// watch, an hour on an idle machine, a second on a busy one: that run
+// measured a median of 860 ms).
 func TestClusterEnqueueStartsOnTheOtherDaemonPromptly(t *testing.T) {
 	p := startPair(t)
 	x := p.busy()
