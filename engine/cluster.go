@@ -67,10 +67,10 @@ func (s *signal) fire() {
 // that its jobs may run, print and end elsewhere.
 func (e *Engine) Shared() bool { return e.shared.watcher != nil }
 
-// ChangedElsewhere returns a channel closed at the next notice of another
+// changedElsewhere returns a channel closed at the next notice of another
 // daemon's change that may have ended a job (a job freed, cancelled or
 // superseded; a watch resync). It never fires for a store nobody shares.
-func (e *Engine) ChangedElsewhere() <-chan struct{} { return e.shared.changed.next() }
+func (e *Engine) changedElsewhere() <-chan struct{} { return e.shared.changed.next() }
 
 // watch relays a shared store's notices until ctx ends; Run owns it.
 // When the watch fails it starts again after a pause that doubles up to
@@ -151,9 +151,12 @@ func (e *Engine) stopHere(id string, cause error) {
 // the job a replace notice names. It reads that job only when a keyed job
 // of its queue runs here.
 func (e *Engine) replaceHere(ctx context.Context, n Notice) {
+	// claimMu as in stopHere; not held over the read, which would hold up
+	// claims. A job registered by now stays until it ends.
 	e.claimMu.Lock()
-	defer e.claimMu.Unlock()
-	if !e.runsKeyed(n.Queue) {
+	keyed := e.runsKeyed(n.Queue)
+	e.claimMu.Unlock()
+	if !keyed {
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, noticeReadTimeout)
@@ -196,7 +199,7 @@ func (e *Engine) cancelElsewhere(ctx context.Context, j *Job) (*Job, error) {
 	tick := e.clock.NewTimer(SharedPoll)
 	defer tick.Stop()
 	for {
-		changed := e.shared.changed.next()
+		changed := e.changedElsewhere()
 		cur, err := e.Get(ctx, j.ID)
 		if err != nil {
 			return nil, err

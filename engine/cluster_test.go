@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,16 @@ type sharedStore struct {
 	refuse    chan error // a value fails the next Watch before it listens
 	watches   chan struct{}
 	announced chan engine.Notice
+	// onGet, when set, sees every job Get reads before it is returned.
+	onGet atomic.Pointer[func(*engine.Job)]
+}
+
+func (s *sharedStore) Get(ctx context.Context, id string) (*engine.Job, error) {
+	j, err := s.Store.Get(ctx, id)
+	if f := s.onGet.Load(); f != nil && err == nil {
+		(*f)(j)
+	}
+	return j, err
 }
 
 func (s *sharedStore) Watch(ctx context.Context, wake func(engine.Notice)) error {
@@ -54,6 +65,23 @@ func (s *sharedStore) Announce(ctx context.Context, ns ...engine.Notice) error {
 	return nil
 }
 
+// pulses tells the test when the dispatcher has finished a round: after
+// one, it sleeps until it is woken or its timer fires.
+type pulses struct{ c chan struct{} }
+
+func (p pulses) Enqueued(engine.EnqueueResult) {}
+func (p pulses) AttemptStarting(*engine.Job) ([]string, func(engine.AttemptEnded)) {
+	return nil, nil
+}
+func (p pulses) Expired([]*engine.Job) {}
+func (p pulses) Recovered(*engine.Job) {}
+func (p pulses) Pulse() {
+	select {
+	case p.c <- struct{}{}:
+	default:
+	}
+}
+
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -77,7 +105,8 @@ type sharedBundle struct {
 	log    *syncBuffer
 	// other enqueues as another daemon would: an engine on the same store
 	// that never runs.
-	other *engine.Engine
+	other  *engine.Engine
+	pulses pulses
 }
 
 func setupShared(t *testing.T, cfg engine.Config) *sharedBundle {
@@ -92,8 +121,9 @@ func setupShared(t *testing.T, cfg engine.Config) *sharedBundle {
 	b := &bundle{store: st, exec: &fakeExec{started: make(chan *call, 100)}, clock: engine.NewManualClock(t0), procs: &fakeProcs{}, done: make(chan error, 1)}
 	logs := &syncBuffer{}
 	cfg.Host = "here"
+	pl := pulses{c: make(chan struct{}, 1)}
 	b.eng, err = engine.New(cfg, engine.Deps{Store: sh, Subprocess: b.exec, InProcess: b.exec, Processes: b.procs,
-		Clock: b.clock, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+		Clock: b.clock, Logger: slog.New(slog.NewTextHandler(logs, nil)), Observer: pl})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +140,7 @@ func setupShared(t *testing.T, cfg engine.Config) *sharedBundle {
 			t.Error("engine did not stop")
 		}
 	})
-	sb := &sharedBundle{bundle: b, shared: sh, log: logs, other: other}
+	sb := &sharedBundle{bundle: b, shared: sh, log: logs, other: other, pulses: pl}
 	sb.watched(t)
 	return sb
 }
@@ -122,6 +152,17 @@ func (b *sharedBundle) watched(t *testing.T) {
 	case <-b.shared.watches:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the engine does not watch its shared store")
+	}
+}
+
+// idle waits for the dispatcher's first round to end: a job stored
+// elsewhere after it starts only when something wakes the dispatcher.
+func (b *sharedBundle) idle(t *testing.T) {
+	t.Helper()
+	select {
+	case <-b.pulses.c:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dispatcher never went round")
 	}
 }
 
@@ -154,6 +195,7 @@ func (b *sharedBundle) runElsewhere(t *testing.T, id string) *engine.Job {
 // only the notice can have started the job.
 func TestAJobEnqueuedElsewhereStartsAtItsNotice(t *testing.T) {
 	b := setupShared(t, engine.Config{Workers: 1})
+	b.idle(t)
 	j := b.enqueueElsewhere(t, engine.EnqueueRequest{})
 	b.notice(engine.Notice{Kind: engine.NoticeEnqueue, Queue: engine.DefaultQueue})
 	if c := b.next(t); c.run.Job.ID != j.ID {
@@ -165,6 +207,7 @@ func TestAJobEnqueuedElsewhereStartsAtItsNotice(t *testing.T) {
 // otherwise sleep for an hour with nothing scheduled, looks on its own.
 func TestALostNoticeIsCoveredBySharedPoll(t *testing.T) {
 	b := setupShared(t, engine.Config{Workers: 1})
+	b.idle(t)
 	j := b.enqueueElsewhere(t, engine.EnqueueRequest{})
 	c := b.advanceUntilStarted(t, engine.SharedPoll)
 	if c.run.Job.ID != j.ID {
@@ -203,10 +246,17 @@ func TestAReplaceFromElsewhereSupersedesTheOlderGenerationRunningHere(t *testing
 	old := b.enqueue(t, engine.EnqueueRequest{Subject: "build"})
 	c1 := b.next(t)
 	yes := true
-	// Another key's replace leaves it alone (checked once the next
-	// notice, handled after it, has acted).
+	// Another key's replace leaves it alone: checked once the enqueue
+	// notice after it, handled in order, has started that job.
 	otherKey := b.enqueueElsewhere(t, engine.EnqueueRequest{Subject: "lint", Replace: &yes})
 	b.notice(engine.Notice{Kind: engine.NoticeReplace, Queue: otherKey.Queue, ID: otherKey.ID})
+	b.notice(engine.Notice{Kind: engine.NoticeEnqueue, Queue: otherKey.Queue})
+	if c := b.next(t); c.run.Job.ID != otherKey.ID {
+		t.Fatalf("started %s, want %s", c.run.Job.ID, otherKey.ID)
+	}
+	if c1.ctx.Err() != nil {
+		t.Fatal("a replace of another key stopped the job")
+	}
 	newer := b.enqueueElsewhere(t, engine.EnqueueRequest{Subject: "build", Replace: &yes})
 	b.notice(engine.Notice{Kind: engine.NoticeReplace, Queue: newer.Queue, ID: newer.ID})
 	<-c1.ctx.Done()
@@ -295,13 +345,25 @@ func TestWaitSeesAJobEndElsewhere(t *testing.T) {
 	b.next(t)
 	j := b.enqueueElsewhere(t, engine.EnqueueRequest{})
 	running := b.runElsewhere(t, j.ID)
+	// Hold Wait's read of the RUNNING job until the job has ended, so
+	// that only the notice can make it read again: the clock stays put.
+	readRunning, release := make(chan struct{}), make(chan struct{})
+	hook := func(got *engine.Job) {
+		if got.ID == j.ID && got.State == engine.StateRunning {
+			readRunning <- struct{}{}
+			<-release
+		}
+	}
+	b.shared.onGet.Store(&hook)
 	done := make(chan *engine.Job, 1)
 	go func() { done <- b.wait(t, j.ID) }()
+	<-readRunning
 	code := 0
 	if _, err := b.store.Complete(context.Background(), engine.Completion{ID: j.ID, Attempt: running.Attempt,
 		State: engine.StateDone, Outcome: engine.OutcomeSucceeded, ExitCode: &code, FinishedAt: b.clock.Now()}); err != nil {
 		t.Fatal(err)
 	}
+	close(release)
 	b.notice(engine.Notice{Kind: engine.NoticeFree, Queue: j.Queue})
 	if got := <-done; got.State != engine.StateDone {
 		t.Fatalf("wait returned %s", got.State)

@@ -150,6 +150,12 @@ func (e *Engine) Wait(ctx context.Context, ids []string) ([]*Job, error) {
 	defer func() { sub.Close() }()
 	jobs := make([]*Job, len(ids))
 	for {
+		// Taken before the reads, so a change elsewhere during them is
+		// not missed.
+		var elsewhere <-chan struct{}
+		if e.Shared() {
+			elsewhere = e.changedElsewhere()
+		}
 		pending := 0
 		for i, id := range ids {
 			if jobs[i] != nil && jobs[i].State.Terminal() {
@@ -167,7 +173,7 @@ func (e *Engine) Wait(ctx context.Context, ids []string) ([]*Job, error) {
 		if pending == 0 {
 			return jobs, nil
 		}
-		if err := e.waitForChange(ctx, sub, ids); err != nil {
+		if err := e.waitForChange(ctx, sub, ids, elsewhere); err != nil {
 			return jobs, err
 		}
 		if sub.Lagged() {
@@ -179,13 +185,11 @@ func (e *Engine) Wait(ctx context.Context, ids []string) ([]*Job, error) {
 
 // waitForChange returns when one of ids may have ended. On a shared store
 // a job may end under another daemon, which the local events do not see:
-// the notices of other daemons' changes and the SharedPoll tick say when
-// to read the jobs again.
-func (e *Engine) waitForChange(ctx context.Context, sub *Subscription, ids []string) error {
-	var elsewhere <-chan struct{}
+// the notices of other daemons' changes (elsewhere) and the SharedPoll
+// tick say when to read the jobs again.
+func (e *Engine) waitForChange(ctx context.Context, sub *Subscription, ids []string, elsewhere <-chan struct{}) error {
 	var tick <-chan time.Time
 	if e.Shared() {
-		elsewhere = e.ChangedElsewhere()
 		t := e.clock.NewTimer(SharedPoll)
 		defer t.Stop()
 		tick = t.C()
