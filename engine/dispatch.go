@@ -54,7 +54,8 @@ type endedReply struct {
 
 // dispatch claims and starts jobs until ctx ends. It sleeps only on the wake
 // channel (enqueues and finished jobs) and on one timer armed for the next
-// due run_at or TTL expiry: there is no polling interval.
+// due run_at or TTL expiry: there is no polling interval, except on a
+// store other daemons share (SharedPoll, cluster.go).
 func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 	e.startBatching()
 	defer e.stopBatching()
