@@ -74,8 +74,14 @@ func (a *app) cancel(ctx context.Context, c *cli.Command) error {
 		}
 	} else {
 		for _, j := range cancelled {
-			fmt.Fprintln(a.stdout, j.ID)
+			if j.State == engine.StateCancelled {
+				fmt.Fprintln(a.stdout, j.ID)
+			}
+			a.noteStopElsewhere(j)
 		}
+	}
+	if stillRunning(cancelled) && firstErr == nil {
+		return errSilentFailure
 	}
 	if firstErr != nil && len(reqs) > 1 {
 		return errSilentFailure
@@ -85,4 +91,27 @@ func (a *app) cancel(ctx context.Context, c *cli.Command) error {
 		return failf("0 queued or running jobs matched subject %s in queue %s, type %s", c.String("subject"), c.String("queue"), c.String("type"))
 	}
 	return firstErr
+}
+
+// noteStopElsewhere says on stderr what became of a job that was running
+// under another daemon sharing the store, which the cancel asked to stop.
+func (a *app) noteStopElsewhere(j *engine.Job) {
+	switch {
+	case j.StopAsked == "":
+	case j.State == engine.StateCancelled:
+		fmt.Fprintf(a.stderr, "stq: %s was running under daemon %s, which stopped it\n", j.ID, j.StopAsked)
+	default:
+		fmt.Fprintf(a.stderr, "stq: %s is running under daemon %s, which was asked to stop it and has not yet; it is still %s\n", j.ID, j.StopAsked, j.State)
+	}
+}
+
+// stillRunning says whether a cancel's reply holds a job whose owner did
+// not stop it in time.
+func stillRunning(jobs []*engine.Job) bool {
+	for _, j := range jobs {
+		if j.StopAsked != "" && j.State != engine.StateCancelled {
+			return true
+		}
+	}
+	return false
 }

@@ -113,6 +113,8 @@ func (e *Engine) cancelOne(ctx context.Context, id string) (*Job, error) {
 	case j.State == StateRunning && j.Owner == e.cfg.Owner:
 		// Ours in the store but not running here: its completion was lost.
 		return nil, fmt.Errorf("%w: job %s is marked RUNNING but this daemon is not running it; run `stq recover`", ErrInvalid, id)
+	case j.State == StateRunning && e.shared.watcher != nil:
+		return e.cancelElsewhere(ctx, j)
 	case j.State == StateRunning:
 		return nil, fmt.Errorf("%w: job %s is running under another daemon (%s)", ErrInvalid, id, j.Owner)
 	default:

@@ -54,7 +54,8 @@ type endedReply struct {
 
 // dispatch claims and starts jobs until ctx ends. It sleeps only on the wake
 // channel (enqueues and finished jobs) and on one timer armed for the next
-// due run_at or TTL expiry: there is no polling interval.
+// due run_at or TTL expiry: there is no polling interval, except on a
+// store other daemons share (SharedPoll, cluster.go).
 func (e *Engine) dispatch(ctx context.Context, jobsCtx context.Context) {
 	e.startBatching()
 	defer e.stopBatching()
@@ -136,6 +137,10 @@ func (e *Engine) nextLook(now time.Time, free int, wake Wake, retry time.Duratio
 	}
 	if retry > 0 && retry < d {
 		d = retry
+	}
+	// On a shared store a notice can be lost: look anyway (SharedPoll).
+	if e.shared.watcher != nil && d > SharedPoll {
+		d = SharedPoll
 	}
 	if e.cfg.Pulse > 0 && d > e.cfg.Pulse {
 		d = e.cfg.Pulse

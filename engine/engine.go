@@ -130,6 +130,9 @@ type Engine struct {
 
 	recovered atomic.Int64
 	jobs      sync.WaitGroup
+
+	// shared is set when other daemons share the store (cluster.go).
+	shared cluster
 }
 
 // withDefaults fills in the defaults of the fields left zero.
@@ -201,6 +204,7 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	}
 	e.reconfigured = make(chan struct{}, 1)
 	e.live.Store(live)
+	e.shared.watcher, _ = d.Store.(Watcher)
 	return e, nil
 }
 
@@ -263,6 +267,17 @@ func (e *Engine) Run(ctx context.Context) error {
 		e.maintain(ctx)
 	}()
 	defer func() { <-maintDone }()
+	// The watch outlives the dispatcher: during the grace period another
+	// daemon may still cancel a job running here.
+	watchDone := make(chan struct{})
+	watchCtx, stopWatch := context.WithCancel(context.Background())
+	go func() {
+		defer close(watchDone)
+		if e.shared.watcher != nil {
+			e.watch(watchCtx)
+		}
+	}()
+	defer func() { stopWatch(); <-watchDone }()
 
 	e.dispatch(ctx, jobsCtx)
 

@@ -57,6 +57,11 @@ type Job struct {
 	// "after <id>"); empty when it could start now or is not QUEUED. It is
 	// computed when the job is read, never stored.
 	Waiting string `json:"waiting"`
+	// StopAsked is set only in the reply to a cancel of a job that was
+	// running under another daemon on the same store: that daemon's Owner,
+	// which was asked to stop it. The job is CANCELLED when it stopped in
+	// time, still RUNNING when its owner did not answer. Never stored.
+	StopAsked string `json:"stop_asked,omitempty"`
 	// Owner names the daemon that claimed the job's current attempt
 	// ("host/instance"). Recovery only touches jobs whose owner is a dead
 	// daemon of this host, which keeps a shared database safe.

@@ -150,6 +150,12 @@ func (e *Engine) Wait(ctx context.Context, ids []string) ([]*Job, error) {
 	defer func() { sub.Close() }()
 	jobs := make([]*Job, len(ids))
 	for {
+		// Taken before the reads, so a change elsewhere during them is
+		// not missed.
+		var elsewhere <-chan struct{}
+		if e.Shared() {
+			elsewhere = e.changedElsewhere()
+		}
 		pending := 0
 		for i, id := range ids {
 			if jobs[i] != nil && jobs[i].State.Terminal() {
@@ -167,7 +173,7 @@ func (e *Engine) Wait(ctx context.Context, ids []string) ([]*Job, error) {
 		if pending == 0 {
 			return jobs, nil
 		}
-		if err := e.waitForChange(ctx, sub, ids); err != nil {
+		if err := e.waitForChange(ctx, sub, ids, elsewhere); err != nil {
 			return jobs, err
 		}
 		if sub.Lagged() {
@@ -177,11 +183,25 @@ func (e *Engine) Wait(ctx context.Context, ids []string) ([]*Job, error) {
 	}
 }
 
-func (e *Engine) waitForChange(ctx context.Context, sub *Subscription, ids []string) error {
+// waitForChange returns when one of ids may have ended. On a shared store
+// a job may end under another daemon, which the local events do not see:
+// the notices of other daemons' changes (elsewhere) and the SharedPoll
+// tick say when to read the jobs again.
+func (e *Engine) waitForChange(ctx context.Context, sub *Subscription, ids []string, elsewhere <-chan struct{}) error {
+	var tick <-chan time.Time
+	if e.Shared() {
+		t := e.clock.NewTimer(SharedPoll)
+		defer t.Stop()
+		tick = t.C()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-elsewhere:
+			return nil
+		case <-tick:
+			return nil
 		case ev, ok := <-sub.C:
 			if !ok {
 				return nil // lagged or shutting down: re-read the jobs

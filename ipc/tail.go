@@ -2,12 +2,23 @@ package ipc
 
 import (
 	"context"
+	"time"
 
 	"stq/engine"
 )
 
 // tailPage is how many stored lines one backend.Logs call fetches.
 const tailPage = 1000
+
+// sharedBackend is a backend whose store other daemons share: a job may
+// run, print and end under another daemon, which no local subscription
+// hears of, so a follow reads the store too.
+type sharedBackend interface{ Shared() bool }
+
+// tailPoll is how often a follow on a shared store reads the job and its
+// stored lines: the owning daemon stores a running job's output every
+// 250 ms (engine/output.go), so reading more often finds nothing new.
+const tailPoll = 250 * time.Millisecond
 
 // maxQueueCache bounds the job-id → queue memo of a queue-filtered follow.
 const maxQueueCache = 4096
@@ -90,10 +101,21 @@ func (c *conn) followJob(ctx context.Context, id string, afterSeq int64) (any, e
 	if job.State.Terminal() {
 		return &TailResult{Job: job}, nil
 	}
+	var poll <-chan time.Time
+	if sb, ok := b.(sharedBackend); ok && sb.Shared() {
+		t := time.NewTicker(tailPoll)
+		defer t.Stop()
+		poll = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-poll:
+			if res, err := c.pollJob(ctx, id, &last); res != nil || err != nil {
+				return res, err
+			}
+			continue
 		case ev, ok := <-sub.C:
 			if !ok {
 				return nil, subscriptionEnded(sub)
@@ -133,6 +155,27 @@ func (c *conn) followJob(ctx context.Context, id string, afterSeq int64) (any, e
 			}
 		}
 	}
+}
+
+// pollJob sends the lines stored since *last, and when the job has ended
+// (read before the lines, so none stored before its end is missed) its
+// final event, and returns the result that ends the follow.
+func (c *conn) pollJob(ctx context.Context, id string, last *int64) (*TailResult, error) {
+	j, err := c.srv.backend.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.replay(ctx, id, last); err != nil {
+		return nil, err
+	}
+	if !j.State.Terminal() {
+		return nil, nil
+	}
+	ev := engine.Event{Kind: engine.EventJob, JobID: id, Job: j}
+	if err := c.sendEvent(&ev); err != nil {
+		return nil, err
+	}
+	return &TailResult{Job: j}, nil
 }
 
 // replay sends the stored lines of job id after *last as notifications and
