@@ -248,11 +248,16 @@ func (a *app) serviceInstall(ctx context.Context, c *cli.Command) error {
 	return nil
 }
 
-// prepareHome creates the home before the manager starts the daemon: launchd
-// opens the log there first, and a system unit's home must belong to the
-// user it runs as.
+// prepareHome creates the home and its token before the manager starts the
+// daemon: launchd opens the log there first, a client of a socket-activated
+// daemon reads the token before it connects (and so before any daemon ran
+// to make one), and a system unit's home must belong to the user it runs
+// as.
 func prepareHome(p Paths, u unitSpec) error {
 	if err := ensureDirs(p); err != nil {
+		return err
+	}
+	if _, err := ensureToken(p.Token); err != nil {
 		return err
 	}
 	if !u.System {
@@ -264,7 +269,7 @@ func prepareHome(p Paths, u unitSpec) error {
 	}
 	uid, _ := strconv.Atoi(usr.Uid)
 	gid, _ := strconv.Atoi(usr.Gid)
-	for _, d := range []string{p.Home, filepath.Dir(p.Socket)} {
+	for _, d := range []string{p.Home, filepath.Dir(p.Socket), p.Token} {
 		if err := os.Chown(d, uid, gid); err != nil {
 			return fmt.Errorf("give %s to %s: %w", d, u.RunAs, err)
 		}

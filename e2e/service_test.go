@@ -320,6 +320,11 @@ func TestServiceInstallWithoutSystemctl(t *testing.T) {
 	if st := e.serviceStatus(env); !st.Installed || !strings.HasPrefix(st.Enabled, "unknown (") {
 		t.Fatalf("status without systemctl: %+v", st)
 	}
+	// No daemon ever ran on this home, yet the token is there: the first
+	// client of a socket-activated daemon reads it before connecting.
+	if fi, err := os.Stat(e.path("token")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token after install: %v %v", fi, err)
+	}
 }
 
 func TestServiceBadInput(t *testing.T) {
