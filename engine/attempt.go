@@ -28,6 +28,9 @@ type activeJob struct {
 // goroutine owned by the engine (tracked in e.jobs).
 func (e *Engine) start(jobsCtx context.Context, j *Job) {
 	ctx, cancel := context.WithCancelCause(jobsCtx)
+	if e.fenced() {
+		cancel(errFenced) // claimed just before the fence: never start it
+	}
 	a := &activeJob{job: j, cancel: cancel, done: make(chan struct{}), seq: j.LogSeq}
 	e.mu.Lock()
 	e.running[j.ID] = a
@@ -59,9 +62,12 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 		err = j.BaseEnv.usable()
 	}
 	var res Result
-	if err != nil {
+	switch {
+	case err != nil:
 		res = Result{Err: err}
-	} else {
+	case ctx.Err() != nil:
+		// Stopped before it started (fenced): nothing ran.
+	default:
 		res = e.safeExecute(ctx, exec, run)
 	}
 	var cause error
