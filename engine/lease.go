@@ -164,10 +164,13 @@ func (e *Engine) leaseLoop(ctx context.Context, lost context.CancelCauseFunc) {
 			lost(err)
 			return
 		}
-		rearm(renew, ttl/3)
-		if err == nil {
-			rearm(fence, max(e.untilFence(), 0))
+		if err != nil {
+			// Try again sooner: two more tries before the fence.
+			rearm(renew, ttl/6)
+			continue
 		}
+		rearm(renew, ttl/3)
+		rearm(fence, max(e.untilFence(), 0))
 	}
 }
 
