@@ -150,6 +150,7 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 	ctl := &daemonControl{config: p.Config, flags: flags, started: cfg, log: log}
 	ecfg := engineConfig(cfg, host)
 	ecfg.Version = a.version
+	ecfg.StoreName = where
 	ecfg.Pulse = obs.pulse()
 	eng, err := engine.New(ecfg, engine.Deps{
 		Store:      st,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
 
 	"stq/engine"
 	"stq/store/postgres"
@@ -19,6 +20,7 @@ const databaseURLEnv = "STQ_DATABASE_URL"
 type storeConfig struct {
 	URL    string `toml:"url"`
 	Schema string `toml:"schema"`
+	Lease  string `toml:"lease"`
 }
 
 // StoreConfig says where the daemon keeps its jobs: the embedded SQLite
@@ -26,6 +28,9 @@ type storeConfig struct {
 type StoreConfig struct {
 	URL    string
 	Schema string
+	// Lease is the daemon's lease on a shared database (0: the engine's
+	// default); see docs/SCALING.md, "Leases and fencing".
+	Lease time.Duration
 }
 
 // parseStoreConfig checks the [store] table. The URL's scheme is checked
@@ -40,7 +45,18 @@ func parseStoreConfig(sc storeConfig) (StoreConfig, error) {
 	if sc.Schema != "" && !postgres.ValidSchema(sc.Schema) {
 		return StoreConfig{}, fmt.Errorf("store.schema: %q must be letters, digits and underscores, starting with a letter or underscore, at most 58", sc.Schema)
 	}
-	return StoreConfig(sc), nil
+	out := StoreConfig{URL: sc.URL, Schema: sc.Schema}
+	if sc.Lease != "" {
+		d, err := parseConfigDuration(sc.Lease)
+		if err != nil {
+			return StoreConfig{}, fmt.Errorf("store.lease: %w", err)
+		}
+		if d < engine.MinLease {
+			return StoreConfig{}, fmt.Errorf("store.lease: %s is shorter than the minimum %s", sc.Lease, engine.MinLease)
+		}
+		out.Lease = d
+	}
+	return out, nil
 }
 
 func checkDatabaseURL(raw string) error {
@@ -69,6 +85,9 @@ func openStore(ctx context.Context, cfg Config, p Paths, getenv func(string) str
 	if sc.URL == "" {
 		if sc.Schema != "" {
 			return nil, "", fmt.Errorf("store.schema is set, but the store is the SQLite file %s: set store.url or %s to a PostgreSQL URL, or remove store.schema", p.DB, databaseURLEnv)
+		}
+		if sc.Lease != 0 {
+			return nil, "", fmt.Errorf("store.lease is set, but the store is the SQLite file %s, which one host uses alone: set store.url or %s to a PostgreSQL URL, or remove store.lease", p.DB, databaseURLEnv)
 		}
 		st, err := sqlite.Open(p.DB, sqlite.Options{Synchronous: cfg.Durability})
 		if err != nil {

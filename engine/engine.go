@@ -51,6 +51,9 @@ type Config struct {
 	// reported to Deps.Observer; zero leaves it to sleep until it has work.
 	// A service manager's watchdog sets it.
 	Pulse time.Duration
+	// StoreName describes the store for Stats (a path, or a URL without
+	// its password); empty: Stats leaves it out.
+	StoreName string
 	// Lease is the length of the daemon's lease on a store that is a
 	// Leaser (default DefaultLease, at least MinLease); see lease.go.
 	Lease time.Duration

@@ -215,8 +215,9 @@ type Stats struct {
 	// Retention is what finished history is kept (0: no limit).
 	Retention RetentionStats `json:"retention"`
 	// Daemons lists the live daemons sharing the store (leases); absent
-	// on a store of one host.
+	// on a store of one host. Store is Config.StoreName.
 	Daemons []DaemonInfo `json:"daemons,omitempty"`
+	Store   string       `json:"store,omitempty"`
 }
 
 // RetentionStats reports the retention settings in force.
@@ -241,6 +242,7 @@ func (e *Engine) Stats(ctx context.Context) (Stats, error) {
 	}
 	return Stats{
 		Daemons:    daemons,
+		Store:      e.cfg.StoreName,
 		StoreStats: st,
 		Workers:    e.cfg.Workers,
 		Running:    e.runningCount(),
