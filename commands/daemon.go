@@ -145,7 +145,10 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 		return failf("%v", err)
 	}
 	defer obs.close()
-	host, _ := os.Hostname()
+	host, err := daemonHost(os.Getenv)
+	if err != nil {
+		return err
+	}
 	probe := exec.NewSystemProbe(cfg.IdleThreshold)
 	ctl := &daemonControl{config: p.Config, flags: flags, started: cfg, log: log}
 	ecfg := engineConfig(cfg, host)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -100,4 +101,23 @@ func openStore(ctx context.Context, cfg Config, p Paths, getenv func(string) str
 		return nil, "", fmt.Errorf("open database: %w", err)
 	}
 	return st, fmt.Sprintf("%s (schema %s)", postgres.Redact(sc.URL), st.Schema()), nil
+}
+
+// hostEnv names the variable that overrides the host name a daemon puts in
+// its jobs' owner. Recovery kills leftover processes only of owners on its
+// own host, so two daemons that share a hostname but not a process table
+// (containers) must tell themselves apart with it.
+const hostEnv = "STQ_HOST"
+
+// daemonHost is the name of this host in job owners ("host/instance"):
+// STQ_HOST, else the hostname. getenv is os.Getenv outside tests.
+func daemonHost(getenv func(string) string) (string, error) {
+	if h := strings.TrimSpace(getenv(hostEnv)); h != "" {
+		if strings.Contains(h, "/") {
+			return "", usageErrorf("%s: %q must not contain \"/\", which separates the host from the instance in a job's owner", hostEnv, h)
+		}
+		return h, nil
+	}
+	h, _ := os.Hostname()
+	return h, nil
 }
