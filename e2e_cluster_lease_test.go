@@ -213,8 +213,8 @@ func TestClusterLeaseSIGSTOP(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("A did not exit after finding its lease lost")
 	}
-	if code := da.cmd.ProcessState.ExitCode(); code == 0 {
-		t.Errorf("A exited 0 after losing its lease")
+	if code := da.cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("A exited %d after losing its lease, want 1", code)
 	}
 	if log := da.output(); !strings.Contains(log, "lease") {
 		t.Errorf("A's log does not say it lost its lease:\n%s", log)
