@@ -265,6 +265,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return err
 	}
 	if _, err := e.Recover(ctx); err != nil {
+		e.leave()
 		return fmt.Errorf("recover on start: %w", err)
 	}
 	ctx, lose := context.WithCancelCause(ctx)

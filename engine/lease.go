@@ -193,10 +193,12 @@ func (e *Engine) leaseOnce(ctx context.Context) error {
 	switch {
 	case err == nil:
 		e.lease.mu.Lock()
-		wasStopped := e.lease.stopped
+		// The dispatcher may have passed up claims while fenced, with or
+		// without checkFence having run yet: wake it either way.
+		wasFenced := e.lease.stopped || at.Sub(e.lease.renewed) >= e.lease.fenceAfter()
 		e.lease.renewed, e.lease.stopped = at, false
 		e.lease.mu.Unlock()
-		if wasStopped {
+		if wasFenced {
 			e.log.Warn("lease renewed again: claiming jobs again")
 			e.notify()
 		}
