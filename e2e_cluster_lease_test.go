@@ -136,47 +136,78 @@ func checkRecovered(t *testing.T, e *testEnv, ids []string, owner string) {
 	}
 }
 
-// kill -9 of a daemon with jobs running: the other daemon (same host)
-// leaves them alone while the dead one's lease lasts, then recovers them,
-// kills what the dead daemon left behind, and runs them to DONE.
+// kill -9 of a daemon with jobs running. B leaves A's jobs alone while A
+// lives, and once A is dead recovers them and runs every one to DONE.
+// On another host (STQ_HOST) that is after A's lease expired, and A's
+// processes are beyond B's reach; on the same host B sees at once that
+// A's process is gone and kills what A left behind.
 func TestClusterLeaseKill9(t *testing.T) {
-	schema := pgSchema(t)
-	a, b := leaseEnv(t, schema), leaseEnv(t, schema)
-	dir := t.TempDir()
-	da := a.startDaemonAs()
-	ids, pids := enqueueLeaseJobs(t, a, dir, 4)
-	b.startDaemonAs()
+	for _, tc := range []struct {
+		name         string
+		envA, envB   []string
+		waitForLease bool
+	}{
+		{"other host", []string{"STQ_HOST=host-a"}, []string{"STQ_HOST=host-b"}, true},
+		{"same host", nil, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			schema := pgSchema(t)
+			a, b := leaseEnv(t, schema), leaseEnv(t, schema)
+			dir := t.TempDir()
+			da := a.startDaemonAs(tc.envA...)
+			ids, pids := enqueueLeaseJobs(t, a, dir, 4)
+			t.Cleanup(func() {
+				for _, pid := range pids {
+					_ = syscall.Kill(-pid, syscall.SIGKILL) // another host's leftovers
+				}
+			})
+			b.startDaemonAs(tc.envB...)
+			st := b.clusterStats()
+			checkDaemons(t, b, st, 2)
+			// B started after A's jobs: its start-up recovery left them alone.
+			for _, id := range ids {
+				if j := b.show(id); j.State != "RUNNING" {
+					t.Fatalf("job %s is %s on B's start, want RUNNING (A lives)", id, j.State)
+				}
+			}
 
-	st := b.clusterStats()
-	if len(st.Daemons) != 2 {
-		t.Fatalf("stats on B lists %d daemons, want 2: %+v", len(st.Daemons), st.Daemons)
+			killed := time.Now()
+			da.kill()
+			checkRecovered(t, b, ids, st.Owner)
+			took := time.Since(killed)
+			for id, pid := range pids {
+				if tc.waitForLease {
+					if !processAlive(pid) {
+						t.Errorf("B killed process %d of %s on another host", pid, id)
+					}
+					continue
+				}
+				waitFor(t, fmt.Sprintf("A's process %d of %s to be killed", pid, id), 10*time.Second, func() bool { return !processAlive(pid) })
+				if _, err := os.Stat(filepath.Join(dir, id+".term")); err == nil {
+					t.Errorf("job %s got SIGTERM: recovery kills with SIGKILL", id)
+				}
+			}
+			if tc.waitForLease && took < clusterLease/2 {
+				t.Errorf("recovered %s after the kill, before A's lease could expire", took)
+			}
+		})
+	}
+}
+
+// checkDaemons checks that stats on e lists n complete daemon entries,
+// in --json and in its text table.
+func checkDaemons(t *testing.T, e *testEnv, st clusterStats, n int) {
+	t.Helper()
+	if len(st.Daemons) != n {
+		t.Fatalf("stats lists %d daemons, want %d: %+v", len(st.Daemons), n, st.Daemons)
 	}
 	for _, d := range st.Daemons {
 		if d.PID <= 0 || d.Host == "" || d.Version == "" || d.Heartbeat.IsZero() || d.Started.IsZero() {
 			t.Errorf("daemon entry incomplete: %+v", d)
 		}
 	}
-	if text := b.ok("stats"); !strings.Contains(text, "HEARTBEAT") || !strings.Contains(text, st.Owner+" (this daemon)") {
+	if text := e.ok("stats"); !strings.Contains(text, "HEARTBEAT") || !strings.Contains(text, st.Owner+" (this daemon)") {
 		t.Errorf("stats text has no daemon table:\n%s", text)
-	}
-	// B started after A's jobs: its start-up recovery left them alone.
-	for _, id := range ids {
-		if j := b.show(id); j.State != "RUNNING" {
-			t.Fatalf("job %s is %s on B's start, want RUNNING (A's lease is live)", id, j.State)
-		}
-	}
-
-	killed := time.Now()
-	da.kill()
-	checkRecovered(t, b, ids, st.Owner)
-	if took := time.Since(killed); took < clusterLease/2 {
-		t.Errorf("recovered %s after the kill, before A's lease could expire", took)
-	}
-	for id, pid := range pids {
-		waitFor(t, fmt.Sprintf("A's process %d of %s to be killed", pid, id), 10*time.Second, func() bool { return !processAlive(pid) })
-		if _, err := os.Stat(filepath.Join(dir, id+".term")); err == nil {
-			t.Errorf("job %s got SIGTERM: recovery kills with SIGKILL", id)
-		}
 	}
 }
 

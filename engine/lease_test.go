@@ -308,3 +308,57 @@ func TestALostLeaseEndsRun(t *testing.T) {
 	}
 	b.done <- nil // for the cleanup
 }
+
+// startProcs tells processes apart by start time, as exec.Processes does:
+// a daemon recorded with a start time not in alive is gone.
+type startProcs struct {
+	*fakeProcs
+	alive map[int64]bool
+}
+
+func (p startProcs) StartTime(int) (int64, error) { return 1, nil }
+
+func (p startProcs) Alive(_ int, start int64) bool { return p.alive[start] }
+
+// A daemon of this host whose process is gone is dead at once, lease or
+// not: a restart after a crash recovers its jobs without waiting for the
+// lease, and gives the dead daemon's lease back. A live one's are left.
+func TestADeadDaemonOfThisHostIsRecoveredWithoutWaitingForItsLease(t *testing.T) {
+	st, clock := leasedSetup(t)
+	ctx := context.Background()
+	for i, owner := range []string{"hb/dead", "hb/alive"} {
+		if err := st.Join(ctx, engine.DaemonInfo{Owner: owner, Host: "hb", PID: 4000 + i, PIDStart: int64(10 + i)}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		id := "job-" + owner[3:]
+		if _, err := st.Enqueue(ctx, &engine.Job{ID: id, Queue: "default", Type: "exec", Command: []string{"x"}, State: engine.StateQueued,
+			MaxAttempts: 3, Backoff: engine.Duration(time.Second), CreatedAt: t0, RunAt: t0}, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Claim(ctx, engine.ClaimRequest{Owner: owner, Now: t0, Limit: 1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.MarkStarted(ctx, id, 1, 4242+i, 99); err != nil {
+			t.Fatal(err)
+		}
+	}
+	procs := startProcs{fakeProcs: &fakeProcs{}, alive: map[int64]bool{11: true, 1: true}}
+	eng, err := engine.New(engine.Config{Workers: 1, Host: "hb", Lease: time.Minute},
+		engine.Deps{Store: st, Subprocess: &fakeExec{started: make(chan *call, 10)}, Processes: procs, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := eng.Recover(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Recovered) != 1 || rep.Recovered[0].ID != "job-dead" || !rep.Recovered[0].Killed {
+		t.Fatalf("recovered %+v, want job-dead only, its processes killed", rep.Recovered)
+	}
+	if j := jobState(t, st, "job-alive"); j.State != engine.StateRunning {
+		t.Errorf("a live daemon's job is %s", j.State)
+	}
+	if st.has("hb/dead") || !st.has("hb/alive") {
+		t.Errorf("leases after recovery: dead kept %v, alive kept %v; want false, true", st.has("hb/dead"), st.has("hb/alive"))
+	}
+}

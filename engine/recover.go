@@ -80,6 +80,15 @@ func (e *Engine) Recover(ctx context.Context) (RecoverReport, error) {
 		e.notify()
 	}
 	if e.lease.leaser != nil {
+		// A dead daemon of this host gives its lease back through us, so
+		// the cluster view stops listing it.
+		for _, d := range live {
+			if e.diedHere(d) {
+				if err := e.lease.leaser.Leave(ctx, d.Owner); err != nil {
+					return rep, fmt.Errorf("give up the lease of dead daemon %s: %w", d.Owner, err)
+				}
+			}
+		}
 		if _, err := e.lease.leaser.ForgetExpired(ctx); err != nil {
 			return rep, fmt.Errorf("forget expired leases: %w", err)
 		}
@@ -119,12 +128,14 @@ func (e *Engine) killLeftovers(j *Job) (pid int, killed bool) {
 
 // orphaned reports whether a RUNNING job's owner is gone: without leases,
 // any other daemon of this host (this one's jobs not in e.running
-// included); with them, an owner without a live lease, or this daemon.
-func (e *Engine) orphaned(owner string, live map[string]bool) bool {
+// included); with them, an owner without a live lease, a daemon of this
+// host whose process is gone, or this daemon.
+func (e *Engine) orphaned(owner string, live map[string]DaemonInfo) bool {
 	if live == nil {
 		return e.sameHost(owner)
 	}
-	return owner == e.cfg.Owner || !live[owner]
+	d, ok := live[owner]
+	return owner == e.cfg.Owner || !ok || e.diedHere(d)
 }
 
 // sameHost reports whether a job's owner ran on this host; an empty owner

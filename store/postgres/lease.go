@@ -21,6 +21,7 @@ CREATE TABLE daemons (
 	owner     text COLLATE "C" PRIMARY KEY,  -- jobs.owner of its claims
 	host      text        NOT NULL,
 	pid       integer     NOT NULL,
+	pid_start bigint      NOT NULL,          -- the process's start time; 0: unknown
 	version   text        NOT NULL,
 	started   bigint      NOT NULL,          -- unix ns, the daemon's clock
 	-- The database's clock: the last renewal, and when the lease runs out.
@@ -32,9 +33,9 @@ CREATE TABLE daemons (
 // Join takes a lease for a new owner (see engine.Leaser).
 func (s *Store) Join(ctx context.Context, d engine.DaemonInfo, ttl time.Duration) error {
 	err := s.write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO daemons (owner, host, pid, version, started, heartbeat, expires)
-			VALUES ($1, $2, $3, $4, $5, now(), now() + $6 * interval '1 microsecond')`,
-			d.Owner, d.Host, d.PID, d.Version, d.Started.UnixNano(), ttl.Microseconds())
+		_, err := tx.Exec(ctx, `INSERT INTO daemons (owner, host, pid, pid_start, version, started, heartbeat, expires)
+			VALUES ($1, $2, $3, $4, $5, $6, now(), now() + $7 * interval '1 microsecond')`,
+			d.Owner, d.Host, d.PID, d.PIDStart, d.Version, d.Started.UnixNano(), ttl.Microseconds())
 		return err
 	})
 	if isUnique(err) {
@@ -81,7 +82,7 @@ func (s *Store) Daemons(ctx context.Context) ([]engine.DaemonInfo, error) {
 	var ds []engine.DaemonInfo
 	err := s.read(ctx, func(tx pgx.Tx) error {
 		ds = ds[:0]
-		rows, err := tx.Query(ctx, `SELECT owner, host, pid, version, started, heartbeat, expires
+		rows, err := tx.Query(ctx, `SELECT owner, host, pid, pid_start, version, started, heartbeat, expires
 			FROM daemons WHERE expires > now() ORDER BY host, owner`)
 		if err != nil {
 			return err
@@ -90,7 +91,7 @@ func (s *Store) Daemons(ctx context.Context) ([]engine.DaemonInfo, error) {
 		for rows.Next() {
 			var d engine.DaemonInfo
 			var started int64
-			if err := rows.Scan(&d.Owner, &d.Host, &d.PID, &d.Version, &started, &d.Heartbeat, &d.Expires); err != nil {
+			if err := rows.Scan(&d.Owner, &d.Host, &d.PID, &d.PIDStart, &d.Version, &started, &d.Heartbeat, &d.Expires); err != nil {
 				return err
 			}
 			d.Started = time.Unix(0, started).UTC()

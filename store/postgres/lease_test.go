@@ -37,7 +37,7 @@ func TestLeasesJoinRenewExpireAndForget(t *testing.T) {
 	schema := freshSchema(t)
 	a, b := openSchema(t, schema), openSchema(t, schema)
 	started := time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)
-	if err := a.Join(ctx, engine.DaemonInfo{Owner: "ha/1", Host: "ha", PID: 42, Version: "v1", Started: started}, time.Minute); err != nil {
+	if err := a.Join(ctx, engine.DaemonInfo{Owner: "ha/1", Host: "ha", PID: 42, PIDStart: 777, Version: "v1", Started: started}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Join(ctx, engine.DaemonInfo{Owner: "hb/1", Host: "hb", PID: 43, Version: "v2", Started: started}, time.Minute); err != nil {
@@ -50,7 +50,7 @@ func TestLeasesJoinRenewExpireAndForget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ds) != 2 || ds[0].Owner != "ha/1" || ds[0].Host != "ha" || ds[0].PID != 42 || ds[0].Version != "v1" || !ds[0].Started.Equal(started) {
+	if len(ds) != 2 || ds[0].Owner != "ha/1" || ds[0].Host != "ha" || ds[0].PID != 42 || ds[0].PIDStart != 777 || ds[0].Version != "v1" || !ds[0].Started.Equal(started) {
 		t.Fatalf("daemons = %+v", ds)
 	}
 	if d := ds[0].Expires.Sub(ds[0].Heartbeat); d != time.Minute {
