@@ -93,7 +93,7 @@ type lease struct {
 	stopped bool
 }
 
-// fenceAt is how long after a renewal was sent the daemon stops trusting
+// fenceAfter is how long after a renewal was sent the daemon stops trusting
 // it: after two missed renewals (every ttl/3), a third of the lease before
 // it can expire, which is the time the fenced daemon has to kill its jobs.
 func (l *lease) fenceAfter() time.Duration { return l.ttl - l.ttl/3 }
@@ -154,7 +154,9 @@ func (e *Engine) leave() {
 // the lease is lost; then it calls lost with ErrLeaseLost.
 func (e *Engine) leaseLoop(ctx context.Context, lost context.CancelCauseFunc) {
 	ttl := e.lease.ttl
-	renew := e.clock.NewTimer(ttl / 3)
+	// The first renewal counts from the join, not from now: a long
+	// start-up recovery must not eat into the lease.
+	renew := e.clock.NewTimer(max(e.untilFence()-ttl/3, 0))
 	defer renew.Stop()
 	recoverT := e.clock.NewTimer(ttl / 2)
 	defer recoverT.Stop()

@@ -172,7 +172,7 @@ func jobState(t *testing.T, st engine.Store, id string) *engine.Job {
 func TestAnExpiredDaemonsJobRunsAgainOnAnotherHost(t *testing.T) {
 	st, clock := leasedSetup(t)
 	ctx := context.Background()
-	const lease = 3 * time.Second
+	const lease = 6 * time.Second
 	for _, owner := range []string{"ha/dead", "hc/live"} {
 		if err := st.Join(ctx, engine.DaemonInfo{Owner: owner}, lease); err != nil {
 			t.Fatal(err)
