@@ -264,17 +264,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err := e.join(ctx); err != nil {
 		return err
 	}
-	if _, err := e.Recover(ctx); err != nil {
-		e.leave()
-		return fmt.Errorf("recover on start: %w", err)
-	}
 	ctx, lose := context.WithCancelCause(ctx)
 	defer lose(nil)
-	jobsCtx, stopJobs := context.WithCancelCause(context.Background())
-	defer stopJobs(nil)
-
-	// The lease outlives the dispatcher: jobs in their grace period still
-	// need it, or others would recover them while they run.
+	// The lease is renewed from the join on, through a start-up recovery
+	// however long, and outlives the dispatcher: jobs in their grace
+	// period still need it, or others would recover them while they run.
 	leaseDone := make(chan struct{})
 	leaseCtx, stopLease := context.WithCancel(context.Background())
 	defer func() { stopLease(); <-leaseDone }()
@@ -284,6 +278,15 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.leaseLoop(leaseCtx, lose)
 		}
 	}()
+	if _, err := e.Recover(ctx); err != nil {
+		stopLease()
+		<-leaseDone
+		e.leave()
+		return fmt.Errorf("recover on start: %w", err)
+	}
+	jobsCtx, stopJobs := context.WithCancelCause(context.Background())
+	defer stopJobs(nil)
+
 	flushDone := make(chan struct{})
 	flushCtx, stopFlush := context.WithCancel(context.Background())
 	go func() {

@@ -149,17 +149,23 @@ func (e *Engine) leave() {
 	}
 }
 
-// leaseLoop renews the lease every ttl/3, fences the daemon when renewals
-// fail, and recovers expired daemons' jobs every ttl/2, until ctx ends or
-// the lease is lost; then it calls lost with ErrLeaseLost.
+// leaseLoop renews the lease every ttl/3 and fences the daemon when
+// renewals fail, until ctx ends or the lease is lost; then it calls lost
+// with ErrLeaseLost. Its recoverLoop recovers dead daemons' jobs meanwhile,
+// on a goroutine of its own: a long recovery must not delay a renewal.
 func (e *Engine) leaseLoop(ctx context.Context, lost context.CancelCauseFunc) {
+	recoverCtx, stopRecover := context.WithCancel(ctx)
+	recoverDone := make(chan struct{})
+	go func() {
+		defer close(recoverDone)
+		e.recoverLoop(recoverCtx)
+	}()
+	defer func() { stopRecover(); <-recoverDone }()
 	ttl := e.lease.ttl
 	// The first renewal counts from the join, not from now: a long
 	// start-up recovery must not eat into the lease.
 	renew := e.clock.NewTimer(max(e.untilFence()-ttl/3, 0))
 	defer renew.Stop()
-	recoverT := e.clock.NewTimer(ttl / 2)
-	defer recoverT.Stop()
 	fence := e.clock.NewTimer(max(e.untilFence(), 0))
 	defer fence.Stop()
 	for {
@@ -169,14 +175,6 @@ func (e *Engine) leaseLoop(ctx context.Context, lost context.CancelCauseFunc) {
 		case <-fence.C():
 			// Not re-armed: the next renewal that succeeds arms it.
 			e.checkFence()
-			continue
-		case <-recoverT.C():
-			if !e.fenced() {
-				if _, err := e.Recover(ctx); err != nil && ctx.Err() == nil {
-					e.log.Warn("recover expired daemons' jobs", "err", err)
-				}
-			}
-			recoverT.Reset(ttl / 2)
 			continue
 		case <-renew.C():
 		}
@@ -192,6 +190,26 @@ func (e *Engine) leaseLoop(ctx context.Context, lost context.CancelCauseFunc) {
 		}
 		rearm(renew, ttl/3)
 		rearm(fence, max(e.untilFence(), 0))
+	}
+}
+
+// recoverLoop runs Recover every half lease until ctx ends, except while
+// the daemon is fenced: its view of the cluster is then in doubt.
+func (e *Engine) recoverLoop(ctx context.Context) {
+	t := e.clock.NewTimer(e.lease.ttl / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+		}
+		if !e.fenced() {
+			if _, err := e.Recover(ctx); err != nil && ctx.Err() == nil {
+				e.log.Warn("recover dead daemons' jobs", "err", err)
+			}
+		}
+		t.Reset(e.lease.ttl / 2)
 	}
 }
 
