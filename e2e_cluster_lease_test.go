@@ -66,6 +66,7 @@ func (e *testEnv) startDaemonAs(env ...string) *daemon {
 
 type clusterStats struct {
 	Owner   string `json:"owner"`
+	Store   string `json:"store"`
 	Daemons []struct {
 		Owner     string    `json:"owner"`
 		Host      string    `json:"host"`
@@ -164,6 +165,9 @@ func TestClusterLeaseKill9(t *testing.T) {
 			b.startDaemonAs(tc.envB...)
 			st := b.clusterStats()
 			checkDaemons(t, b, st, 2)
+			if !strings.HasPrefix(st.Store, "postgres") || !strings.Contains(st.Store, "schema "+schema) {
+				t.Errorf("stats names the store %q, want the database URL and schema %s", st.Store, schema)
+			}
 			// B started after A's jobs: its start-up recovery left them alone.
 			for _, id := range ids {
 				if j := b.show(id); j.State != "RUNNING" {
