@@ -28,13 +28,15 @@ type activeJob struct {
 // goroutine owned by the engine (tracked in e.jobs).
 func (e *Engine) start(jobsCtx context.Context, j *Job) {
 	ctx, cancel := context.WithCancelCause(jobsCtx)
-	if e.fenced() {
-		cancel(errFenced) // claimed just before the fence: never start it
-	}
 	a := &activeJob{job: j, cancel: cancel, done: make(chan struct{}), seq: j.LogSeq}
 	e.mu.Lock()
 	e.running[j.ID] = a
 	e.executing++
+	// Claimed just before the fence: never start it. Checked under e.mu,
+	// which stopOwnJobs holds too, so no job slips between the two.
+	if e.fenced() {
+		cancel(errFenced)
+	}
 	e.mu.Unlock()
 	e.publishJob(j)
 	e.jobs.Add(1)
