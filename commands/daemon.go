@@ -112,7 +112,11 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 	}
 	defer obs.close()
 
-	d := &daemonParts{log: log, hup: hup, obs: obs, probe: exec.NewSystemProbe(cfg.IdleThreshold)}
+	host, err := daemonHost(os.Getenv)
+	if err != nil {
+		return err
+	}
+	d := &daemonParts{log: log, hup: hup, obs: obs, probe: exec.NewSystemProbe(cfg.IdleThreshold), host: host, storeName: where}
 	d.ctl = &daemonControl{config: p.Config, flags: flags, started: cfg, log: log}
 	if d.eng, err = a.newEngine(cfg, st, d); err != nil {
 		return failf("%v", err)
@@ -188,6 +192,9 @@ type daemonParts struct {
 	srv   *ipc.Server
 	ln    net.Listener
 	ready []any // what the "ready" log line says
+	// host names this machine in job owners; storeName is where the jobs
+	// are, as stats shows it (a database URL without its password).
+	host, storeName string
 }
 
 // newEngine wires the engine to the store, the executors and d's probe,
@@ -197,9 +204,9 @@ func (a *app) newEngine(cfg Config, st engine.Store, d *daemonParts) (*engine.En
 	if err := reg.Register("noop", exec.Noop); err != nil {
 		return nil, err
 	}
-	host, _ := os.Hostname()
-	ecfg := engineConfig(cfg, host)
+	ecfg := engineConfig(cfg, d.host)
 	ecfg.Version = a.version
+	ecfg.StoreName = d.storeName
 	ecfg.Pulse = d.obs.pulse()
 	return engine.New(ecfg, engine.Deps{
 		Store:      st,

@@ -270,6 +270,7 @@ func engineConfig(cfg Config, host string) engine.Config {
 		Types:           cfg.Types,
 		Queues:          cfg.Queues,
 		Retention:       cfg.Retention,
+		Lease:           cfg.Store.Lease,
 	}
 }
 

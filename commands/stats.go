@@ -45,13 +45,21 @@ func (a *app) stats(ctx context.Context, c *cli.Command) error {
 	field := func(k, v string) { s.field(w, 10, k, v) }
 	field("home", p.Home)
 	field("socket", p.Socket)
-	field("db", fmt.Sprintf("%s (%s)", p.DB, fmtBytes(st.DBBytes)))
+	db := p.DB
+	if st.Store != "" {
+		db = st.Store
+	}
+	field("db", fmt.Sprintf("%s (%s)", db, fmtBytes(st.DBBytes)))
 	field("daemon", fmt.Sprintf("pid %d, version %s, %s, up %s", st.PID, st.Version, st.Owner, time.Since(st.Started).Truncate(time.Second)))
 	field("workers", fmt.Sprintf("%d (%d running)", st.Workers, st.Running))
 	field("recovered", fmt.Sprint(st.Recovered))
 	field("paused", orDash(strings.Join(st.Paused, ", ")))
 	field("machine", machineText(st))
 	field("retention", retentionText(st.Retention))
+	if len(st.Daemons) > 0 {
+		fmt.Fprintln(w)
+		s.writeTable(w, []string{"DAEMON", "HOST", "PID", "VERSION", "UP", "HEARTBEAT"}, daemonRows(st, time.Now()), -1)
+	}
 	fmt.Fprintln(w)
 	queues := make([]string, 0, len(st.Queues))
 	for q := range st.Queues {
@@ -103,4 +111,21 @@ func retentionText(r engine.RetentionStats) string {
 		keep = fmt.Sprintf("at most %d", r.Keep)
 	}
 	return fmt.Sprintf("finished jobs kept %s, %s", age, keep)
+}
+
+// daemonRows are the cluster's live daemons, one row each, the one that
+// answered marked. Heartbeats are the database's clock and now is this
+// host's, so an age is clamped at zero rather than shown negative.
+func daemonRows(st engine.Stats, now time.Time) [][]string {
+	rows := make([][]string, 0, len(st.Daemons))
+	for _, d := range st.Daemons {
+		owner := d.Owner
+		if owner == st.Owner {
+			owner += " (this daemon)"
+		}
+		age := max(now.Sub(d.Heartbeat), 0).Round(100 * time.Millisecond)
+		up := max(now.Sub(d.Started), 0).Truncate(time.Second)
+		rows = append(rows, []string{owner, d.Host, fmt.Sprint(d.PID), d.Version, up.String(), age.String() + " ago"})
+	}
+	return rows
 }

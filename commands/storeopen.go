@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
+	"time"
 
 	"stq/engine"
 	"stq/store/postgres"
@@ -19,6 +21,7 @@ const databaseURLEnv = "STQ_DATABASE_URL"
 type storeConfig struct {
 	URL    string `toml:"url"`
 	Schema string `toml:"schema"`
+	Lease  string `toml:"lease"`
 }
 
 // StoreConfig says where the daemon keeps its jobs: the embedded SQLite
@@ -26,6 +29,9 @@ type storeConfig struct {
 type StoreConfig struct {
 	URL    string
 	Schema string
+	// Lease is the daemon's lease on a shared database (0: the engine's
+	// default); see docs/SCALING.md, "Leases and fencing".
+	Lease time.Duration
 }
 
 // parseStoreConfig checks the [store] table. The URL's scheme is checked
@@ -40,7 +46,18 @@ func parseStoreConfig(sc storeConfig) (StoreConfig, error) {
 	if sc.Schema != "" && !postgres.ValidSchema(sc.Schema) {
 		return StoreConfig{}, fmt.Errorf("store.schema: %q must be letters, digits and underscores, starting with a letter or underscore, at most 58", sc.Schema)
 	}
-	return StoreConfig(sc), nil
+	out := StoreConfig{URL: sc.URL, Schema: sc.Schema}
+	if sc.Lease != "" {
+		d, err := parseConfigDuration(sc.Lease)
+		if err != nil {
+			return StoreConfig{}, fmt.Errorf("store.lease: %w", err)
+		}
+		if d < engine.MinLease {
+			return StoreConfig{}, fmt.Errorf("store.lease: %s is shorter than the minimum %s", sc.Lease, engine.MinLease)
+		}
+		out.Lease = d
+	}
+	return out, nil
 }
 
 func checkDatabaseURL(raw string) error {
@@ -70,6 +87,9 @@ func openStore(ctx context.Context, cfg Config, p Paths, getenv func(string) str
 		if sc.Schema != "" {
 			return nil, "", fmt.Errorf("store.schema is set, but the store is the SQLite file %s: set store.url or %s to a PostgreSQL URL, or remove store.schema", p.DB, databaseURLEnv)
 		}
+		if sc.Lease != 0 {
+			return nil, "", fmt.Errorf("store.lease is set, but the store is the SQLite file %s, which one host uses alone: set store.url or %s to a PostgreSQL URL, or remove store.lease", p.DB, databaseURLEnv)
+		}
 		st, err := sqlite.Open(p.DB, sqlite.Options{Synchronous: cfg.Durability})
 		if err != nil {
 			return nil, "", fmt.Errorf("open database: %w", err)
@@ -81,4 +101,23 @@ func openStore(ctx context.Context, cfg Config, p Paths, getenv func(string) str
 		return nil, "", fmt.Errorf("open database: %w", err)
 	}
 	return st, fmt.Sprintf("%s (schema %s)", postgres.Redact(sc.URL), st.Schema()), nil
+}
+
+// hostEnv names the variable that overrides the host name a daemon puts in
+// its jobs' owner. Recovery kills leftover processes only of owners on its
+// own host, so two daemons that share a hostname but not a process table
+// (containers) must tell themselves apart with it.
+const hostEnv = "STQ_HOST"
+
+// daemonHost is the name of this host in job owners ("host/instance"):
+// STQ_HOST, else the hostname. getenv is os.Getenv outside tests.
+func daemonHost(getenv func(string) string) (string, error) {
+	if h := strings.TrimSpace(getenv(hostEnv)); h != "" {
+		if strings.Contains(h, "/") {
+			return "", usageErrorf("%s: %q must not contain \"/\", which separates the host from the instance in a job's owner", hostEnv, h)
+		}
+		return h, nil
+	}
+	h, _ := os.Hostname()
+	return h, nil
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -29,6 +30,10 @@ func TestParseStoreConfig(t *testing.T) {
 		{"not a url", "[store]\nurl = \"postgres://u:hunter2@db:port/stq\"", StoreConfig{}, "store.url: "},
 		{"bad schema", "[store]\nurl = \"postgres:///stq\"\nschema = \"a-b\"", StoreConfig{}, `store.schema: "a-b" must be`},
 		{"unknown key", "[store]\npath = \"/x\"", StoreConfig{}, "unknown config key store.path"},
+		{"lease", "[store]\nurl = \"postgres:///stq\"\nlease = \"45s\"", StoreConfig{URL: "postgres:///stq", Lease: 45 * time.Second}, ""},
+		{"lease at the minimum", "[store]\nurl = \"postgres:///stq\"\nlease = \"2s\"", StoreConfig{URL: "postgres:///stq", Lease: 2 * time.Second}, ""},
+		{"lease too short", "[store]\nurl = \"postgres:///stq\"\nlease = \"1500ms\"", StoreConfig{}, "store.lease: 1500ms is shorter than the minimum 2s"},
+		{"lease not a duration", "[store]\nurl = \"postgres:///stq\"\nlease = \"soon\"", StoreConfig{}, "store.lease: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := parseConfig(tc.text)
@@ -75,6 +80,7 @@ func TestOpenStoreRefusals(t *testing.T) {
 		err  string
 	}{
 		{"schema without a url", Config{Store: StoreConfig{Schema: "s"}}, "", "store.schema is set, but the store is the SQLite file"},
+		{"lease without a url", Config{Store: StoreConfig{Lease: 5 * time.Second}}, "", "store.lease is set, but the store is the SQLite file"},
 		{"bad STQ_DATABASE_URL", Config{}, "sqlite://u:hunter2@x/y", "STQ_DATABASE_URL: sqlite://u:xxxxx@x/y: only postgres://"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -32,6 +32,11 @@ func (e *Engine) start(jobsCtx context.Context, j *Job) {
 	e.mu.Lock()
 	e.running[j.ID] = a
 	e.executing++
+	// Claimed just before the fence: never start it. Checked under e.mu,
+	// which stopOwnJobs holds too, so no job slips between the two.
+	if e.fenced() {
+		cancel(errFenced)
+	}
 	e.mu.Unlock()
 	e.publishJob(j)
 	e.jobs.Add(1)
@@ -59,9 +64,12 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 		err = j.BaseEnv.usable()
 	}
 	var res Result
-	if err != nil {
+	switch {
+	case err != nil:
 		res = Result{Err: err}
-	} else {
+	case ctx.Err() != nil:
+		// Stopped before it started (fenced): nothing ran.
+	default:
 		res = e.safeExecute(ctx, exec, run)
 	}
 	cause := e.endCause(ctx, res)

@@ -210,8 +210,8 @@ func (e *Engine) notify() {
 func (e *Engine) claim(ctx, jobsCtx context.Context, now time.Time, limit int, starts []*pendingStart, ended []*endedAttempt) (int, error) {
 	e.claimMu.Lock()
 	defer e.claimMu.Unlock()
-	if ctx.Err() != nil {
-		limit = 0 // shutting down: store the completions, claim nothing
+	if ctx.Err() != nil || e.fenced() {
+		limit = 0 // shutting down or fenced: store the completions, claim nothing
 	}
 	req := ClaimRequest{Owner: e.cfg.Owner, Now: now, Limit: limit, Idle: e.probe.Idle(), OnAC: e.probe.Power().OnAC,
 		QueueLimits: e.conf().queueLimits}

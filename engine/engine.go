@@ -51,6 +51,12 @@ type Config struct {
 	// reported to Deps.Observer; zero leaves it to sleep until it has work.
 	// A service manager's watchdog sets it.
 	Pulse time.Duration
+	// StoreName describes the store for Stats (a path, or a URL without
+	// its password); empty: Stats leaves it out.
+	StoreName string
+	// Lease is the length of the daemon's lease on a store that is a
+	// Leaser (default DefaultLease, at least MinLease); see lease.go.
+	Lease time.Duration
 }
 
 // Deps are the adapters an Engine drives.
@@ -133,6 +139,7 @@ type Engine struct {
 
 	// shared is set when other daemons share the store (cluster.go).
 	shared cluster
+	lease lease
 }
 
 // withDefaults fills in the defaults of the fields left zero.
@@ -167,6 +174,9 @@ func withDefaults(cfg Config) Config {
 	if cfg.Retention.Interval <= 0 {
 		cfg.Retention.Interval = DefaultRetentionInterval
 	}
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultLease
+	}
 	return cfg
 }
 
@@ -176,6 +186,9 @@ func New(cfg Config, d Deps) (*Engine, error) {
 		return nil, errors.New("new engine: no store")
 	}
 	cfg = withDefaults(cfg)
+	if cfg.Lease < MinLease {
+		return nil, fmt.Errorf("new engine: %w: lease %s is shorter than the minimum %s", ErrInvalid, cfg.Lease, MinLease)
+	}
 	if cfg.Owner == "" {
 		cfg.Owner = cfg.Host + "/" + newInstanceID()
 	}
@@ -205,6 +218,9 @@ func New(cfg Config, d Deps) (*Engine, error) {
 	e.reconfigured = make(chan struct{}, 1)
 	e.live.Store(live)
 	e.shared.watcher, _ = d.Store.(Watcher)
+	if l, ok := d.Store.(Leaser); ok {
+		e.lease = lease{leaser: l, ttl: cfg.Lease}
+	}
 	return e, nil
 }
 
@@ -246,9 +262,33 @@ func (e *Engine) Workers() int { return e.cfg.Workers }
 
 // Run recovers jobs a dead daemon left RUNNING, then schedules jobs until ctx
 // ends. On shutdown it stops claiming, gives running jobs the grace period,
-// then kills what is left and requeues it without using up an attempt.
+// then kills what is left and requeues it without using up an attempt. On a
+// shared store it first takes a lease, which it renews until its jobs are
+// done; if the lease is lost (see lease.go) it stops every job at once and
+// returns an error wrapping ErrLeaseLost, so the daemon exits and starts
+// afresh under a new lease rather than carry on with stale state.
 func (e *Engine) Run(ctx context.Context) error {
+	if err := e.join(ctx); err != nil {
+		return err
+	}
+	ctx, lose := context.WithCancelCause(ctx)
+	defer lose(nil)
+	// The lease is renewed from the join on, through a start-up recovery
+	// however long, and outlives the dispatcher: jobs in their grace
+	// period still need it, or others would recover them while they run.
+	leaseDone := make(chan struct{})
+	leaseCtx, stopLease := context.WithCancel(context.Background())
+	defer func() { stopLease(); <-leaseDone }()
+	go func() {
+		defer close(leaseDone)
+		if e.lease.leaser != nil {
+			e.leaseLoop(leaseCtx, lose)
+		}
+	}()
 	if _, err := e.Recover(ctx); err != nil {
+		stopLease()
+		<-leaseDone
+		e.leave()
 		return fmt.Errorf("recover on start: %w", err)
 	}
 	e.stopping = ctx.Done()
@@ -281,7 +321,11 @@ func (e *Engine) Run(ctx context.Context) error {
 
 	e.dispatch(ctx, jobsCtx)
 
-	if n := e.runningCount(); n > 0 {
+	lost := errors.Is(context.Cause(ctx), ErrLeaseLost)
+	if lost {
+		stopJobs(errFenced)
+	}
+	if n := e.runningCount(); n > 0 && !lost {
 		e.log.Info("waiting for running jobs", "count", n, "grace", e.conf().Grace)
 	}
 	allDone := make(chan struct{})
@@ -298,6 +342,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	stopFlush()
 	<-flushDone
 	e.bus.closeAll()
+	stopLease()
+	<-leaseDone
+	if lost {
+		return fmt.Errorf("run: %w", context.Cause(ctx))
+	}
+	e.leave()
 	return nil
 }
 

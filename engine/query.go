@@ -234,6 +234,10 @@ type Stats struct {
 	Power PowerState `json:"power"`
 	// Retention is what finished history is kept (0: no limit).
 	Retention RetentionStats `json:"retention"`
+	// Daemons lists the live daemons sharing the store (leases); absent
+	// on a store of one host. Store is Config.StoreName.
+	Daemons []DaemonInfo `json:"daemons,omitempty"`
+	Store   string       `json:"store,omitempty"`
 }
 
 // RetentionStats reports the retention settings in force.
@@ -252,7 +256,13 @@ func (e *Engine) Stats(ctx context.Context) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("read paused queues: %w", err)
 	}
+	daemons, err := e.daemons(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
 	return Stats{
+		Daemons:    daemons,
+		Store:      e.cfg.StoreName,
 		StoreStats: st,
 		Workers:    e.cfg.Workers,
 		Running:    e.runningCount(),

@@ -109,6 +109,8 @@ func Decide(job *Job, end AttemptEnd, now time.Time, rnd float64) Completion {
 		c.Reason = fmt.Sprintf("deadline of %s exceeded", job.Deadline)
 	case errors.Is(end.Cause, errRecoverKill):
 		c.Outcome, c.Reason = OutcomeCrashed, "daemon crashed"
+	case errors.Is(end.Cause, errFenced):
+		c.Outcome, c.Reason = OutcomeCrashed, errFenced.Error()
 	case res.Err != nil:
 		c.Reason = res.Err.Error()
 		permanent = errors.Is(res.Err, ErrPermanent)

@@ -198,6 +198,8 @@ CREATE TRIGGER jobs_count_update AFTER UPDATE ON jobs
 CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs
 	REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION jobs_count_delete();
 `,
+	// 2: the daemons' leases (lease.go).
+	migrationDaemons,
 }
 
 // SchemaVersion is the schema version this build of stq writes and reads.
