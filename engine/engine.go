@@ -139,7 +139,7 @@ type Engine struct {
 
 	// shared is set when other daemons share the store (cluster.go).
 	shared cluster
-	lease lease
+	lease  lease
 }
 
 // withDefaults fills in the defaults of the fields left zero.
