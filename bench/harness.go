@@ -36,7 +36,15 @@ func (r *runner) withDaemon(ctx context.Context, profile string, fn func(*daemon
 
 // withConfiguredDaemon is withDaemon on a home whose config.toml holds
 // config ("" for none).
-func (r *runner) withConfiguredDaemon(ctx context.Context, config, profile string, fn func(*daemon) (float64, error)) (float64, error) {
+func (r *runner) withConfiguredDaemon(ctx context.Context, config, profile string, fn func(*daemon) (float64, error)) (v float64, err error) {
+	if r.opts.Store != "" {
+		schema, drop, err := r.newSchema()
+		if err != nil {
+			return 0, err
+		}
+		defer func() { err = errors.Join(err, drop()) }()
+		config = storeSection(r.opts.Store, schema) + config
+	}
 	p, remove, err := tempHome(config)
 	if err != nil {
 		return 0, err
