@@ -123,7 +123,8 @@ func bothAt(ctx context.Context, a, b *daemon, n int, req engine.EnqueueRequest)
 // the schema after its own enqueues), and the rate is n / (last finish -
 // T).
 func bothDrain(ctx context.Context, a, b *daemon, n int) (float64, error) {
-	due := time.Now().Add(2*time.Second + time.Duration(n)*200*time.Microsecond).UTC()
+	// About drainRate's head start on PostgreSQL.
+	due := time.Now().Add(2*time.Second + time.Duration(n)*time.Millisecond).UTC()
 	req := engine.EnqueueRequest{Type: "noop", Payload: historyPayload(), RunAt: &due}
 	if _, err := bothAt(ctx, a, b, n, req); err != nil {
 		return 0, err

@@ -22,6 +22,9 @@ type daemon struct {
 	cmd    *osexec.Cmd
 	token  string
 	binary string
+	// postgres: the daemon's store is PostgreSQL, where an enqueue is a
+	// round trip and a commit on the server: slower than SQLite's.
+	postgres bool
 }
 
 // startTimeout bounds how long a daemon under test may take to answer.
@@ -96,7 +99,7 @@ func (r *runner) withHome(ctx context.Context, p ipc.Paths, profile string, fn f
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	}()
-	d := &daemon{paths: p, cmd: cmd, binary: r.opts.Binary}
+	d := &daemon{paths: p, cmd: cmd, binary: r.opts.Binary, postgres: r.opts.Store != ""}
 	if err := d.waitReady(ctx); err != nil {
 		return 0, err
 	}
