@@ -17,6 +17,9 @@ func bareCommits(jobs int) int { return min(jobs, 5000) }
 // baseline measures the bare-commit baseline on its own, unless the
 // enqueue rows already measured it alongside themselves.
 func (r *runner) baseline(ctx context.Context) error {
+	if r.opts.Store != "" {
+		return r.pgbenchBaseline(ctx)
+	}
 	if r.bare != nil {
 		return nil
 	}
@@ -34,6 +37,10 @@ func (r *runner) baseline(ctx context.Context) error {
 // addBaselineRows reports the bare-commit baseline and, when the 1-client
 // enqueue rate was measured in the same repetitions, its ratio to it.
 func (r *runner) addBaselineRows() {
+	if r.opts.Store != "" {
+		r.addPgbenchRows()
+		return
+	}
 	if len(r.bare) == 0 {
 		return
 	}

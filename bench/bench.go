@@ -36,10 +36,18 @@ type Options struct {
 	// DaemonStderr receives the stderr of every daemon under test; nil
 	// discards it.
 	DaemonStderr io.Writer
+	// Store, when set, is a PostgreSQL URL: each daemon under test keeps
+	// its jobs in a fresh schema of it, pgbench on that server is the
+	// baseline, and the cluster group runs. Empty: the SQLite file.
+	Store string
 }
 
 // ErrDurability: Options.Durability names no durability mode.
 var ErrDurability = errors.New(`durability must be "full" or "normal"`)
+
+// ErrClusterNeedsStore: the cluster group was asked for without
+// Options.Store; several daemons share only a PostgreSQL store.
+var ErrClusterNeedsStore = errors.New("the cluster rows need a PostgreSQL store (--store URL)")
 
 // group is a set of rows measured together; --only picks groups by name.
 type group struct {
@@ -55,6 +63,7 @@ func (r *runner) groups() []group {
 		{"enqueue", r.enqueue}, {"baseline", r.baseline}, {"bulk", r.bulk},
 		{"noop", r.noop}, {"subprocess", r.subprocess}, {"storm", r.storm},
 		{"rss", r.rss}, {"latency", r.latency}, {"process", r.process}, {"flat", r.flat},
+		{"cluster", r.cluster},
 	}
 }
 
@@ -78,6 +87,13 @@ func Run(ctx context.Context, opts Options) ([]Row, error) {
 			return nil, fmt.Errorf("bench: unknown row group %q (have %s)", g, strings.Join(Groups(), ", "))
 		}
 	}
+	if opts.Store == "" && slices.Contains(opts.Only, "cluster") {
+		return nil, ErrClusterNeedsStore
+	}
+	if opts.DaemonStderr != nil {
+		// The cluster rows run two daemons at once.
+		opts.DaemonStderr = &syncWriter{w: opts.DaemonStderr}
+	}
 	r := &runner{opts: opts}
 	for _, g := range r.groups() {
 		if len(opts.Only) > 0 && !slices.Contains(opts.Only, g.name) {
@@ -97,9 +113,15 @@ type runner struct {
 	// bare holds the bare-SQLite baseline of each repetition and enq1 the
 	// 1-client enqueue rate of the same repetition, for their ratio.
 	bare, enq1 []float64
+	// With Options.Store: pgbench's rates at 1 and 16 clients, and the
+	// 16-client enqueue rate, per repetition.
+	pgb1, pgb16, enq16 []float64
 }
 
 func (r *runner) add(row Row) {
+	if r.opts.Store != "" {
+		row.Note = strings.TrimPrefix(row.Note+"; ", "; ") + "store: PostgreSQL"
+	}
 	r.rows = append(r.rows, row)
 	if r.opts.Progress != nil {
 		fmt.Fprintf(r.opts.Progress, "  %-44s %12.1f %s\n", row.Name, row.Median, row.Unit)

@@ -70,7 +70,7 @@ func TestAnUnknownDurabilityIsErrDurability(t *testing.T) {
 
 func TestGroupsAreInReportOrder(t *testing.T) {
 	t.Parallel()
-	want := []string{"enqueue", "baseline", "bulk", "noop", "subprocess", "storm", "rss", "latency", "process", "flat"}
+	want := []string{"enqueue", "baseline", "bulk", "noop", "subprocess", "storm", "rss", "latency", "process", "flat", "cluster"}
 	if got := Groups(); !slices.Equal(got, want) {
 		t.Fatalf("Groups() = %v, want %v", got, want)
 	}

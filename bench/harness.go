@@ -22,6 +22,9 @@ type daemon struct {
 	cmd    *osexec.Cmd
 	token  string
 	binary string
+	// postgres: the daemon's store is PostgreSQL, where an enqueue is a
+	// round trip and a commit on the server: slower than SQLite's.
+	postgres bool
 }
 
 // startTimeout bounds how long a daemon under test may take to answer.
@@ -36,7 +39,15 @@ func (r *runner) withDaemon(ctx context.Context, profile string, fn func(*daemon
 
 // withConfiguredDaemon is withDaemon on a home whose config.toml holds
 // config ("" for none).
-func (r *runner) withConfiguredDaemon(ctx context.Context, config, profile string, fn func(*daemon) (float64, error)) (float64, error) {
+func (r *runner) withConfiguredDaemon(ctx context.Context, config, profile string, fn func(*daemon) (float64, error)) (v float64, err error) {
+	if r.opts.Store != "" {
+		schema, drop, err := r.newSchema()
+		if err != nil {
+			return 0, err
+		}
+		defer func() { err = errors.Join(err, drop()) }()
+		config = storeSection(r.opts.Store, schema) + config
+	}
 	p, remove, err := tempHome(config)
 	if err != nil {
 		return 0, err
@@ -88,7 +99,7 @@ func (r *runner) withHome(ctx context.Context, p ipc.Paths, profile string, fn f
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 	}()
-	d := &daemon{paths: p, cmd: cmd, binary: r.opts.Binary}
+	d := &daemon{paths: p, cmd: cmd, binary: r.opts.Binary, postgres: r.opts.Store != ""}
 	if err := d.waitReady(ctx); err != nil {
 		return 0, err
 	}

@@ -29,6 +29,12 @@ func (r *runner) enqueue(ctx context.Context) error {
 				return err
 			}
 			vals = append(vals, v)
+			if r.opts.Store != "" {
+				if err := r.pgbenchAfter(ctx, clients); err != nil {
+					return err
+				}
+				continue
+			}
 			if clients == 1 {
 				b, err := bareCommitRate(ctx, r.opts.Durability, bareCommits(jobs))
 				if err != nil {
@@ -39,6 +45,8 @@ func (r *runner) enqueue(ctx context.Context) error {
 		}
 		if clients == 1 {
 			r.enq1 = vals
+		} else {
+			r.enq16 = vals
 		}
 		r.add(newRow(fmt.Sprintf("durable enqueues/s over the socket, %d client(s)", clients), "jobs/s",
 			fmt.Sprintf("%d jobs, one job per request, durability=%s", jobs, r.opts.Durability), vals))
@@ -64,8 +72,12 @@ func (r *runner) noop(ctx context.Context) error {
 	}
 	r.add(newRow("in-process noop jobs processed/s, 4 workers", "jobs/s",
 		fmt.Sprintf("%d jobs queued first, all due at one instant", r.opts.Jobs), noop))
+	size := "db + WAL size"
+	if r.opts.Store != "" {
+		size = "the schema's tables and indexes"
+	}
 	r.add(newRow("database bytes per finished job (100-byte payload)", "bytes",
-		"db + WAL size / jobs, after the noop run; the jobs share one 3 KB base environment", perJob))
+		size+" / jobs, after the noop run; the jobs share one 3 KB base environment", perJob))
 	return nil
 }
 

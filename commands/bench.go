@@ -20,7 +20,10 @@ func (a *app) benchCommand() *cli.Command {
 		Usage: "measure stq on this machine against a fresh daemon in a temporary home",
 		Description: "Starts `stq daemon` on a temporary home, drives it over the socket and prints\n" +
 			"medians with their spread (min-max over the repetitions). Durable mode unless\n" +
-			"--durability normal. See docs/PERFORMANCE.md.",
+			"--durability normal. See docs/PERFORMANCE.md.\n\n" +
+			"--store URL runs the daemons on PostgreSQL instead, each in a fresh schema\n" +
+			"dropped afterwards, with pgbench on the same server as the baseline and the\n" +
+			"cluster rows (two daemons on one schema). See docs/SCALING.md.",
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "jobs", Value: 20000, Usage: "jobs per throughput run"},
 			&cli.IntFlag{Name: "reps", Value: 3, Usage: "repetitions of each row"},
@@ -30,6 +33,7 @@ func (a *app) benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the rows as JSON"},
 			&cli.StringFlag{Name: "profile-dir", Usage: "write a CPU profile of each row's daemon to DIR (ROW.pprof)"},
 			&cli.StringSliceFlag{Name: "only", Usage: "run only these row groups: " + strings.Join(bench.Groups(), ", ")},
+			&cli.StringFlag{Name: "store", Usage: "a PostgreSQL URL (postgres://...): measure the daemons on it, in fresh schemas"},
 		},
 		Action: a.bench,
 	}
@@ -44,6 +48,8 @@ func (a *app) bench(ctx context.Context, c *cli.Command) error {
 	switch {
 	case errors.Is(err, bench.ErrDurability):
 		return usageErrorf("--durability must be \"full\" or \"normal\"")
+	case errors.Is(err, bench.ErrClusterNeedsStore):
+		return usageErrorf("--only cluster needs --store URL: several daemons share only a PostgreSQL store")
 	case errors.Is(err, ipc.ErrSocketPathTooLong):
 		return &exitError{code: ExitUsage, err: err, hint: "use a shorter --home / STQ_HOME"}
 	case err != nil:
@@ -63,7 +69,10 @@ func (a *app) benchOptions(c *cli.Command) (bench.Options, error) {
 		Jobs: c.Int("jobs"), Reps: c.Int("reps"), Samples: c.Int("samples"),
 		Durability: c.String("durability"), Quick: c.Bool("quick"),
 		ProfileDir: c.String("profile-dir"), Only: c.StringSlice("only"),
-		DaemonStderr: a.stderr,
+		DaemonStderr: a.stderr, Store: c.String("store"),
+	}
+	if o.Store != "" && !strings.HasPrefix(o.Store, "postgres://") && !strings.HasPrefix(o.Store, "postgresql://") {
+		return o, usageErrorf("--store must be a postgres:// or postgresql:// URL")
 	}
 	if o.Quick {
 		o.Jobs, o.Reps, o.Samples = 300, 1, 30

@@ -15,7 +15,9 @@ func TestBenchFlagErrorsKeepTheirWords(t *testing.T) {
 		want string
 	}{
 		{[]string{"--jobs", "0"}, "stq: --jobs, --reps and --samples must be at least 1\n"},
-		{[]string{"--only", "baseline,bogus"}, "stq: --only: unknown row group \"bogus\" (have enqueue, baseline, bulk, noop, subprocess, storm, rss, latency, process, flat)\n"},
+		{[]string{"--only", "baseline,bogus"}, "stq: --only: unknown row group \"bogus\" (have enqueue, baseline, bulk, noop, subprocess, storm, rss, latency, process, flat, cluster)\n"},
+		{[]string{"--only", "cluster"}, "stq: --only cluster needs --store URL: several daemons share only a PostgreSQL store\n"},
+		{[]string{"--store", "mysql://db/stq"}, "stq: --store must be a postgres:// or postgresql:// URL\n"},
 		// The baseline row needs no daemon, so this reaches the bench.
 		{[]string{"--only", "baseline", "--durability", "fast"}, "stq: --durability must be \"full\" or \"normal\"\n"},
 	}
