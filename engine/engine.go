@@ -276,18 +276,14 @@ func (e *Engine) Run(ctx context.Context) error {
 	// The lease is renewed from the join on, through a start-up recovery
 	// however long, and outlives the dispatcher: jobs in their grace
 	// period still need it, or others would recover them while they run.
-	leaseDone := make(chan struct{})
-	leaseCtx, stopLease := context.WithCancel(context.Background())
-	defer func() { stopLease(); <-leaseDone }()
-	go func() {
-		defer close(leaseDone)
+	stopLease := service(func(ctx context.Context) {
 		if e.lease.leaser != nil {
-			e.leaseLoop(leaseCtx, lose)
+			e.leaseLoop(ctx, lose)
 		}
-	}()
+	})
+	defer stopLease()
 	if _, err := e.Recover(ctx); err != nil {
 		stopLease()
-		<-leaseDone
 		e.leave()
 		return fmt.Errorf("recover on start: %w", err)
 	}
@@ -295,12 +291,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	jobsCtx, stopJobs := context.WithCancelCause(context.Background())
 	defer stopJobs(nil)
 
-	flushDone := make(chan struct{})
-	flushCtx, stopFlush := context.WithCancel(context.Background())
-	go func() {
-		defer close(flushDone)
-		e.flushLoop(flushCtx)
-	}()
+	stopFlush := service(e.flushLoop)
+	defer stopFlush()
 	maintDone := make(chan struct{})
 	go func() {
 		defer close(maintDone)
@@ -309,19 +301,45 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer func() { <-maintDone }()
 	// The watch outlives the dispatcher: during the grace period another
 	// daemon may still cancel a job running here.
-	watchDone := make(chan struct{})
-	watchCtx, stopWatch := context.WithCancel(context.Background())
-	go func() {
-		defer close(watchDone)
+	stopWatch := service(func(ctx context.Context) {
 		if e.shared.watcher != nil {
-			e.watch(watchCtx)
+			e.watch(ctx)
 		}
-	}()
-	defer func() { stopWatch(); <-watchDone }()
+	})
+	defer stopWatch()
 
 	e.dispatch(ctx, jobsCtx)
 
 	lost := errors.Is(context.Cause(ctx), ErrLeaseLost)
+	e.endJobs(lost, stopJobs)
+	stopFlush()
+	e.bus.closeAll()
+	stopLease()
+	if lost {
+		return fmt.Errorf("run: %w", context.Cause(ctx))
+	}
+	e.leave()
+	return nil
+}
+
+// service runs loop on a goroutine of its own until the returned stop is
+// called; stop waits for it to return and may be called more than once.
+func service(loop func(ctx context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		loop(ctx)
+	}()
+	return sync.OnceFunc(func() {
+		cancel()
+		<-done
+	})
+}
+
+// endJobs lets the running jobs finish within the grace period, then
+// stops the rest; with the lease lost they are stopped at once.
+func (e *Engine) endJobs(lost bool, stopJobs context.CancelCauseFunc) {
 	if lost {
 		stopJobs(errFenced)
 	}
@@ -339,16 +357,6 @@ func (e *Engine) Run(ctx context.Context) error {
 		stopJobs(errShutdown)
 		<-allDone
 	}
-	stopFlush()
-	<-flushDone
-	e.bus.closeAll()
-	stopLease()
-	<-leaseDone
-	if lost {
-		return fmt.Errorf("run: %w", context.Cause(ctx))
-	}
-	e.leave()
-	return nil
 }
 
 func (e *Engine) runningCount() int {
