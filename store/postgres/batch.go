@@ -221,19 +221,17 @@ func (s *Store) CompleteAndClaim(ctx context.Context, cy engine.Cycle) (engine.C
 	req := cy.Claim
 	checked := make([]error, len(done))
 	for i := range done {
-		if err := checkCompletion(&done[i]); err != nil {
+		if err := done[i].Check(); err != nil {
 			checked[i] = fmt.Errorf("complete job %s attempt %d: %w", done[i].ID, done[i].Attempt, err)
 		}
 	}
 	claiming := req.Limit > 0
 	var claimErr error
 	if claiming {
-		if err := checkTime("now", req.Now, true); err != nil {
+		if err := req.Own(); err != nil {
 			claimErr = fmt.Errorf("claim jobs: %w", err)
 			claiming = false
 		}
-		req.QueueLimits = maps.Clone(req.QueueLimits)
-		req.Quota = maps.Clone(req.Quota)
 	}
 	var res engine.CycleResult
 	err := s.write(ctx, func(tx pgx.Tx) error {

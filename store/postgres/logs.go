@@ -19,10 +19,8 @@ func (s *Store) AppendLog(ctx context.Context, id string, lines []engine.LogLine
 	if len(lines) == 0 {
 		return nil
 	}
-	for i := range lines {
-		if err := checkTime("log time", lines[i].Time, false); err != nil {
-			return fmt.Errorf("append log of job %s: %w", id, err)
-		}
+	if err := engine.CheckLogLines(lines); err != nil {
+		return fmt.Errorf("append log of job %s: %w", id, err)
 	}
 	err := s.write(ctx, func(tx pgx.Tx) error {
 		return appendLog(ctx, tx, id, slices.Clone(lines), maxBytes)
@@ -97,7 +95,7 @@ func (ls *logState) over(maxBytes int64) bool {
 	}
 	total := ls.total
 	if ls.dropped > 0 {
-		total += logNoteCost(ls.dropped, maxBytes)
+		total += engine.LogDropNoteCost(ls.dropped, maxBytes)
 	}
 	return total > maxBytes
 }
@@ -170,26 +168,9 @@ func trimLog(ctx context.Context, tx pgx.Tx, ls *logState, hadNote bool, gapCut,
 		return fmt.Errorf("trim log: %w", err)
 	}
 	_, err = tx.Exec(ctx, `INSERT INTO job_logs (job_seq, seq, ts, attempt, stream, text) VALUES ($1, $2, $3, $4, 'stq', $5)`,
-		ls.seq, cut, noteTime, noteAttempt, logNote(ls.dropped, maxBytes))
+		ls.seq, cut, noteTime, noteAttempt, engine.LogDropNote(ls.dropped, maxBytes))
 	if err != nil {
 		return fmt.Errorf("note dropped log lines: %w", err)
 	}
 	return nil
-}
-
-// logNote is the log line that stands where dropped lines were.
-func logNote(dropped, maxBytes int64) string {
-	what := "lines"
-	if dropped == 1 {
-		what = "line"
-	}
-	if maxBytes <= 0 {
-		return fmt.Sprintf("%d %s dropped", dropped, what)
-	}
-	return fmt.Sprintf("%d %s dropped: output over the %d-byte log limit", dropped, what, maxBytes)
-}
-
-// logNoteCost is what the note costs against the log's bound.
-func logNoteCost(dropped, maxBytes int64) int64 {
-	return int64(len(logNote(dropped, maxBytes))) + engine.LogLineOverhead
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"math"
 	"slices"
 
@@ -84,13 +83,7 @@ func (s *Store) enqueuePlain(ctx context.Context, in *newJob, out *enqueued) err
 }
 
 func encodeJob(j *engine.Job) (newJob, error) {
-	if j.ID == "" {
-		return newJob{}, fmt.Errorf("%w: job has no id", engine.ErrInvalid)
-	}
-	if err := checkTime("created_at", j.CreatedAt, true); err != nil {
-		return newJob{}, err
-	}
-	if err := checkTime("run_at", j.RunAt, true); err != nil {
+	if err := j.CheckNew(); err != nil {
 		return newJob{}, err
 	}
 	in := newJob{
@@ -282,23 +275,7 @@ func enqueueNotices(in *newJob, out *enqueued) []engine.Notice {
 // storedResult is the EnqueueResult of a stored job: the definition as
 // given, with what the transaction decided.
 func storedResult(in *newJob, out *enqueued) engine.EnqueueResult {
-	job := in.job
-	stored := &engine.Job{
-		ID: job.ID, Queue: job.Queue, Type: job.Type, Subject: job.Subject,
-		Priority: job.Priority, MaxAttempts: job.MaxAttempts,
-		Payload: json.RawMessage(in.payload), Command: slices.Clone(job.Command),
-		Cwd: job.Cwd, Env: maps.Clone(job.Env), RunAt: job.RunAt.UTC(),
-		Deadline: job.Deadline, TTL: job.TTL, Backoff: job.Backoff,
-		CreatedAt: job.CreatedAt.UTC(), Attempts: []engine.Attempt{},
-		WaitIdle: job.WaitIdle, RequireCharging: job.RequireCharging,
-		Debounce: job.Debounce, Replace: job.Replace, After: slices.Clone(job.After),
-		BaseEnv:    job.BaseEnv,
-		Generation: out.generation, State: out.state, Error: out.errText,
-	}
-	if out.state != engine.StateQueued {
-		t := stored.CreatedAt
-		stored.FinishedAt = &t
-	}
+	stored := in.job.Stored(json.RawMessage(in.payload), out.generation, out.state, out.errText)
 	return engine.EnqueueResult{Job: stored, Superseded: out.superseded, Cancelled: out.cancelled}
 }
 

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 
 	"stq/engine"
 )
@@ -162,22 +160,7 @@ func (op *batchOp) many(c *conn, m *multiInsert, i int) error {
 // storedResult is the EnqueueResult of a job the writer stored: the
 // definition as given, with what the writer decided.
 func storedResult(job *engine.Job, in *newJob, out *enqueued) engine.EnqueueResult {
-	stored := &engine.Job{
-		ID: job.ID, Queue: job.Queue, Type: job.Type, Subject: job.Subject,
-		Priority: job.Priority, MaxAttempts: job.MaxAttempts,
-		Payload: json.RawMessage(in.payload), Command: slices.Clone(job.Command),
-		Cwd: job.Cwd, Env: maps.Clone(job.Env), RunAt: job.RunAt.UTC(),
-		Deadline: job.Deadline, TTL: job.TTL, Backoff: job.Backoff,
-		CreatedAt: job.CreatedAt.UTC(), Attempts: []engine.Attempt{},
-		WaitIdle: job.WaitIdle, RequireCharging: job.RequireCharging,
-		Debounce: job.Debounce, Replace: job.Replace, After: slices.Clone(in.after),
-		BaseEnv:    in.base,
-		Generation: out.generation, State: out.state, Error: out.errText,
-	}
-	if out.state != engine.StateQueued {
-		t := stored.CreatedAt
-		stored.FinishedAt = &t
-	}
+	stored := job.Stored(json.RawMessage(in.payload), out.generation, out.state, out.errText)
 	return engine.EnqueueResult{Job: stored, Superseded: out.superseded, Cancelled: out.cancelled}
 }
 

@@ -77,7 +77,7 @@ func (c *conn) endJobs(id stmtID, args func(*binder), state engine.State, jobs *
 // A dependent that is itself listed counts as listed: it gets reason, not
 // the dependency's error.
 func (s *Store) CancelQueued(ctx context.Context, ids []string, reason string, now time.Time) ([]*engine.Job, error) {
-	if err := checkTime("now", now, true); err != nil {
+	if err := engine.CheckTime("now", now, true); err != nil {
 		return nil, fmt.Errorf("cancel queued jobs: %w", err)
 	}
 	if len(ids) == 0 {
@@ -111,7 +111,7 @@ func (s *Store) CancelQueued(ctx context.Context, ids []string, reason string, n
 // ExpireDue moves QUEUED jobs whose TTL has passed at now to EXPIRED and
 // returns them, followed by their QUEUED dependents, which it cancels.
 func (s *Store) ExpireDue(ctx context.Context, now time.Time) ([]*engine.Job, error) {
-	if err := checkTime("now", now, true); err != nil {
+	if err := engine.CheckTime("now", now, true); err != nil {
 		return nil, fmt.Errorf("expire jobs: %w", err)
 	}
 	var jobs []*engine.Job

@@ -87,13 +87,7 @@ func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) 
 }
 
 func encodeJob(j *engine.Job) (newJob, error) {
-	if j.ID == "" {
-		return newJob{}, fmt.Errorf("%w: job has no id", engine.ErrInvalid)
-	}
-	if err := checkTime("created_at", j.CreatedAt, true); err != nil {
-		return newJob{}, err
-	}
-	if err := checkTime("run_at", j.RunAt, true); err != nil {
+	if err := j.CheckNew(); err != nil {
 		return newJob{}, err
 	}
 	in := newJob{

@@ -20,10 +20,8 @@ func (s *Store) AppendLog(ctx context.Context, id string, lines []engine.LogLine
 	if len(lines) == 0 {
 		return nil
 	}
-	for i := range lines {
-		if err := checkTime("log time", lines[i].Time, false); err != nil {
-			return fmt.Errorf("append log of job %s: %w", id, err)
-		}
+	if err := engine.CheckLogLines(lines); err != nil {
+		return fmt.Errorf("append log of job %s: %w", id, err)
 	}
 	lines = slices.Clone(lines)
 	err := s.write(ctx, func(c *conn) error { return c.appendLog(id, lines, maxBytes) })
@@ -105,7 +103,7 @@ func (ls *logState) over(maxBytes int64) bool {
 	}
 	total := ls.total
 	if ls.dropped > 0 {
-		total += logNoteCost(ls.dropped, maxBytes)
+		total += engine.LogDropNoteCost(ls.dropped, maxBytes)
 	}
 	return total > maxBytes
 }
@@ -175,7 +173,7 @@ func (c *conn) trimLog(ls *logState, hadNote bool, gapCut, maxBytes int64, newes
 	if err != nil {
 		return fmt.Errorf("trim log: %w", err)
 	}
-	note.Seq, note.Text = cut, logNote(ls.dropped, maxBytes)
+	note.Seq, note.Text = cut, engine.LogDropNote(ls.dropped, maxBytes)
 	if err := c.insertLogLine(ls.seq, &note); err != nil {
 		return fmt.Errorf("note dropped log lines: %w", err)
 	}
@@ -190,23 +188,4 @@ func (c *conn) writeLogState(ls logState) error {
 		b.int64(ls.seq)
 		b.int64(ls.dropped)
 	})
-}
-
-// logNote is the log line that stands where dropped lines were. It carries
-// no "[stq]" of its own: readers show the stream.
-func logNote(dropped, maxBytes int64) string {
-	what := "lines"
-	if dropped == 1 {
-		what = "line"
-	}
-	if maxBytes <= 0 {
-		return fmt.Sprintf("%d %s dropped", dropped, what)
-	}
-	return fmt.Sprintf("%d %s dropped: output over the %d-byte log limit", dropped, what, maxBytes)
-}
-
-// logNoteCost is what the note costs against the log's bound; log_bytes
-// counts only output, so the note's room is kept free of it.
-func logNoteCost(dropped, maxBytes int64) int64 {
-	return int64(len(logNote(dropped, maxBytes))) + engine.LogLineOverhead
 }

@@ -124,7 +124,7 @@ func (s *Store) Running(ctx context.Context) ([]*engine.Job, error) {
 // among QUEUED jobs. The expiry may be at or before now when ExpireDue has
 // not run yet; that tells the caller to wake at once.
 func (s *Store) NextWake(ctx context.Context, now time.Time) (engine.Wake, error) {
-	if err := checkTime("now", now, true); err != nil {
+	if err := engine.CheckTime("now", now, true); err != nil {
 		return engine.Wake{}, fmt.Errorf("next wake: %w", err)
 	}
 	var w engine.Wake
