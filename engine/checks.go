@@ -32,9 +32,13 @@ func CheckTime(field string, t time.Time, required bool) error {
 	return nil
 }
 
-// CheckNew rejects a job a store cannot take as a new job: one without an
-// id, or whose creation or due time it cannot hold.
+// CheckNew rejects a job a store cannot take as a new job: none at all
+// (j is nil), one without an id, or one whose creation or due time it
+// cannot hold.
 func (j *Job) CheckNew() error {
+	if j == nil {
+		return fmt.Errorf("%w: no job", ErrInvalid)
+	}
 	if j.ID == "" {
 		return fmt.Errorf("%w: job has no id", ErrInvalid)
 	}
@@ -42,6 +46,38 @@ func (j *Job) CheckNew() error {
 		return err
 	}
 	return CheckTime("run_at", j.RunAt, true)
+}
+
+// Check rejects a batch whose explicit-generation flags do not match its
+// jobs one for one.
+func (b *EnqueueBatch) Check() error {
+	if b.ExplicitGen != nil && len(b.ExplicitGen) != len(b.Jobs) {
+		return fmt.Errorf("%w: %d explicit-generation flags for %d jobs", ErrInvalid, len(b.ExplicitGen), len(b.Jobs))
+	}
+	return nil
+}
+
+// DefaultListLimit is the page size of a ListFilter without a Limit.
+const DefaultListLimit = 100
+
+// PageSize checks a filter's states and returns the page size it asks for.
+// The cursor is left to the store that made it.
+func (f *ListFilter) PageSize() (int, error) {
+	for _, st := range f.States {
+		if !st.Valid() {
+			return 0, fmt.Errorf("%w: unknown state %q", ErrInvalid, st)
+		}
+	}
+	if f.Limit <= 0 {
+		return DefaultListLimit, nil
+	}
+	return f.Limit, nil
+}
+
+// DependencyError is the error of a job cancelled because a job it waits
+// for (id) ended in state st without succeeding.
+func DependencyError(id string, st State) string {
+	return "dependency " + id + " ended " + string(st)
 }
 
 // Check rejects a completion a store cannot apply: times it cannot hold (a

@@ -125,6 +125,7 @@ func TestJobCheckNew(t *testing.T) {
 	}{
 		{"a job with id and times passes", Job{ID: "j1", CreatedAt: now, RunAt: now}, false},
 		{"no id fails", Job{CreatedAt: now, RunAt: now}, true},
+		{"a time out of range fails", Job{ID: "j1", CreatedAt: now, RunAt: time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)}, true},
 		{"no created_at fails", Job{ID: "j1", RunAt: now}, true},
 		{"no run_at fails", Job{ID: "j1", CreatedAt: now}, true},
 	} {
@@ -134,6 +135,66 @@ func TestJobCheckNew(t *testing.T) {
 				t.Fatalf("CheckNew() = %v, want invalid %v", err, tc.invalid)
 			}
 		})
+	}
+}
+
+func TestNoJobIsInvalid(t *testing.T) {
+	t.Parallel()
+	var j *Job
+	if err := j.CheckNew(); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("nil job: CheckNew() = %v, want ErrInvalid", err)
+	}
+}
+
+func TestEnqueueBatchCheck(t *testing.T) {
+	t.Parallel()
+	two := []*Job{{ID: "a"}, {ID: "b"}}
+	for _, tc := range []struct {
+		name    string
+		b       EnqueueBatch
+		invalid bool
+	}{
+		{"no flags passes", EnqueueBatch{Jobs: two}, false},
+		{"a flag a job passes", EnqueueBatch{Jobs: two, ExplicitGen: []bool{true, false}}, false},
+		{"fewer flags than jobs fails", EnqueueBatch{Jobs: two, ExplicitGen: []bool{true}}, true},
+		{"an empty, non-nil flag list fails", EnqueueBatch{Jobs: two, ExplicitGen: []bool{}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if err := tc.b.Check(); errors.Is(err, ErrInvalid) != tc.invalid || (err != nil) != tc.invalid {
+				t.Fatalf("Check() = %v, want invalid %v", err, tc.invalid)
+			}
+		})
+	}
+}
+
+func TestListFilterPageSize(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		f       ListFilter
+		want    int
+		invalid bool
+	}{
+		{"no limit gets the default", ListFilter{}, DefaultListLimit, false},
+		{"a negative limit gets the default", ListFilter{Limit: -1}, DefaultListLimit, false},
+		{"a limit is kept", ListFilter{Limit: 7, States: []State{StateDone}}, 7, false},
+		{"an unknown state fails", ListFilter{States: []State{StateDone, "NOPE"}}, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := tc.f.PageSize()
+			if got != tc.want || errors.Is(err, ErrInvalid) != tc.invalid || (err != nil) != tc.invalid {
+				t.Fatalf("PageSize() = %d, %v; want %d, invalid %v", got, err, tc.want, tc.invalid)
+			}
+		})
+	}
+}
+
+func TestDependencyError(t *testing.T) {
+	t.Parallel()
+	if got, want := DependencyError("j1", StateFailed), "dependency j1 ended FAILED"; got != want {
+		t.Fatalf("DependencyError = %q, want %q", got, want)
 	}
 }
 

@@ -195,7 +195,7 @@ func (s *Store) retry(ctx context.Context, tx pgx.Tx, id string, now time.Time) 
 		if !engine.CanTransition(failed.state, engine.StateQueued) {
 			hint = "it will not run again"
 		}
-		return nil, fmt.Errorf("%w: %s; %s", engine.ErrInvalid, dependencyError(failed), hint)
+		return nil, fmt.Errorf("%w: %s; %s", engine.ErrInvalid, engine.DependencyError(failed.id, failed.state), hint)
 	case err != pgx.ErrNoRows:
 		return nil, fmt.Errorf("read dependencies: %w", err)
 	}

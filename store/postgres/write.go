@@ -40,9 +40,6 @@ type enqueued struct {
 // Enqueue stores a new job and applies the supersede and dependency rules
 // (see engine.Store and the SQLite store, whose rules this store mirrors).
 func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) (engine.EnqueueResult, error) {
-	if job == nil {
-		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w: no job", engine.ErrInvalid)
-	}
 	in, err := encodeJob(job)
 	if err != nil {
 		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
@@ -171,7 +168,7 @@ func (s *Store) enqueue(ctx context.Context, tx pgx.Tx, in *newJob, explicitGen 
 	}
 	if out.state == engine.StateQueued && failed.id != "" {
 		out.state = engine.StateCancelled
-		out.errText = dependencyError(failed)
+		out.errText = engine.DependencyError(failed.id, failed.state)
 	}
 	if j.BaseEnv != nil {
 		if in.envID, err = refEnv(ctx, tx, j.BaseEnv, in.envHash, 1); err != nil {
@@ -287,10 +284,6 @@ type ended struct {
 	state engine.State
 }
 
-func dependencyError(dep ended) string {
-	return fmt.Sprintf("dependency %s ended %s", dep.id, dep.state)
-}
-
 // resolveDeps looks up the jobs an After list names, in list order, and
 // returns their seqs and the first that ended without succeeding. FOR
 // SHARE waits for a dependency's completion in progress and holds off the
@@ -345,7 +338,7 @@ func (s *Store) cancelDependents(ctx context.Context, tx pgx.Tx, roots []ended, 
 		for _, root := range roots {
 			rows, jobs, err := s.queryJobs(ctx, tx, true, false, `UPDATE jobs SET state = 'CANCELLED', error = $1, finished_at = $2
 				WHERE state = 'QUEUED' AND seq IN (SELECT job_seq FROM job_deps WHERE dep_seq = $3)
-				RETURNING `+jobCols, dependencyError(root), now, root.seq)
+				RETURNING `+jobCols, engine.DependencyError(root.id, root.state), now, root.seq)
 			if err != nil {
 				return nil, fmt.Errorf("cancel dependents of %s: %w", root.id, err)
 			}

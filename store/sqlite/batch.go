@@ -14,8 +14,8 @@ import (
 // savepoint undoes all of it when one job fails. Otherwise each job runs in
 // a savepoint of its own and fails alone.
 func (s *Store) EnqueueMany(ctx context.Context, b engine.EnqueueBatch) (engine.EnqueueBatchResult, error) {
-	if b.ExplicitGen != nil && len(b.ExplicitGen) != len(b.Jobs) {
-		return engine.EnqueueBatchResult{}, fmt.Errorf("enqueue batch: %w: %d explicit-generation flags for %d jobs", engine.ErrInvalid, len(b.ExplicitGen), len(b.Jobs))
+	if err := b.Check(); err != nil {
+		return engine.EnqueueBatchResult{}, fmt.Errorf("enqueue batch: %w", err)
 	}
 	op, err := newBatchOp(b)
 	if err != nil {
@@ -58,11 +58,8 @@ func newBatchOp(b engine.EnqueueBatch) (*batchOp, error) {
 	op := &batchOp{atomic: b.Atomic, explicit: b.ExplicitGen, ins: make([]newJob, n), outs: make([]enqueued, n),
 		ok: make([]bool, n), errs: make([]error, n), runs: make([]int, n+1)}
 	for i, j := range b.Jobs {
-		err := fmt.Errorf("%w: no job", engine.ErrInvalid)
-		if j != nil {
-			op.ins[i], err = encodeJob(j)
-		}
-		if err != nil {
+		var err error
+		if op.ins[i], err = encodeJob(j); err != nil {
 			if b.Atomic {
 				return nil, &engine.BatchError{Index: i, Err: err} // the index names it
 			}

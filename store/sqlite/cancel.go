@@ -20,10 +20,6 @@ type ended struct {
 	state engine.State
 }
 
-func dependencyError(dep ended) string {
-	return fmt.Sprintf("dependency %s ended %s", dep.id, dep.state)
-}
-
 // cancelDependents cancels the QUEUED jobs that wait for any of roots, jobs
 // that have just ended in a terminal state other than DONE, and then, level
 // by level, the QUEUED jobs that wait for those. Each gets the error
@@ -38,7 +34,7 @@ func (c *conn) cancelDependents(roots []ended, now time.Time) ([]*engine.Job, er
 		var next []ended
 		for _, root := range roots {
 			err := c.endJobs(qCancelDependents, func(b *binder) {
-				b.text(dependencyError(root))
+				b.text(engine.DependencyError(root.id, root.state))
 				b.time(now)
 				b.int64(root.seq)
 			}, engine.StateCancelled, &out, &next)

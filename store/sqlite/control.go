@@ -115,7 +115,7 @@ func (c *conn) retry(id string, now time.Time) (*engine.Job, error) {
 		if !engine.CanTransition(failed.state, engine.StateQueued) {
 			hint = "it will not run again"
 		}
-		return nil, fmt.Errorf("%w: %s; %s", engine.ErrInvalid, dependencyError(failed), hint)
+		return nil, fmt.Errorf("%w: %s; %s", engine.ErrInvalid, engine.DependencyError(failed.id, failed.state), hint)
 	}
 	r, err := c.oneJob(qRetryJob, func(b *binder) {
 		b.time(now)
