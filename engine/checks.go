@@ -144,22 +144,3 @@ func CheckRetryable(st State) error {
 	}
 	return CheckTransition(st, StateQueued)
 }
-
-// LogDropNote is the log line that stands where dropped lines were. It
-// carries no "[stq]" of its own: readers show the stream.
-func LogDropNote(dropped, maxBytes int64) string {
-	what := "lines"
-	if dropped == 1 {
-		what = "line"
-	}
-	if maxBytes <= 0 {
-		return fmt.Sprintf("%d %s dropped", dropped, what)
-	}
-	return fmt.Sprintf("%d %s dropped: output over the %d-byte log limit", dropped, what, maxBytes)
-}
-
-// LogDropNoteCost is what the note costs against the log's bound: a store
-// counts only output in the log's size, so it keeps the note's room free.
-func LogDropNoteCost(dropped, maxBytes int64) int64 {
-	return int64(len(LogDropNote(dropped, maxBytes))) + LogLineOverhead
-}

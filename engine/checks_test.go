@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 )
@@ -239,6 +240,52 @@ func TestLogDropNote(t *testing.T) {
 		}
 		if got, want := LogDropNoteCost(tc.dropped, tc.maxBytes), int64(len(tc.want))+LogLineOverhead; got != want {
 			t.Errorf("LogDropNoteCost(%d, %d) = %d, want %d", tc.dropped, tc.maxBytes, got, want)
+		}
+	}
+}
+
+func TestFreshLogLines(t *testing.T) {
+	t.Parallel()
+	l := func(seq int64, text string) LogLine { return LogLine{Seq: seq, Text: text} }
+	for _, tc := range []struct {
+		name       string
+		lines      []LogLine
+		last       int64
+		want       []LogLine
+		wantGapCut int64
+	}{
+		{"lines at or below last are left out", []LogLine{l(1, "a"), l(2, "b"), l(3, "c")}, 2, []LogLine{l(3, "c")}, 0},
+		{"nothing new gives nothing", []LogLine{l(1, "a")}, 1, nil, 0},
+		{"lines come back sorted", []LogLine{l(3, "c"), l(1, "a"), l(2, "b")}, 0, []LogLine{l(1, "a"), l(2, "b"), l(3, "c")}, 0},
+		{"a seq given twice is kept the first time", []LogLine{l(2, "x"), l(1, "a"), l(2, "y")}, 0, []LogLine{l(1, "a"), l(2, "x")}, 0},
+		{"a gap cuts up to the line before the first new one", []LogLine{l(7, "g")}, 2, []LogLine{l(7, "g")}, 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, gapCut := FreshLogLines(slices.Clone(tc.lines), tc.last)
+			if !slices.Equal(got, tc.want) || gapCut != tc.wantGapCut {
+				t.Fatalf("FreshLogLines(%v, %d) = %v, %d; want %v, %d", tc.lines, tc.last, got, gapCut, tc.want, tc.wantGapCut)
+			}
+		})
+	}
+}
+
+func TestLogOver(t *testing.T) {
+	t.Parallel()
+	note := LogDropNoteCost(1, 1000)
+	for _, tc := range []struct {
+		name                     string
+		total, dropped, maxBytes int64
+		want                     bool
+	}{
+		{"no bound is never over", 1 << 40, 5, 0, false},
+		{"output that fits is not over", 1000, 0, 1000, false},
+		{"output past the bound is over", 1001, 0, 1000, true},
+		{"the note's room counts once lines were dropped", 1000 - note + 1, 1, 1000, true},
+		{"output and note that fit are not over", 1000 - note, 1, 1000, false},
+	} {
+		if got := LogOver(tc.total, tc.dropped, tc.maxBytes); got != tc.want {
+			t.Errorf("%s: LogOver(%d, %d, %d) = %v, want %v", tc.name, tc.total, tc.dropped, tc.maxBytes, got, tc.want)
 		}
 	}
 }

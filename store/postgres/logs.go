@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -49,23 +48,12 @@ func appendLog(ctx context.Context, tx pgx.Tx, id string, lines []engine.LogLine
 		return fmt.Errorf("read log state: %w", err)
 	}
 	hadNote := ls.dropped > 0
-	fresh := slices.DeleteFunc(lines, func(l engine.LogLine) bool { return l.Seq <= ls.last })
+	fresh, gapCut := engine.FreshLogLines(lines, ls.last)
 	if len(fresh) == 0 {
 		return nil
 	}
-	bySeq := func(a, b engine.LogLine) int { return cmp.Compare(a.Seq, b.Seq) }
-	if !slices.IsSortedFunc(fresh, bySeq) {
-		slices.SortStableFunc(fresh, bySeq)
-	}
-	// A seq given twice is stored once, the first time, as a repeated
-	// append would be.
-	fresh = slices.CompactFunc(fresh, func(a, b engine.LogLine) bool { return a.Seq == b.Seq })
-	// Seqs are consecutive: lines missing before the first new one were
-	// dropped before they reached the store, and every older line goes too.
-	var gapCut int64
-	if first := fresh[0].Seq; first > ls.last+1 {
-		ls.dropped += first - ls.last - 1
-		gapCut = first - 1
+	if gapCut > 0 {
+		ls.dropped += gapCut - ls.last
 	}
 	added, err := insertLogLines(ctx, tx, ls.seq, fresh)
 	if err != nil {
@@ -90,14 +78,7 @@ func appendLog(ctx context.Context, tx pgx.Tx, id string, lines []engine.LogLine
 // over reports that the output lines and the note a log that dropped lines
 // carries do not fit in maxBytes (0: no bound).
 func (ls *logState) over(maxBytes int64) bool {
-	if maxBytes <= 0 {
-		return false
-	}
-	total := ls.total
-	if ls.dropped > 0 {
-		total += engine.LogDropNoteCost(ls.dropped, maxBytes)
-	}
-	return total > maxBytes
+	return engine.LogOver(ls.total, ls.dropped, maxBytes)
 }
 
 // insertLogLines stores lines, sorted by seq and all newer than the log's

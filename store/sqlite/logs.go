@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -43,22 +42,12 @@ func (c *conn) appendLog(id string, lines []engine.LogLine, maxBytes int64) erro
 
 	// lines is AppendLog's clone: filtering and sorting it in place is safe,
 	// and gives the same lines if the writer runs the op again.
-	fresh := slices.DeleteFunc(lines, func(l engine.LogLine) bool { return l.Seq <= ls.last })
+	fresh, gapCut := engine.FreshLogLines(lines, ls.last)
 	if len(fresh) == 0 {
 		return nil
 	}
-	bySeq := func(a, b engine.LogLine) int { return cmp.Compare(a.Seq, b.Seq) }
-	if !slices.IsSortedFunc(fresh, bySeq) {
-		slices.SortStableFunc(fresh, bySeq)
-	}
-	// Seqs are consecutive: lines missing before the first new one were
-	// dropped before they reached the store (the engine bounds the output it
-	// holds). The log keeps its newest lines, so every stored line, older
-	// than those, goes too.
-	var gapCut int64
-	if first := fresh[0].Seq; first > ls.last+1 {
-		ls.dropped += first - ls.last - 1
-		gapCut = first - 1
+	if gapCut > 0 {
+		ls.dropped += gapCut - ls.last
 	}
 	added, err := c.insertLogLines(ls.seq, fresh)
 	if err != nil {
@@ -98,14 +87,7 @@ func (c *conn) readLogState(id string) (logState, error) {
 // over reports that the output lines and the note a log that dropped lines
 // carries do not fit in maxBytes (0: no bound).
 func (ls *logState) over(maxBytes int64) bool {
-	if maxBytes <= 0 {
-		return false
-	}
-	total := ls.total
-	if ls.dropped > 0 {
-		total += engine.LogDropNoteCost(ls.dropped, maxBytes)
-	}
-	return total > maxBytes
+	return engine.LogOver(ls.total, ls.dropped, maxBytes)
 }
 
 // insertLogLines stores lines, sorted by seq and all newer than the log's
