@@ -90,39 +90,9 @@ func (a *app) completionClient(ctx context.Context, c *cli.Command) *ipc.Client 
 	return cl
 }
 
-// jobCompleter prints the newest jobs in the given states (any state when
-// none) as "short-id:STATE queue type subject".
-func (a *app) jobCompleter(states ...engine.State) func(context.Context, *cli.Command) {
-	return func(ctx context.Context, c *cli.Command) {
-		ctx, cancel := context.WithTimeout(ctx, completionWait)
-		defer cancel()
-		cl := a.completionClient(ctx, c)
-		if cl == nil {
-			return
-		}
-		defer cl.Close()
-		params := ipc.ListParams{Limit: 100}
-		for _, s := range states {
-			params.States = append(params.States, string(s))
-		}
-		res, err := cl.List(ctx, params)
-		if err != nil {
-			return
-		}
-		w := c.Root().Writer
-		for _, j := range res.Jobs {
-			id := j.ID
-			if j.ShortID != "" {
-				id = j.ShortID
-			}
-			fmt.Fprintf(w, "%s:%s %s %s %s\n", id, j.State, j.Queue, j.Type, oneLine(j.Subject))
-		}
-	}
-}
-
-// printQueues prints the queues the daemon knows: those with jobs and the
-// paused ones.
-func (a *app) printQueues(ctx context.Context, c *cli.Command) {
+// withDaemon runs fn with a client of the home's running daemon, all within
+// completionWait; with no daemon to ask, a completion offers nothing.
+func (a *app) withDaemon(ctx context.Context, c *cli.Command, fn func(context.Context, *ipc.Client)) {
 	ctx, cancel := context.WithTimeout(ctx, completionWait)
 	defer cancel()
 	cl := a.completionClient(ctx, c)
@@ -130,16 +100,49 @@ func (a *app) printQueues(ctx context.Context, c *cli.Command) {
 		return
 	}
 	defer cl.Close()
-	st, err := cl.Stats(ctx)
-	if err != nil {
-		return
+	fn(ctx, cl)
+}
+
+// jobCompleter prints the newest jobs in the given states (any state when
+// none) as "short-id:STATE queue type subject".
+func (a *app) jobCompleter(states ...engine.State) func(context.Context, *cli.Command) {
+	return func(ctx context.Context, c *cli.Command) {
+		a.withDaemon(ctx, c, func(ctx context.Context, cl *ipc.Client) {
+			params := ipc.ListParams{Limit: 100}
+			for _, s := range states {
+				params.States = append(params.States, string(s))
+			}
+			res, err := cl.List(ctx, params)
+			if err != nil {
+				return
+			}
+			w := c.Root().Writer
+			for _, j := range res.Jobs {
+				id := j.ID
+				if j.ShortID != "" {
+					id = j.ShortID
+				}
+				fmt.Fprintf(w, "%s:%s %s %s %s\n", id, j.State, j.Queue, j.Type, oneLine(j.Subject))
+			}
+		})
 	}
-	names := slices.Collect(maps.Keys(st.Queues))
-	names = append(names, st.Paused...)
-	slices.Sort(names)
-	for _, q := range slices.Compact(names) {
-		fmt.Fprintln(c.Root().Writer, q)
-	}
+}
+
+// printQueues prints the queues the daemon knows: those with jobs and the
+// paused ones.
+func (a *app) printQueues(ctx context.Context, c *cli.Command) {
+	a.withDaemon(ctx, c, func(ctx context.Context, cl *ipc.Client) {
+		st, err := cl.Stats(ctx)
+		if err != nil {
+			return
+		}
+		names := slices.Collect(maps.Keys(st.Queues))
+		names = append(names, st.Paused...)
+		slices.Sort(names)
+		for _, q := range slices.Compact(names) {
+			fmt.Fprintln(c.Root().Writer, q)
+		}
+	})
 }
 
 func oneLine(s string) string {

@@ -132,16 +132,21 @@ func (e *Engine) onNotice(ctx context.Context, n Notice) {
 	}
 }
 
-// stopHere stops job id if it runs here, exactly as a local cancel does.
-// claimMu: a job whose claim has just committed is registered before we
-// look, so a notice that follows the claim closely still finds it.
-func (e *Engine) stopHere(id string, cause error) {
+// runningHere returns the attempt of job id running here, nil when none.
+// claimMu makes sure a job whose claim has just committed is registered in
+// e.running before we look: it is never taken for another daemon's, and a
+// notice that follows the claim closely still finds it.
+func (e *Engine) runningHere(id string) *activeJob {
 	e.claimMu.Lock()
+	defer e.claimMu.Unlock()
 	e.mu.Lock()
-	a := e.running[id]
-	e.mu.Unlock()
-	e.claimMu.Unlock()
-	if a != nil {
+	defer e.mu.Unlock()
+	return e.running[id]
+}
+
+// stopHere stops job id if it runs here, exactly as a local cancel does.
+func (e *Engine) stopHere(id string, cause error) {
+	if a := e.runningHere(id); a != nil {
 		e.log.Info("stopping a job as another daemon asked", "job", id, "reason", cause)
 		a.cancel(cause)
 	}
@@ -151,7 +156,7 @@ func (e *Engine) stopHere(id string, cause error) {
 // the job a replace notice names. It reads that job only when a keyed job
 // of its queue runs here.
 func (e *Engine) replaceHere(ctx context.Context, n Notice) {
-	// claimMu as in stopHere; not held over the read, which would hold up
+	// claimMu as in runningHere; not held over the read, which would hold up
 	// claims. A job registered by now stays until it ends.
 	e.claimMu.Lock()
 	keyed := e.runsKeyed(n.Queue)

@@ -82,13 +82,7 @@ func (e *Engine) cancelOne(ctx context.Context, id string) (*Job, error) {
 		}
 	}
 	// Not QUEUED any more: it is running here, running elsewhere, or done.
-	// claimMu makes sure a job whose claim just committed is registered in
-	// e.running before we look, so it is never taken for another daemon's.
-	e.claimMu.Lock()
-	e.mu.Lock()
-	a := e.running[id]
-	e.mu.Unlock()
-	e.claimMu.Unlock()
+	a := e.runningHere(id)
 	if a != nil {
 		a.cancel(errCancelled)
 		select {

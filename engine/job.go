@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -90,6 +92,35 @@ func (j *Job) ExpiresAt() time.Time {
 		return time.Time{}
 	}
 	return j.CreatedAt.Add(time.Duration(j.TTL))
+}
+
+// Stored is the job a store returns for a definition it has just stored:
+// the definition as given, times in UTC and no attempts yet, with the
+// payload as stored and what the store decided (generation, state, error).
+// A job stored already ended (superseded or cancelled on arrival) finished
+// at its CreatedAt. Slices and maps are copies; BaseEnv, never changed once
+// made, is shared.
+func (j *Job) Stored(payload json.RawMessage, generation int64, state State, errText string) *Job {
+	stored := &Job{
+		ID: j.ID, Queue: j.Queue, Type: j.Type, Subject: j.Subject,
+		Priority: j.Priority, MaxAttempts: j.MaxAttempts,
+		Payload: payload, Command: slices.Clone(j.Command),
+		Cwd: j.Cwd, Env: maps.Clone(j.Env), RunAt: j.RunAt.UTC(),
+		Deadline: j.Deadline, TTL: j.TTL, Backoff: j.Backoff,
+		CreatedAt: j.CreatedAt.UTC(), Attempts: []Attempt{},
+		WaitIdle: j.WaitIdle, RequireCharging: j.RequireCharging,
+		Debounce: j.Debounce, Replace: j.Replace,
+		BaseEnv:    j.BaseEnv,
+		Generation: generation, State: state, Error: errText,
+	}
+	if len(j.After) > 0 {
+		stored.After = slices.Clone(j.After) // none reads back as null, not []
+	}
+	if state != StateQueued {
+		t := stored.CreatedAt
+		stored.FinishedAt = &t
+	}
+	return stored
 }
 
 // Outcome says how an attempt ended.

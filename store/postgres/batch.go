@@ -18,18 +18,15 @@ import (
 // Enqueue stores them. Without Atomic each job that is not part of a COPY
 // runs in a savepoint of its own and fails alone.
 func (s *Store) EnqueueMany(ctx context.Context, b engine.EnqueueBatch) (engine.EnqueueBatchResult, error) {
-	if b.ExplicitGen != nil && len(b.ExplicitGen) != len(b.Jobs) {
-		return engine.EnqueueBatchResult{}, fmt.Errorf("enqueue batch: %w: %d explicit-generation flags for %d jobs", engine.ErrInvalid, len(b.ExplicitGen), len(b.Jobs))
+	if err := b.Check(); err != nil {
+		return engine.EnqueueBatchResult{}, fmt.Errorf("enqueue batch: %w", err)
 	}
 	n := len(b.Jobs)
 	op := &batchOp{atomic: b.Atomic, explicit: b.ExplicitGen, ins: make([]newJob, n), outs: make([]enqueued, n),
 		encoded: make([]bool, n), encErrs: make([]error, n)}
 	for i, j := range b.Jobs {
-		err := fmt.Errorf("%w: no job", engine.ErrInvalid)
-		if j != nil {
-			op.ins[i], err = encodeJob(j)
-		}
-		if err != nil {
+		var err error
+		if op.ins[i], err = encodeJob(j); err != nil {
 			if b.Atomic {
 				return engine.EnqueueBatchResult{}, &engine.BatchError{Index: i, Err: err}
 			}
@@ -221,19 +218,17 @@ func (s *Store) CompleteAndClaim(ctx context.Context, cy engine.Cycle) (engine.C
 	req := cy.Claim
 	checked := make([]error, len(done))
 	for i := range done {
-		if err := checkCompletion(&done[i]); err != nil {
+		if err := done[i].Check(); err != nil {
 			checked[i] = fmt.Errorf("complete job %s attempt %d: %w", done[i].ID, done[i].Attempt, err)
 		}
 	}
 	claiming := req.Limit > 0
 	var claimErr error
 	if claiming {
-		if err := checkTime("now", req.Now, true); err != nil {
+		if err := req.Own(); err != nil {
 			claimErr = fmt.Errorf("claim jobs: %w", err)
 			claiming = false
 		}
-		req.QueueLimits = maps.Clone(req.QueueLimits)
-		req.Quota = maps.Clone(req.Quota)
 	}
 	var res engine.CycleResult
 	err := s.write(ctx, func(tx pgx.Tx) error {

@@ -3,7 +3,6 @@ package postgres
 import (
 	"context"
 	"fmt"
-	"maps"
 	"math"
 
 	"github.com/jackc/pgx/v5"
@@ -17,14 +16,12 @@ import (
 // A QueueLimits or Quota entry of zero or less means no cap, as for
 // DefaultQuota; an entry in Quota, even zero, overrides DefaultQuota.
 func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.Job, error) {
-	if err := checkTime("now", req.Now, true); err != nil {
+	if err := req.Own(); err != nil {
 		return nil, fmt.Errorf("claim jobs: %w", err)
 	}
 	if req.Limit <= 0 {
 		return []*engine.Job{}, nil
 	}
-	req.QueueLimits = maps.Clone(req.QueueLimits)
-	req.Quota = maps.Clone(req.Quota)
 	var jobs []*engine.Job
 	err := s.write(ctx, func(tx pgx.Tx) (err error) {
 		jobs, err = s.claim(ctx, tx, &req)

@@ -15,7 +15,7 @@ import (
 // back then. A job that ends FAILED, CANCELLED or SUPERSEDED takes its
 // QUEUED dependents with it, cancelled at c.FinishedAt.
 func (s *Store) Complete(ctx context.Context, c engine.Completion) (engine.CompleteResult, error) {
-	if err := checkCompletion(&c); err != nil {
+	if err := c.Check(); err != nil {
 		return engine.CompleteResult{}, fmt.Errorf("complete job %s attempt %d: %w", c.ID, c.Attempt, err)
 	}
 	var res engine.CompleteResult
@@ -41,19 +41,6 @@ func completeNotices(j *engine.Job) []engine.Notice {
 		ns = append(ns, engine.Notice{Kind: engine.NoticeEnqueue, Queue: j.Queue})
 	}
 	return ns
-}
-
-func checkCompletion(c *engine.Completion) error {
-	if err := checkTime("finished_at", c.FinishedAt, true); err != nil {
-		return err
-	}
-	if err := checkTime("run_at", c.RunAt, c.State == engine.StateQueued); err != nil {
-		return err
-	}
-	if c.Outcome == "" || c.Outcome == engine.OutcomeRunning {
-		return fmt.Errorf("%w: a completion needs the attempt's outcome, got %q", engine.ErrInvalid, c.Outcome)
-	}
-	return nil
 }
 
 func (s *Store) complete(ctx context.Context, tx pgx.Tx, c *engine.Completion) (engine.CompleteResult, error) {
@@ -82,22 +69,12 @@ func (s *Store) completeJob(ctx context.Context, tx pgx.Tx, c *engine.Completion
 	if cur.state != engine.StateRunning || cur.attempt != c.Attempt {
 		return jobRow{}, nil, fmt.Errorf("%w: job is %s at attempt %d", engine.ErrStale, cur.state, cur.attempt)
 	}
-	target, errText := c.State, c.Reason
-	if target == engine.StateQueued {
+	if c.State == engine.StateQueued {
 		if err := cur.keyGen(ctx, tx); err != nil {
 			return jobRow{}, nil, err
 		}
 	}
-	switch {
-	case target == engine.StateDone:
-		errText = ""
-	case target == engine.StateQueued && cur.maxGen > cur.generation:
-		target = engine.StateSuperseded
-		errText = fmt.Sprintf("superseded by generation %d before its retry", cur.maxGen)
-		if c.Reason != "" {
-			errText += " (last attempt: " + c.Reason + ")"
-		}
-	}
+	target, errText := c.Target(cur.generation, cur.maxGen)
 	if err := engine.CheckTransition(cur.state, target); err != nil {
 		return jobRow{}, nil, err
 	}

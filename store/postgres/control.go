@@ -172,12 +172,7 @@ func (s *Store) retry(ctx context.Context, tx pgx.Tx, id string, now time.Time) 
 	if err != nil {
 		return nil, err
 	}
-	switch cur.state {
-	case engine.StateFailed, engine.StateCancelled, engine.StateExpired:
-	default:
-		return nil, fmt.Errorf("%w: job is %s; only FAILED, CANCELLED or EXPIRED jobs can be retried", engine.ErrInvalidTransition, cur.state)
-	}
-	if err := engine.CheckTransition(cur.state, engine.StateQueued); err != nil {
+	if err := engine.CheckRetryable(cur.state); err != nil {
 		return nil, err
 	}
 	// Under the key's share lock, as a retrying completion: an enqueue of
@@ -200,7 +195,7 @@ func (s *Store) retry(ctx context.Context, tx pgx.Tx, id string, now time.Time) 
 		if !engine.CanTransition(failed.state, engine.StateQueued) {
 			hint = "it will not run again"
 		}
-		return nil, fmt.Errorf("%w: %s; %s", engine.ErrInvalid, dependencyError(failed), hint)
+		return nil, fmt.Errorf("%w: %s; %s", engine.ErrInvalid, engine.DependencyError(failed.id, failed.state), hint)
 	case err != pgx.ErrNoRows:
 		return nil, fmt.Errorf("read dependencies: %w", err)
 	}

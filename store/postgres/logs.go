@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -19,10 +18,8 @@ func (s *Store) AppendLog(ctx context.Context, id string, lines []engine.LogLine
 	if len(lines) == 0 {
 		return nil
 	}
-	for i := range lines {
-		if err := checkTime("log time", lines[i].Time, false); err != nil {
-			return fmt.Errorf("append log of job %s: %w", id, err)
-		}
+	if err := engine.CheckLogLines(lines); err != nil {
+		return fmt.Errorf("append log of job %s: %w", id, err)
 	}
 	err := s.write(ctx, func(tx pgx.Tx) error {
 		return appendLog(ctx, tx, id, slices.Clone(lines), maxBytes)
@@ -51,23 +48,12 @@ func appendLog(ctx context.Context, tx pgx.Tx, id string, lines []engine.LogLine
 		return fmt.Errorf("read log state: %w", err)
 	}
 	hadNote := ls.dropped > 0
-	fresh := slices.DeleteFunc(lines, func(l engine.LogLine) bool { return l.Seq <= ls.last })
+	fresh, gapCut := engine.FreshLogLines(lines, ls.last)
 	if len(fresh) == 0 {
 		return nil
 	}
-	bySeq := func(a, b engine.LogLine) int { return cmp.Compare(a.Seq, b.Seq) }
-	if !slices.IsSortedFunc(fresh, bySeq) {
-		slices.SortStableFunc(fresh, bySeq)
-	}
-	// A seq given twice is stored once, the first time, as a repeated
-	// append would be.
-	fresh = slices.CompactFunc(fresh, func(a, b engine.LogLine) bool { return a.Seq == b.Seq })
-	// Seqs are consecutive: lines missing before the first new one were
-	// dropped before they reached the store, and every older line goes too.
-	var gapCut int64
-	if first := fresh[0].Seq; first > ls.last+1 {
-		ls.dropped += first - ls.last - 1
-		gapCut = first - 1
+	if gapCut > 0 {
+		ls.dropped += gapCut - ls.last
 	}
 	added, err := insertLogLines(ctx, tx, ls.seq, fresh)
 	if err != nil {
@@ -92,14 +78,7 @@ func appendLog(ctx context.Context, tx pgx.Tx, id string, lines []engine.LogLine
 // over reports that the output lines and the note a log that dropped lines
 // carries do not fit in maxBytes (0: no bound).
 func (ls *logState) over(maxBytes int64) bool {
-	if maxBytes <= 0 {
-		return false
-	}
-	total := ls.total
-	if ls.dropped > 0 {
-		total += logNoteCost(ls.dropped, maxBytes)
-	}
-	return total > maxBytes
+	return engine.LogOver(ls.total, ls.dropped, maxBytes)
 }
 
 // insertLogLines stores lines, sorted by seq and all newer than the log's
@@ -170,26 +149,9 @@ func trimLog(ctx context.Context, tx pgx.Tx, ls *logState, hadNote bool, gapCut,
 		return fmt.Errorf("trim log: %w", err)
 	}
 	_, err = tx.Exec(ctx, `INSERT INTO job_logs (job_seq, seq, ts, attempt, stream, text) VALUES ($1, $2, $3, $4, 'stq', $5)`,
-		ls.seq, cut, noteTime, noteAttempt, logNote(ls.dropped, maxBytes))
+		ls.seq, cut, noteTime, noteAttempt, engine.LogDropNote(ls.dropped, maxBytes))
 	if err != nil {
 		return fmt.Errorf("note dropped log lines: %w", err)
 	}
 	return nil
-}
-
-// logNote is the log line that stands where dropped lines were.
-func logNote(dropped, maxBytes int64) string {
-	what := "lines"
-	if dropped == 1 {
-		what = "line"
-	}
-	if maxBytes <= 0 {
-		return fmt.Sprintf("%d %s dropped", dropped, what)
-	}
-	return fmt.Sprintf("%d %s dropped: output over the %d-byte log limit", dropped, what, maxBytes)
-}
-
-// logNoteCost is what the note costs against the log's bound.
-func logNoteCost(dropped, maxBytes int64) int64 {
-	return int64(len(logNote(dropped, maxBytes))) + engine.LogLineOverhead
 }

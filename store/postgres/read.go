@@ -12,9 +12,6 @@ import (
 	"stq/engine"
 )
 
-// defaultListLimit applies when ListFilter.Limit is zero.
-const defaultListLimit = 100
-
 // Get returns a job with its attempt history, or an error wrapping
 // engine.ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (*engine.Job, error) {
@@ -40,15 +37,12 @@ func (s *Store) Get(ctx context.Context, id string) (*engine.Job, error) {
 // history. The cursor is the seq of the page's last job: pages walk seq
 // downwards, so jobs added meanwhile never shift a later page.
 func (s *Store) List(ctx context.Context, f engine.ListFilter) (engine.ListPage, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = defaultListLimit
+	limit, err := f.PageSize()
+	if err != nil {
+		return engine.ListPage{}, fmt.Errorf("list jobs: %w", err)
 	}
 	var states []string
 	for _, st := range f.States {
-		if !st.Valid() {
-			return engine.ListPage{}, fmt.Errorf("list jobs: %w: unknown state %q", engine.ErrInvalid, st)
-		}
 		states = append(states, string(st))
 	}
 	var before *int64
@@ -61,7 +55,7 @@ func (s *Store) List(ctx context.Context, f engine.ListFilter) (engine.ListPage,
 	}
 	var rows []jobRow
 	var jobs []*engine.Job
-	err := s.read(ctx, func(tx pgx.Tx) (err error) {
+	err = s.read(ctx, func(tx pgx.Tx) (err error) {
 		// One more than asked says whether another page follows.
 		rows, jobs, err = s.queryJobs(ctx, tx, false, false, `SELECT `+jobCols+` FROM jobs
 			WHERE ($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR type = $2)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"math"
 	"slices"
 
@@ -41,9 +40,6 @@ type enqueued struct {
 // Enqueue stores a new job and applies the supersede and dependency rules
 // (see engine.Store and the SQLite store, whose rules this store mirrors).
 func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) (engine.EnqueueResult, error) {
-	if job == nil {
-		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w: no job", engine.ErrInvalid)
-	}
 	in, err := encodeJob(job)
 	if err != nil {
 		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
@@ -84,13 +80,7 @@ func (s *Store) enqueuePlain(ctx context.Context, in *newJob, out *enqueued) err
 }
 
 func encodeJob(j *engine.Job) (newJob, error) {
-	if j.ID == "" {
-		return newJob{}, fmt.Errorf("%w: job has no id", engine.ErrInvalid)
-	}
-	if err := checkTime("created_at", j.CreatedAt, true); err != nil {
-		return newJob{}, err
-	}
-	if err := checkTime("run_at", j.RunAt, true); err != nil {
+	if err := j.CheckNew(); err != nil {
 		return newJob{}, err
 	}
 	in := newJob{
@@ -178,7 +168,7 @@ func (s *Store) enqueue(ctx context.Context, tx pgx.Tx, in *newJob, explicitGen 
 	}
 	if out.state == engine.StateQueued && failed.id != "" {
 		out.state = engine.StateCancelled
-		out.errText = dependencyError(failed)
+		out.errText = engine.DependencyError(failed.id, failed.state)
 	}
 	if j.BaseEnv != nil {
 		if in.envID, err = refEnv(ctx, tx, j.BaseEnv, in.envHash, 1); err != nil {
@@ -282,23 +272,7 @@ func enqueueNotices(in *newJob, out *enqueued) []engine.Notice {
 // storedResult is the EnqueueResult of a stored job: the definition as
 // given, with what the transaction decided.
 func storedResult(in *newJob, out *enqueued) engine.EnqueueResult {
-	job := in.job
-	stored := &engine.Job{
-		ID: job.ID, Queue: job.Queue, Type: job.Type, Subject: job.Subject,
-		Priority: job.Priority, MaxAttempts: job.MaxAttempts,
-		Payload: json.RawMessage(in.payload), Command: slices.Clone(job.Command),
-		Cwd: job.Cwd, Env: maps.Clone(job.Env), RunAt: job.RunAt.UTC(),
-		Deadline: job.Deadline, TTL: job.TTL, Backoff: job.Backoff,
-		CreatedAt: job.CreatedAt.UTC(), Attempts: []engine.Attempt{},
-		WaitIdle: job.WaitIdle, RequireCharging: job.RequireCharging,
-		Debounce: job.Debounce, Replace: job.Replace, After: slices.Clone(job.After),
-		BaseEnv:    job.BaseEnv,
-		Generation: out.generation, State: out.state, Error: out.errText,
-	}
-	if out.state != engine.StateQueued {
-		t := stored.CreatedAt
-		stored.FinishedAt = &t
-	}
+	stored := in.job.Stored(json.RawMessage(in.payload), out.generation, out.state, out.errText)
 	return engine.EnqueueResult{Job: stored, Superseded: out.superseded, Cancelled: out.cancelled}
 }
 
@@ -308,10 +282,6 @@ type ended struct {
 	seq   int64
 	id    string
 	state engine.State
-}
-
-func dependencyError(dep ended) string {
-	return fmt.Sprintf("dependency %s ended %s", dep.id, dep.state)
 }
 
 // resolveDeps looks up the jobs an After list names, in list order, and
@@ -368,7 +338,7 @@ func (s *Store) cancelDependents(ctx context.Context, tx pgx.Tx, roots []ended, 
 		for _, root := range roots {
 			rows, jobs, err := s.queryJobs(ctx, tx, true, false, `UPDATE jobs SET state = 'CANCELLED', error = $1, finished_at = $2
 				WHERE state = 'QUEUED' AND seq IN (SELECT job_seq FROM job_deps WHERE dep_seq = $3)
-				RETURNING `+jobCols, dependencyError(root), now, root.seq)
+				RETURNING `+jobCols, engine.DependencyError(root.id, root.state), now, root.seq)
 			if err != nil {
 				return nil, fmt.Errorf("cancel dependents of %s: %w", root.id, err)
 			}

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 
 	"stq/engine"
 )
@@ -16,8 +14,8 @@ import (
 // savepoint undoes all of it when one job fails. Otherwise each job runs in
 // a savepoint of its own and fails alone.
 func (s *Store) EnqueueMany(ctx context.Context, b engine.EnqueueBatch) (engine.EnqueueBatchResult, error) {
-	if b.ExplicitGen != nil && len(b.ExplicitGen) != len(b.Jobs) {
-		return engine.EnqueueBatchResult{}, fmt.Errorf("enqueue batch: %w: %d explicit-generation flags for %d jobs", engine.ErrInvalid, len(b.ExplicitGen), len(b.Jobs))
+	if err := b.Check(); err != nil {
+		return engine.EnqueueBatchResult{}, fmt.Errorf("enqueue batch: %w", err)
 	}
 	op, err := newBatchOp(b)
 	if err != nil {
@@ -60,11 +58,8 @@ func newBatchOp(b engine.EnqueueBatch) (*batchOp, error) {
 	op := &batchOp{atomic: b.Atomic, explicit: b.ExplicitGen, ins: make([]newJob, n), outs: make([]enqueued, n),
 		ok: make([]bool, n), errs: make([]error, n), runs: make([]int, n+1)}
 	for i, j := range b.Jobs {
-		err := fmt.Errorf("%w: no job", engine.ErrInvalid)
-		if j != nil {
-			op.ins[i], err = encodeJob(j)
-		}
-		if err != nil {
+		var err error
+		if op.ins[i], err = encodeJob(j); err != nil {
 			if b.Atomic {
 				return nil, &engine.BatchError{Index: i, Err: err} // the index names it
 			}
@@ -162,22 +157,7 @@ func (op *batchOp) many(c *conn, m *multiInsert, i int) error {
 // storedResult is the EnqueueResult of a job the writer stored: the
 // definition as given, with what the writer decided.
 func storedResult(job *engine.Job, in *newJob, out *enqueued) engine.EnqueueResult {
-	stored := &engine.Job{
-		ID: job.ID, Queue: job.Queue, Type: job.Type, Subject: job.Subject,
-		Priority: job.Priority, MaxAttempts: job.MaxAttempts,
-		Payload: json.RawMessage(in.payload), Command: slices.Clone(job.Command),
-		Cwd: job.Cwd, Env: maps.Clone(job.Env), RunAt: job.RunAt.UTC(),
-		Deadline: job.Deadline, TTL: job.TTL, Backoff: job.Backoff,
-		CreatedAt: job.CreatedAt.UTC(), Attempts: []engine.Attempt{},
-		WaitIdle: job.WaitIdle, RequireCharging: job.RequireCharging,
-		Debounce: job.Debounce, Replace: job.Replace, After: slices.Clone(in.after),
-		BaseEnv:    in.base,
-		Generation: out.generation, State: out.state, Error: out.errText,
-	}
-	if out.state != engine.StateQueued {
-		t := stored.CreatedAt
-		stored.FinishedAt = &t
-	}
+	stored := job.Stored(json.RawMessage(in.payload), out.generation, out.state, out.errText)
 	return engine.EnqueueResult{Job: stored, Superseded: out.superseded, Cancelled: out.cancelled}
 }
 

@@ -61,11 +61,11 @@ func LoadHistory(path string, n int, payload []byte, now time.Time) (err error) 
 	if len(payload) > 0 && !json.Valid(payload) {
 		return fmt.Errorf("load history: %w: the payload is not JSON", engine.ErrInvalid)
 	}
-	if err := checkTime("now", now, true); err != nil {
+	if err := engine.CheckTime("now", now, true); err != nil {
 		return fmt.Errorf("load history: %w", err)
 	}
 	first := now.Add(-time.Duration(n) * historyStep)
-	if err := checkTime("first created_at", first, true); err != nil {
+	if err := engine.CheckTime("first created_at", first, true); err != nil {
 		return fmt.Errorf("load history: %w", err)
 	}
 	// synchronous=NORMAL: a power loss during a load just means loading

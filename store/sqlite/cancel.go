@@ -20,10 +20,6 @@ type ended struct {
 	state engine.State
 }
 
-func dependencyError(dep ended) string {
-	return fmt.Sprintf("dependency %s ended %s", dep.id, dep.state)
-}
-
 // cancelDependents cancels the QUEUED jobs that wait for any of roots, jobs
 // that have just ended in a terminal state other than DONE, and then, level
 // by level, the QUEUED jobs that wait for those. Each gets the error
@@ -38,7 +34,7 @@ func (c *conn) cancelDependents(roots []ended, now time.Time) ([]*engine.Job, er
 		var next []ended
 		for _, root := range roots {
 			err := c.endJobs(qCancelDependents, func(b *binder) {
-				b.text(dependencyError(root))
+				b.text(engine.DependencyError(root.id, root.state))
 				b.time(now)
 				b.int64(root.seq)
 			}, engine.StateCancelled, &out, &next)
@@ -77,7 +73,7 @@ func (c *conn) endJobs(id stmtID, args func(*binder), state engine.State, jobs *
 // A dependent that is itself listed counts as listed: it gets reason, not
 // the dependency's error.
 func (s *Store) CancelQueued(ctx context.Context, ids []string, reason string, now time.Time) ([]*engine.Job, error) {
-	if err := checkTime("now", now, true); err != nil {
+	if err := engine.CheckTime("now", now, true); err != nil {
 		return nil, fmt.Errorf("cancel queued jobs: %w", err)
 	}
 	if len(ids) == 0 {
@@ -111,7 +107,7 @@ func (s *Store) CancelQueued(ctx context.Context, ids []string, reason string, n
 // ExpireDue moves QUEUED jobs whose TTL has passed at now to EXPIRED and
 // returns them, followed by their QUEUED dependents, which it cancels.
 func (s *Store) ExpireDue(ctx context.Context, now time.Time) ([]*engine.Job, error) {
-	if err := checkTime("now", now, true); err != nil {
+	if err := engine.CheckTime("now", now, true); err != nil {
 		return nil, fmt.Errorf("expire jobs: %w", err)
 	}
 	var jobs []*engine.Job

@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"fmt"
-	"maps"
 	"time"
 
 	"github.com/ncruces/go-sqlite3"
@@ -18,16 +17,12 @@ import (
 // DefaultQuota; an entry in Quota, even zero, overrides DefaultQuota for its
 // queue.
 func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.Job, error) {
-	if err := checkTime("now", req.Now, true); err != nil {
+	if err := req.Own(); err != nil {
 		return nil, fmt.Errorf("claim jobs: %w", err)
 	}
 	if req.Limit <= 0 {
 		return []*engine.Job{}, nil
 	}
-	// The writer must not read the caller's maps, which the caller may
-	// change once it stops waiting.
-	req.QueueLimits = maps.Clone(req.QueueLimits)
-	req.Quota = maps.Clone(req.Quota)
 	var jobs []*engine.Job
 	err := s.write(ctx, func(c *conn) (err error) {
 		jobs, err = c.claim(&req)

@@ -87,19 +87,15 @@ func (s *Store) Complete(ctx context.Context, c engine.Completion) (engine.Compl
 	return res, nil
 }
 
+// checkCompletion checks c and gives it its own ExitCode: the writer
+// applies it after the caller may have stopped waiting.
 func checkCompletion(c *engine.Completion) error {
-	if err := checkTime("finished_at", c.FinishedAt, true); err != nil {
+	if err := c.Check(); err != nil {
 		return err
-	}
-	if err := checkTime("run_at", c.RunAt, c.State == engine.StateQueued); err != nil {
-		return err
-	}
-	if c.Outcome == "" || c.Outcome == engine.OutcomeRunning {
-		return fmt.Errorf("%w: a completion needs the attempt's outcome, got %q", engine.ErrInvalid, c.Outcome)
 	}
 	if c.ExitCode != nil {
 		v := *c.ExitCode
-		c.ExitCode = &v // the writer must not share the caller's int
+		c.ExitCode = &v
 	}
 	return nil
 }
@@ -128,17 +124,7 @@ func (w *conn) completeJob(c *engine.Completion) (jobRow, error) {
 	if cur.state != engine.StateRunning || cur.attempt != c.Attempt {
 		return none, fmt.Errorf("%w: job is %s at attempt %d", engine.ErrStale, cur.state, cur.attempt)
 	}
-	target, errText := c.State, c.Reason
-	switch {
-	case target == engine.StateDone:
-		errText = ""
-	case target == engine.StateQueued && cur.maxGen > cur.generation:
-		target = engine.StateSuperseded
-		errText = fmt.Sprintf("superseded by generation %d before its retry", cur.maxGen)
-		if c.Reason != "" {
-			errText += " (last attempt: " + c.Reason + ")"
-		}
-	}
+	target, errText := c.Target(cur.generation, cur.maxGen)
 	if err := engine.CheckTransition(cur.state, target); err != nil {
 		return none, err
 	}

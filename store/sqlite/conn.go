@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/ncruces/go-sqlite3"
@@ -133,27 +132,6 @@ func (c *conn) name(s *sqlite3.Stmt, col int) string {
 		c.names[v] = v
 	}
 	return v
-}
-
-// Representable times: unix nanoseconds in an int64.
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
-
-// checkTime rejects times an int64 of nanoseconds cannot hold (before 1678 or
-// after 2262); the zero time is allowed where the field is optional.
-func checkTime(field string, t time.Time, required bool) error {
-	if t.IsZero() {
-		if required {
-			return fmt.Errorf("%w: %s is not set", engine.ErrInvalid, field)
-		}
-		return nil
-	}
-	if t.Before(minTime) || t.After(maxTime) {
-		return fmt.Errorf("%w: %s %s is out of range (years 1678 to 2262)", engine.ErrInvalid, field, t.Format(time.RFC3339))
-	}
-	return nil
 }
 
 func columnTime(s *sqlite3.Stmt, col int) time.Time {

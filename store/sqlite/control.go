@@ -81,7 +81,7 @@ func (s *Store) PausedQueues(ctx context.Context) ([]string, error) {
 // Other states give an error wrapping engine.ErrInvalidTransition, an
 // unknown id engine.ErrNotFound.
 func (s *Store) Retry(ctx context.Context, id string, now time.Time) (*engine.Job, error) {
-	if err := checkTime("now", now, true); err != nil {
+	if err := engine.CheckTime("now", now, true); err != nil {
 		return nil, fmt.Errorf("retry job %s: %w", id, err)
 	}
 	var job *engine.Job
@@ -100,12 +100,7 @@ func (c *conn) retry(id string, now time.Time) (*engine.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch cur.state {
-	case engine.StateFailed, engine.StateCancelled, engine.StateExpired:
-	default:
-		return nil, fmt.Errorf("%w: job is %s; only FAILED, CANCELLED or EXPIRED jobs can be retried", engine.ErrInvalidTransition, cur.state)
-	}
-	if err := engine.CheckTransition(cur.state, engine.StateQueued); err != nil {
+	if err := engine.CheckRetryable(cur.state); err != nil {
 		return nil, err
 	}
 	if cur.maxGen > cur.generation {
@@ -120,7 +115,7 @@ func (c *conn) retry(id string, now time.Time) (*engine.Job, error) {
 		if !engine.CanTransition(failed.state, engine.StateQueued) {
 			hint = "it will not run again"
 		}
-		return nil, fmt.Errorf("%w: %s; %s", engine.ErrInvalid, dependencyError(failed), hint)
+		return nil, fmt.Errorf("%w: %s; %s", engine.ErrInvalid, engine.DependencyError(failed.id, failed.state), hint)
 	}
 	r, err := c.oneJob(qRetryJob, func(b *binder) {
 		b.time(now)
@@ -162,7 +157,7 @@ func (s *Store) Prune(ctx context.Context, req engine.PruneRequest) (int, error)
 	if req.Keep < 0 || req.Limit < 0 {
 		return 0, fmt.Errorf("prune: %w: keep and limit must not be negative", engine.ErrInvalid)
 	}
-	if err := checkTime("before", req.Before, false); err != nil {
+	if err := engine.CheckTime("before", req.Before, false); err != nil {
 		return 0, fmt.Errorf("prune: %w", err)
 	}
 	if req.Before.IsZero() && req.Keep == 0 {

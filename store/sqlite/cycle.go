@@ -3,7 +3,6 @@ package sqlite
 import (
 	"context"
 	"fmt"
-	"maps"
 	"slices"
 
 	"stq/engine"
@@ -32,12 +31,10 @@ func (s *Store) CompleteAndClaim(ctx context.Context, cy engine.Cycle) (engine.C
 	}
 	claiming := req.Limit > 0
 	if claiming {
-		if err := checkTime("now", req.Now, true); err != nil {
+		if err := req.Own(); err != nil {
 			res.ClaimErr = fmt.Errorf("claim jobs: %w", err)
 			claiming = false
 		}
-		req.QueueLimits = maps.Clone(req.QueueLimits)
-		req.Quota = maps.Clone(req.Quota)
 	}
 	err := s.write(ctx, func(c *conn) error {
 		for i, r := range started {

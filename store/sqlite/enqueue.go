@@ -69,9 +69,6 @@ type enqueued struct {
 // whose generation is outdated on arrival is stored SUPERSEDED, whatever
 // its dependencies.
 func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) (engine.EnqueueResult, error) {
-	if job == nil {
-		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w: no job", engine.ErrInvalid)
-	}
 	// Errors leave the job's id out: a job that failed to enqueue was never
 	// stored, and its id would name nothing.
 	in, err := encodeJob(job)
@@ -87,13 +84,7 @@ func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) 
 }
 
 func encodeJob(j *engine.Job) (newJob, error) {
-	if j.ID == "" {
-		return newJob{}, fmt.Errorf("%w: job has no id", engine.ErrInvalid)
-	}
-	if err := checkTime("created_at", j.CreatedAt, true); err != nil {
-		return newJob{}, err
-	}
-	if err := checkTime("run_at", j.RunAt, true); err != nil {
+	if err := j.CheckNew(); err != nil {
 		return newJob{}, err
 	}
 	in := newJob{
@@ -154,7 +145,7 @@ func (c *conn) enqueue(in *newJob, explicitGen bool, out *enqueued) error {
 	}
 	if out.state == engine.StateQueued && failed.id != "" {
 		out.state = engine.StateCancelled
-		out.errText = dependencyError(failed)
+		out.errText = engine.DependencyError(failed.id, failed.state)
 	}
 	if in.base != nil {
 		if in.baseID, err = c.refEnv(in, 1); err != nil {

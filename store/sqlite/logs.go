@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -20,10 +19,8 @@ func (s *Store) AppendLog(ctx context.Context, id string, lines []engine.LogLine
 	if len(lines) == 0 {
 		return nil
 	}
-	for i := range lines {
-		if err := checkTime("log time", lines[i].Time, false); err != nil {
-			return fmt.Errorf("append log of job %s: %w", id, err)
-		}
+	if err := engine.CheckLogLines(lines); err != nil {
+		return fmt.Errorf("append log of job %s: %w", id, err)
 	}
 	lines = slices.Clone(lines)
 	err := s.write(ctx, func(c *conn) error { return c.appendLog(id, lines, maxBytes) })
@@ -45,22 +42,12 @@ func (c *conn) appendLog(id string, lines []engine.LogLine, maxBytes int64) erro
 
 	// lines is AppendLog's clone: filtering and sorting it in place is safe,
 	// and gives the same lines if the writer runs the op again.
-	fresh := slices.DeleteFunc(lines, func(l engine.LogLine) bool { return l.Seq <= ls.last })
+	fresh, gapCut := engine.FreshLogLines(lines, ls.last)
 	if len(fresh) == 0 {
 		return nil
 	}
-	bySeq := func(a, b engine.LogLine) int { return cmp.Compare(a.Seq, b.Seq) }
-	if !slices.IsSortedFunc(fresh, bySeq) {
-		slices.SortStableFunc(fresh, bySeq)
-	}
-	// Seqs are consecutive: lines missing before the first new one were
-	// dropped before they reached the store (the engine bounds the output it
-	// holds). The log keeps its newest lines, so every stored line, older
-	// than those, goes too.
-	var gapCut int64
-	if first := fresh[0].Seq; first > ls.last+1 {
-		ls.dropped += first - ls.last - 1
-		gapCut = first - 1
+	if gapCut > 0 {
+		ls.dropped += gapCut - ls.last
 	}
 	added, err := c.insertLogLines(ls.seq, fresh)
 	if err != nil {
@@ -100,14 +87,7 @@ func (c *conn) readLogState(id string) (logState, error) {
 // over reports that the output lines and the note a log that dropped lines
 // carries do not fit in maxBytes (0: no bound).
 func (ls *logState) over(maxBytes int64) bool {
-	if maxBytes <= 0 {
-		return false
-	}
-	total := ls.total
-	if ls.dropped > 0 {
-		total += logNoteCost(ls.dropped, maxBytes)
-	}
-	return total > maxBytes
+	return engine.LogOver(ls.total, ls.dropped, maxBytes)
 }
 
 // insertLogLines stores lines, sorted by seq and all newer than the log's
@@ -175,7 +155,7 @@ func (c *conn) trimLog(ls *logState, hadNote bool, gapCut, maxBytes int64, newes
 	if err != nil {
 		return fmt.Errorf("trim log: %w", err)
 	}
-	note.Seq, note.Text = cut, logNote(ls.dropped, maxBytes)
+	note.Seq, note.Text = cut, engine.LogDropNote(ls.dropped, maxBytes)
 	if err := c.insertLogLine(ls.seq, &note); err != nil {
 		return fmt.Errorf("note dropped log lines: %w", err)
 	}
@@ -190,23 +170,4 @@ func (c *conn) writeLogState(ls logState) error {
 		b.int64(ls.seq)
 		b.int64(ls.dropped)
 	})
-}
-
-// logNote is the log line that stands where dropped lines were. It carries
-// no "[stq]" of its own: readers show the stream.
-func logNote(dropped, maxBytes int64) string {
-	what := "lines"
-	if dropped == 1 {
-		what = "line"
-	}
-	if maxBytes <= 0 {
-		return fmt.Sprintf("%d %s dropped", dropped, what)
-	}
-	return fmt.Sprintf("%d %s dropped: output over the %d-byte log limit", dropped, what, maxBytes)
-}
-
-// logNoteCost is what the note costs against the log's bound; log_bytes
-// counts only output, so the note's room is kept free of it.
-func logNoteCost(dropped, maxBytes int64) int64 {
-	return int64(len(logNote(dropped, maxBytes))) + engine.LogLineOverhead
 }

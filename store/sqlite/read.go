@@ -16,9 +16,6 @@ import (
 	"stq/engine"
 )
 
-// defaultListLimit applies when ListFilter.Limit is zero.
-const defaultListLimit = 100
-
 // Get returns a job with its attempt history, or an error wrapping
 // engine.ErrNotFound.
 func (s *Store) Get(ctx context.Context, id string) (*engine.Job, error) {
@@ -39,14 +36,11 @@ func (s *Store) Get(ctx context.Context, id string) (*engine.Job, error) {
 // of the page's last job: pages walk the rowid downwards, so jobs added
 // meanwhile (higher seqs) never shift a later page.
 func (s *Store) List(ctx context.Context, f engine.ListFilter) (engine.ListPage, error) {
-	limit := f.Limit
-	if limit <= 0 {
-		limit = defaultListLimit
-	}
-	states, err := statesJSON(f.States)
+	limit, err := f.PageSize()
 	if err != nil {
 		return engine.ListPage{}, fmt.Errorf("list jobs: %w", err)
 	}
+	states := statesJSON(f.States)
 	var before int64
 	if f.Cursor != "" {
 		if before, err = strconv.ParseInt(f.Cursor, 10, 64); err != nil || before <= 0 {
@@ -85,18 +79,15 @@ func (s *Store) List(ctx context.Context, f engine.ListFilter) (engine.ListPage,
 	return page, nil
 }
 
-// statesJSON encodes a state filter as the JSON array json_each reads;
-// empty for no filter.
-func statesJSON(states []engine.State) (string, error) {
+// statesJSON encodes a checked state filter (see ListFilter.PageSize) as
+// the JSON array json_each reads; empty for no filter.
+func statesJSON(states []engine.State) string {
 	if len(states) == 0 {
-		return "", nil
+		return ""
 	}
 	var sb strings.Builder
 	sb.WriteByte('[')
 	for i, st := range states {
-		if !st.Valid() {
-			return "", fmt.Errorf("%w: unknown state %q", engine.ErrInvalid, st)
-		}
 		if i > 0 {
 			sb.WriteByte(',')
 		}
@@ -104,7 +95,7 @@ func statesJSON(states []engine.State) (string, error) {
 		sb.WriteString(`"` + string(st) + `"`)
 	}
 	sb.WriteByte(']')
-	return sb.String(), nil
+	return sb.String()
 }
 
 // Running returns every RUNNING job with its attempt history, oldest first.
@@ -124,7 +115,7 @@ func (s *Store) Running(ctx context.Context) ([]*engine.Job, error) {
 // among QUEUED jobs. The expiry may be at or before now when ExpireDue has
 // not run yet; that tells the caller to wake at once.
 func (s *Store) NextWake(ctx context.Context, now time.Time) (engine.Wake, error) {
-	if err := checkTime("now", now, true); err != nil {
+	if err := engine.CheckTime("now", now, true); err != nil {
 		return engine.Wake{}, fmt.Errorf("next wake: %w", err)
 	}
 	var w engine.Wake
