@@ -17,7 +17,7 @@ const defaultPruneLimit = 10000
 // them, followed by their QUEUED dependents, which it cancels too; unknown
 // ids and jobs in other states are left alone.
 func (s *Store) CancelQueued(ctx context.Context, ids []string, reason string, now time.Time) ([]*engine.Job, error) {
-	if err := checkTime("now", now, true); err != nil {
+	if err := engine.CheckTime("now", now, true); err != nil {
 		return nil, fmt.Errorf("cancel queued jobs: %w", err)
 	}
 	if len(ids) == 0 {
@@ -59,7 +59,7 @@ func (s *Store) CancelQueued(ctx context.Context, ids []string, reason string, n
 // SKIP LOCKED: a job a claim holds is either being started (and then no
 // longer expires) or is released within the claim; the next round sees it.
 func (s *Store) ExpireDue(ctx context.Context, now time.Time) ([]*engine.Job, error) {
-	if err := checkTime("now", now, true); err != nil {
+	if err := engine.CheckTime("now", now, true); err != nil {
 		return nil, fmt.Errorf("expire jobs: %w", err)
 	}
 	var jobs []*engine.Job
@@ -152,7 +152,7 @@ func (s *Store) PausedQueues(ctx context.Context) ([]string, error) {
 // Retry starts a new attempt series for a FAILED, CANCELLED or EXPIRED job,
 // with the rules of the SQLite store's Retry.
 func (s *Store) Retry(ctx context.Context, id string, now time.Time) (*engine.Job, error) {
-	if err := checkTime("now", now, true); err != nil {
+	if err := engine.CheckTime("now", now, true); err != nil {
 		return nil, fmt.Errorf("retry job %s: %w", id, err)
 	}
 	var job *engine.Job
@@ -222,7 +222,7 @@ func (s *Store) Prune(ctx context.Context, req engine.PruneRequest) (int, error)
 	if req.Keep < 0 || req.Limit < 0 {
 		return 0, fmt.Errorf("prune: %w: keep and limit must not be negative", engine.ErrInvalid)
 	}
-	if err := checkTime("before", req.Before, false); err != nil {
+	if err := engine.CheckTime("before", req.Before, false); err != nil {
 		return 0, fmt.Errorf("prune: %w", err)
 	}
 	if req.Before.IsZero() && req.Keep == 0 {

@@ -98,7 +98,7 @@ func (s *Store) Running(ctx context.Context) ([]*engine.Job, error) {
 // NextWake returns the earliest run_at after now and the earliest TTL
 // expiry among QUEUED jobs.
 func (s *Store) NextWake(ctx context.Context, now time.Time) (engine.Wake, error) {
-	if err := checkTime("now", now, true); err != nil {
+	if err := engine.CheckTime("now", now, true); err != nil {
 		return engine.Wake{}, fmt.Errorf("next wake: %w", err)
 	}
 	var runAt, expiry *int64

@@ -128,12 +128,6 @@ func optText(s string) *string {
 	return &s
 }
 
-// checkTime is engine.CheckTime under the short name this package's many
-// call sites use.
-func checkTime(field string, t time.Time, required bool) error {
-	return engine.CheckTime(field, t, required)
-}
-
 // finish fills in what a read returns besides the row: each job's
 // environment (with its variables when full, for a job about to run) and,
 // with attempts, its attempt history. It returns the jobs in row order.
