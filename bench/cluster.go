@@ -206,7 +206,7 @@ func (r *runner) crossLatency(ctx context.Context, a, b *daemon) error {
 	}
 	if len(lat) < tried {
 		r.add(newRow("enqueue->start across daemons: samples started", "jobs",
-			fmt.Sprintf("of %d tried; stopped at the first not started within %s: the daemons do not wake each other", tried, crossWait), []float64{float64(len(lat))}))
+			fmt.Sprintf("of %d tried; stopped at the first not started within %s", tried, crossWait), []float64{float64(len(lat))}))
 		return nil
 	}
 	slices.Sort(lat)
