@@ -144,3 +144,15 @@ func CheckRetryable(st State) error {
 	}
 	return CheckTransition(st, StateQueued)
 }
+
+// Check refuses a prune no store can serve, and reports whether it asks
+// for nothing at all (neither an age nor a count limit).
+func (r PruneRequest) Check() (none bool, err error) {
+	if r.Keep < 0 || r.Limit < 0 {
+		return false, fmt.Errorf("%w: keep and limit must not be negative", ErrInvalid)
+	}
+	if err := CheckTime("before", r.Before, false); err != nil {
+		return false, err
+	}
+	return r.Before.IsZero() && r.Keep == 0, nil
+}

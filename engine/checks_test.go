@@ -289,3 +289,26 @@ func TestLogOver(t *testing.T) {
 		}
 	}
 }
+
+func TestPruneRequestCheck(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		req     PruneRequest
+		none    bool
+		invalid bool
+	}{
+		{"an age limit", PruneRequest{Before: at}, false, false},
+		{"a count limit", PruneRequest{Keep: 10}, false, false},
+		{"neither asks for nothing", PruneRequest{}, true, false},
+		{"a negative keep", PruneRequest{Keep: -1, Before: at}, false, true},
+		{"a negative limit", PruneRequest{Limit: -1, Keep: 1}, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			none, err := tc.req.Check()
+			if none != tc.none || errors.Is(err, ErrInvalid) != tc.invalid {
+				t.Fatalf("Check() = %v, %v; want none %v, invalid %v", none, err, tc.none, tc.invalid)
+			}
+		})
+	}
+}

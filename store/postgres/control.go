@@ -219,20 +219,18 @@ func (s *Store) retry(ctx context.Context, tx pgx.Tx, id string, now time.Time) 
 // lock, so daemons running retention at once never count the same jobs
 // against Keep twice.
 func (s *Store) Prune(ctx context.Context, req engine.PruneRequest) (int, error) {
-	if req.Keep < 0 || req.Limit < 0 {
-		return 0, fmt.Errorf("prune: %w: keep and limit must not be negative", engine.ErrInvalid)
-	}
-	if err := engine.CheckTime("before", req.Before, false); err != nil {
+	none, err := req.Check()
+	if err != nil {
 		return 0, fmt.Errorf("prune: %w", err)
 	}
-	if req.Before.IsZero() && req.Keep == 0 {
+	if none {
 		return 0, nil
 	}
 	if req.Limit == 0 {
 		req.Limit = defaultPruneLimit
 	}
 	var n int
-	err := s.write(ctx, func(tx pgx.Tx) (err error) {
+	err = s.write(ctx, func(tx pgx.Tx) (err error) {
 		n, err = s.prune(ctx, tx, req)
 		return err
 	})

@@ -154,20 +154,18 @@ func (c *conn) failedDep(seq int64) (ended, error) {
 // DONE dependency can be pruned while a job still waits (one that ended
 // otherwise has cancelled its dependents), so that is the right answer.
 func (s *Store) Prune(ctx context.Context, req engine.PruneRequest) (int, error) {
-	if req.Keep < 0 || req.Limit < 0 {
-		return 0, fmt.Errorf("prune: %w: keep and limit must not be negative", engine.ErrInvalid)
-	}
-	if err := engine.CheckTime("before", req.Before, false); err != nil {
+	none, err := req.Check()
+	if err != nil {
 		return 0, fmt.Errorf("prune: %w", err)
 	}
-	if req.Before.IsZero() && req.Keep == 0 {
+	if none {
 		return 0, nil // no limit asks for nothing
 	}
 	if req.Limit == 0 {
 		req.Limit = defaultPruneLimit
 	}
 	var n int
-	err := s.write(ctx, func(c *conn) (err error) {
+	err = s.write(ctx, func(c *conn) (err error) {
 		n, err = c.prune(req)
 		return err
 	})
