@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,30 +35,8 @@ func leaseEnv(t *testing.T, schema string) *testEnv {
 // another host on this machine).
 func (e *testEnv) startDaemonAs(env ...string) *daemon {
 	e.t.Helper()
-	c := e.cmd("daemon", "--log-level", "debug", "--workers", "4")
-	c.Env = append(c.Env, env...)
-	d := &daemon{t: e.t, cmd: c, log: &bytes.Buffer{}, done: make(chan struct{}), mu: &sync.Mutex{}}
-	c.Stdout = lockedBuffer{d.mu, d.log}
-	c.Stderr = lockedBuffer{d.mu, d.log}
-	if err := c.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	go func() { _ = c.Wait(); close(d.done) }()
-	e.t.Cleanup(func() {
-		_ = d.cmd.Process.Signal(syscall.SIGCONT) // a stopped daemon cannot die of SIGKILL's wait
-		d.kill()
-		if e.t.Failed() {
-			e.t.Logf("daemon %s log:\n%s", e.home, d.output())
-		}
-	})
-	waitFor(e.t, "daemon on "+e.home+" to answer", 30*time.Second, func() bool {
-		select {
-		case <-d.done:
-			e.t.Fatalf("daemon exited during start:\n%s", d.output())
-		default:
-		}
-		return e.run("stats", "--json").code == 0
-	})
+	d := e.launchDaemon(env, "--workers", "4")
+	e.waitReady(d)
 	return d
 }
 

@@ -194,7 +194,18 @@ func (l lockedBuffer) Write(p []byte) (int, error) {
 // startDaemon starts `stq daemon` and waits until it answers on its socket.
 func (e *testEnv) startDaemon(args ...string) *daemon {
 	e.t.Helper()
+	d := e.launchDaemon(nil, args...)
+	e.waitReady(d)
+	return d
+}
+
+// launchDaemon starts `stq daemon` with env added to its environment and
+// returns at once, for tests that watch the start itself (startDaemon
+// also waits for it to answer).
+func (e *testEnv) launchDaemon(env []string, args ...string) *daemon {
+	e.t.Helper()
 	c := e.cmd(append([]string{"daemon", "--log-level", "debug"}, args...)...)
+	c.Env = append(c.Env, env...)
 	d := &daemon{t: e.t, cmd: c, log: &bytes.Buffer{}, done: make(chan struct{}), mu: &sync.Mutex{}}
 	c.Stdout = lockedBuffer{d.mu, d.log}
 	c.Stderr = lockedBuffer{d.mu, d.log}
@@ -203,26 +214,29 @@ func (e *testEnv) startDaemon(args ...string) *daemon {
 	}
 	go func() { _ = c.Wait(); close(d.done) }()
 	e.t.Cleanup(func() {
+		// A test may leave its daemon stopped (SIGSTOP); SIGCONT first, so
+		// the kill is not left pending behind the stop.
+		_ = d.cmd.Process.Signal(syscall.SIGCONT)
 		d.kill()
 		if e.t.Failed() {
-			e.t.Logf("daemon log:\n%s", d.output())
+			e.t.Logf("daemon %s log:\n%s", e.home, d.output())
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	return d
+}
+
+// waitReady waits until d answers on the home's socket, failing the test
+// if it exits first.
+func (e *testEnv) waitReady(d *daemon) {
+	e.t.Helper()
+	waitFor(e.t, "daemon on "+e.home+" to answer", 30*time.Second, func() bool {
 		select {
 		case <-d.done:
 			e.t.Fatalf("daemon exited during start:\n%s", d.output())
 		default:
 		}
-		if r := e.run("stats", "--json"); r.code == 0 {
-			return d
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("daemon did not become ready:\n%s", d.output())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return e.run("stats", "--json").code == 0
+	})
 }
 
 func (d *daemon) output() string {

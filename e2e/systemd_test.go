@@ -18,28 +18,6 @@ import (
 	"time"
 )
 
-// startDaemonEnv starts `stq daemon` with env added to its environment and
-// returns without waiting for it to answer (waitAnswers does).
-func (e *testEnv) startDaemonEnv(env []string, args ...string) *daemon {
-	e.t.Helper()
-	c := e.cmd(append([]string{"daemon", "--log-level", "debug"}, args...)...)
-	c.Env = append(c.Env, env...)
-	d := &daemon{t: e.t, cmd: c, log: &bytes.Buffer{}, done: make(chan struct{}), mu: &sync.Mutex{}}
-	c.Stdout = lockedBuffer{d.mu, d.log}
-	c.Stderr = lockedBuffer{d.mu, d.log}
-	if err := c.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	go func() { _ = c.Wait(); close(d.done) }()
-	e.t.Cleanup(func() {
-		d.kill()
-		if e.t.Failed() {
-			e.t.Logf("daemon log:\n%s", d.output())
-		}
-	})
-	return d
-}
-
 // waitAnswers waits until the home's daemon answers `stq stats`.
 func (e *testEnv) waitAnswers() {
 	e.t.Helper()
@@ -114,7 +92,7 @@ func TestSystemdNotify(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	n := listenNotify(t)
-	d := e.startDaemonEnv([]string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=2000000"})
+	d := e.launchDaemon([]string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=2000000"})
 
 	waitFor(t, "READY=1", 30*time.Second, func() bool { return len(n.matching("READY=1")) > 0 })
 	// READY=1 promises that the socket accepts: a client right after it
@@ -160,7 +138,7 @@ func TestSystemdWatchdogOfAnotherProcessIsIgnored(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	n := listenNotify(t)
-	e.startDaemonEnv([]string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=200000", "WATCHDOG_PID=1"})
+	e.launchDaemon([]string{"NOTIFY_SOCKET=" + n.path, "WATCHDOG_USEC=200000", "WATCHDOG_PID=1"})
 	e.waitAnswers()
 	time.Sleep(time.Second) // five watchdog intervals: a real timer being watched
 	if pings := n.matching("WATCHDOG=1"); len(pings) != 0 || len(n.matching("READY=1")) != 1 {

@@ -156,7 +156,7 @@ func TestTracingReachesTheJob(t *testing.T) {
 			c := &collector{}
 			env := append(tt.serve(t, c), "OTEL_BSP_SCHEDULE_DELAY=50")
 			e := newEnv(t)
-			d := e.startDaemonEnv(env)
+			d := e.launchDaemon(env)
 			e.waitAnswers()
 
 			out := filepath.Join(t.TempDir(), "traceparent")
