@@ -170,14 +170,7 @@ func (b *sharedBundle) notice(n engine.Notice) { b.shared.notices <- n }
 
 func (b *sharedBundle) enqueueElsewhere(t *testing.T, req engine.EnqueueRequest) *engine.Job {
 	t.Helper()
-	if len(req.Command) == 0 {
-		req.Command = []string{"work"}
-	}
-	res, err := b.other.Enqueue(context.Background(), req)
-	if err != nil {
-		t.Fatalf("enqueue through the other daemon: %v", err)
-	}
-	return res.Job
+	return enqueueThrough(t, b.other, req, "enqueue through the other daemon")
 }
 
 // runElsewhere makes job id RUNNING under the other daemon. The engine

@@ -130,12 +130,19 @@ func (b *bundle) advanceUntilStopped(step time.Duration) bool {
 
 func (b *bundle) enqueue(t *testing.T, req engine.EnqueueRequest) *engine.Job {
 	t.Helper()
+	return enqueueThrough(t, b.eng, req, "enqueue")
+}
+
+// enqueueThrough enqueues req through eng, with a placeholder command when
+// it has none; what names the step in a failure.
+func enqueueThrough(t *testing.T, eng *engine.Engine, req engine.EnqueueRequest, what string) *engine.Job {
+	t.Helper()
 	if len(req.Command) == 0 {
 		req.Command = []string{"work"}
 	}
-	res, err := b.eng.Enqueue(context.Background(), req)
+	res, err := eng.Enqueue(context.Background(), req)
 	if err != nil {
-		t.Fatalf("enqueue: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	return res.Job
 }
