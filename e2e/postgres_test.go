@@ -1,15 +1,11 @@
 package e2e
 
 import (
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
+	"stq/store/postgres/pgtest"
 	"strings"
 	"testing"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // pgEnv is a test home whose config.toml points the daemon at a fresh
@@ -26,38 +22,6 @@ func pgEnv(t *testing.T, schema string) *testEnv {
 		t.Fatal(err)
 	}
 	return e
-}
-
-func pgTestURL(t *testing.T) string {
-	t.Helper()
-	u := os.Getenv("STQ_TEST_DATABASE_URL")
-	if u == "" {
-		t.Skip("set STQ_TEST_DATABASE_URL to a PostgreSQL URL to run these; .ci/run starts one")
-	}
-	return u
-}
-
-func pgSchema(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 6)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	name := "stqe2e_" + hex.EncodeToString(b)
-	u := pgTestURL(t)
-	t.Cleanup(func() {
-		ctx := context.Background()
-		conn, err := pgx.Connect(ctx, u)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{name}.Sanitize()+` CASCADE`); err != nil {
-			t.Errorf("drop schema %s: %v", name, err)
-		}
-	})
-	return name
 }
 
 // The same CLI works on PostgreSQL: a daemon configured with [store] url
@@ -110,3 +74,7 @@ func TestPostgresDaemonRefusesBadURL(t *testing.T) {
 		t.Fatalf("daemon output should name STQ_DATABASE_URL and hide the password:\n%s", out)
 	}
 }
+
+func pgTestURL(t *testing.T) string { return pgtest.URL(t) }
+
+func pgSchema(t *testing.T) string { return pgtest.Schema(t, "stqe2e_") }
