@@ -120,6 +120,20 @@ func TestSystemdNotify(t *testing.T) {
 	})
 	e.ok("cancel", id)
 
+	// A burst of job events is summed up at most once a second: STATUS=
+	// lines never come closer together than that (less a little for the
+	// datagrams' own timing).
+	for range 20 {
+		e.ok("enqueue", "--", "true")
+	}
+	waitFor(t, "the burst to end", 30*time.Second, func() bool { return len(n.matching("STATUS=running 0, queued 0")) >= 2 })
+	status := n.matching("STATUS=")
+	for i := 1; i < len(status); i++ {
+		if gap := status[i].at.Sub(status[i-1].at); gap < 900*time.Millisecond {
+			t.Fatalf("two STATUS= lines %v apart, want at most one a second: %q", gap, n.all())
+		}
+	}
+
 	if len(n.matching("STOPPING=1")) != 0 {
 		t.Fatal("STOPPING=1 before any shutdown")
 	}
