@@ -216,6 +216,11 @@ func (d *daemonControl) Reload(ctx context.Context) (engine.ReloadResult, error)
 		return res, reloadError{err}
 	}
 	d.srv.SetLimits(cfg.Limits)
+	if strings.TrimSpace(os.Getenv(databaseURLEnv)) != "" {
+		// The variable wins over store.url for the daemon's whole life:
+		// a new store.url would change nothing even at a restart.
+		cfg.Store.URL = d.started.Store.URL
+	}
 	res.RestartNeeded = restartNeeded(d.started, cfg)
 	if len(res.RestartNeeded) > 0 {
 		d.log.Warn("config reloaded; some changes take effect only at the next restart", "config", d.config, "restart_needed", strings.Join(res.RestartNeeded, ","))
@@ -249,6 +254,9 @@ func restartNeeded(started, now Config) []string {
 		{"daemon.max_request_bytes", started.MaxRequestBytes == now.MaxRequestBytes},
 		{"daemon.idle_threshold", started.IdleThreshold == now.IdleThreshold},
 		{"metrics.listen", started.MetricsListen == now.MetricsListen},
+		{"store.url", started.Store.URL == now.Store.URL},
+		{"store.schema", started.Store.Schema == now.Store.Schema},
+		{"store.lease", started.Store.Lease == now.Store.Lease},
 	} {
 		if !s.same {
 			out = append(out, s.name)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +143,31 @@ func dropSchema(t *testing.T, u, schema string) {
 	defer conn.Close(ctx)
 	if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
 		t.Errorf("drop schema %s: %v", schema, err)
+	}
+}
+
+// A reload names every [store] setting that changed, since the store is
+// opened once, at start; STQ_DATABASE_URL is applied by Reload before this.
+func TestRestartNeededNamesStoreSettings(t *testing.T) {
+	base := Config{Workers: 4, Store: StoreConfig{URL: "postgres:///a", Schema: "s", Lease: 30 * time.Second}}
+	for _, tc := range []struct {
+		name   string
+		change func(*Config)
+		want   []string
+	}{
+		{"nothing", func(*Config) {}, []string{}},
+		{"url", func(c *Config) { c.Store.URL = "postgres:///b" }, []string{"store.url"}},
+		{"url removed", func(c *Config) { c.Store.URL = "" }, []string{"store.url"}},
+		{"schema", func(c *Config) { c.Store.Schema = "t" }, []string{"store.schema"}},
+		{"lease", func(c *Config) { c.Store.Lease = time.Minute }, []string{"store.lease"}},
+		{"workers and lease", func(c *Config) { c.Workers = 2; c.Store.Lease = 0 }, []string{"daemon.workers", "store.lease"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := base
+			tc.change(&now)
+			if got := restartNeeded(base, now); !slices.Equal(got, tc.want) {
+				t.Fatalf("restartNeeded = %q, want %q", got, tc.want)
+			}
+		})
 	}
 }
