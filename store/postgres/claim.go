@@ -46,13 +46,22 @@ func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.J
 // the claim takes plus those it steps over (not yet due, filtered out).
 //
 // The key rules are checked here as a first cut only; the claim checks
-// them again holding the key's lock (see lockKeys).
+// them again holding the key's lock (see lockKeys). So are the queue caps
+// ($8 queues, $9 their caps): a queue already at its cap is passed over
+// before any of its rows is locked. Without that cut, a daemon whose cap
+// is full locked the rows it could not take until its claim committed,
+// and another daemon, with room or no cap, skipped them and found nothing:
+// when the two looked at once (both woken by one enqueue, or polling in
+// step), the job waited for a later look, a second or more.
+// "NOT IN (uncorrelated)" is counted once per scan, not per row.
 const qClaimScan = `SELECT j.seq, j.queue, j.type, j.subject, j.generation, j.priority
 	FROM jobs AS j
 	WHERE j.state = 'QUEUED' AND j.run_at + 0 <= $1
 		AND (j.expires_at IS NULL OR j.expires_at > $1)
 		AND ($2 OR NOT j.wait_idle) AND ($3 OR NOT j.require_charging)
 		AND j.queue <> ALL ($4::text[])
+		AND j.queue NOT IN (SELECT c.queue FROM unnest($8::text[], $9::bigint[]) AS c(queue, cap)
+			WHERE (SELECT count(*) FROM jobs AS r WHERE r.state = 'RUNNING' AND r.queue = c.queue) >= c.cap)
 		AND (-j.priority::bigint, j.seq) > ($5::bigint, $6::bigint)
 		AND NOT EXISTS (SELECT 1 FROM queue_settings AS q WHERE q.queue = j.queue AND q.paused)
 		AND (j.after_ids IS NULL OR NOT EXISTS (
@@ -89,9 +98,10 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest) 
 	w := claimWalk{keys: map[engine.Key]bool{}, queues: map[string]*queueUse{}, excluded: []string{}}
 	// The keyset position (negated priority, seq): before every job.
 	lastPrio, lastSeq := int64(math.MinInt64), int64(0)
+	capped, caps := queueCaps(req.QueueLimits)
 	for first := true; len(w.chosen) < req.Limit; first = false {
 		want := req.Limit - len(w.chosen)
-		cands, err := scanCandidates(ctx, tx, first, now, req.Idle, req.OnAC, w.excluded, lastPrio, lastSeq, want)
+		cands, err := scanCandidates(ctx, tx, first, now, req.Idle, req.OnAC, w.excluded, lastPrio, lastSeq, want, capped, caps)
 		if err != nil {
 			return nil, fmt.Errorf("find due jobs: %w", err)
 		}
@@ -120,6 +130,18 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest) 
 		return []*engine.Job{}, nil
 	}
 	return s.start(ctx, tx, w.chosen, req.Owner, now)
+}
+
+// queueCaps lists the capped queues of limits and their caps, as
+// qClaimScan's $8 and $9 take them.
+func queueCaps(limits map[string]int) (queues []string, caps []int64) {
+	queues, caps = []string{}, []int64{}
+	for q, c := range limits {
+		if c > 0 {
+			queues, caps = append(queues, q), append(caps, int64(c))
+		}
+	}
+	return queues, caps
 }
 
 // scanCandidates runs qClaimScan with args.

@@ -454,3 +454,37 @@ func TestTwoStoresPruneTogether(t *testing.T) {
 		t.Fatalf("after pruning, %d jobs remain, oldest %s; want the newest %d", len(page.Jobs), page.Jobs[len(page.Jobs)-1].ID, keep)
 	}
 }
+
+// A daemon whose cap on a queue is full must not hide that queue's jobs
+// from another daemon while its claim is open: the other, uncapped, takes
+// them. Before the scan passed over full queues, the capped claim locked
+// the job it could not take and the other's SKIP LOCKED scan found
+// nothing, so a job enqueued through the capped daemon waited for a later
+// look. The capped claim is held open here to make that moment last.
+func TestFullCapDoesNotHideJobsFromAnotherDaemon(t *testing.T) {
+	t.Parallel()
+	schema := freshSchema(t)
+	a, b := openSchema(t, schema), openSchema(t, schema)
+	ctx := context.Background()
+	for _, id := range []string{"hold", "next"} {
+		if _, err := a.Enqueue(ctx, testJob(id, "remote", ""), false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, err := b.Claim(ctx, engine.ClaimRequest{Now: t0, Owner: "b/1", Limit: 1}); err != nil || len(got) != 1 || got[0].ID != "hold" {
+		t.Fatalf("claim of the job that fills the cap: %v, %v", got, err)
+	}
+	capped := engine.ClaimRequest{Now: t0, Owner: "a/1", Limit: 4, QueueLimits: map[string]int{"remote": 1}}
+	tx, err := a.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if got, err := a.claim(ctx, tx, &capped); err != nil || len(got) != 0 {
+		t.Fatalf("claim under a full cap: %v, %v; want nothing", got, err)
+	}
+	got, err := b.Claim(ctx, engine.ClaimRequest{Now: t0, Owner: "b/2", Limit: 4})
+	if err != nil || len(got) != 1 || got[0].ID != "next" {
+		t.Fatalf("uncapped claim while the capped one is open: %v, %v; want job next", got, err)
+	}
+}
