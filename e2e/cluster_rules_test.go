@@ -510,12 +510,13 @@ rm "$D/running/$STQ_JOB_ID"`
 		t.Errorf("queue q capped at 2 ran more at once: %d seen by the jobs, %d listed, %d in the attempt history (at %s)",
 			mostSeen, mostListed, mostHistory, at.Format(time.RFC3339Nano))
 	}
-	// The cap must have been reached for the check to mean anything, and
-	// both daemons must have taken part.
+	// The cap must have been reached for the check to mean anything. Both
+	// daemons need not have run jobs: a daemon ends a job and claims the
+	// next in one transaction, so the one holding the places may keep
+	// them all. The other is still tested: every enqueue, through either
+	// daemon, wakes it to claim against the full queue, and a daemon that
+	// counted only its own RUNNING jobs would start a third.
 	if mostSeen < 2 {
 		t.Errorf("never more than %d job of q at once: the cap was not exercised", mostSeen)
-	}
-	if len(ranBy) != 2 {
-		t.Errorf("runs per daemon %v: both daemons should have run some", ranBy)
 	}
 }
