@@ -48,13 +48,15 @@ type Options struct {
 
 // ValidSchema reports whether name is a schema name Options.Schema
 // accepts.
-func ValidSchema(name string) bool { return schemaName.MatchString(name) }
+func ValidSchema(name string) bool { return schemaName().MatchString(name) }
 
 // schemaName is what Options.Schema accepts: plain identifiers only, so a
 // schema name never needs quoting in a message or a psql session, and at
 // most 58 characters, so that the notification channel "stq_<schema>"
-// fits PostgreSQL's 63.
-var schemaName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,57}$`)
+// fits PostgreSQL's 63. The patterns here are compiled on first use, not
+// at package init: every stq process links this package, and most never
+// touch PostgreSQL.
+var schemaName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,57}$`) })
 
 const (
 	// foldInterval is how often the store folds count_deltas into counts
@@ -163,8 +165,8 @@ func Redact(raw string) string {
 	if err != nil || u.Scheme == "" {
 		// Not a URL url.Parse takes: hide what looks like a password in
 		// either form.
-		raw = redactUserInfo.ReplaceAllString(raw, "${1}xxxxx@")
-		return redactKV.ReplaceAllString(raw, "${1}xxxxx")
+		raw = redactUserInfo().ReplaceAllString(raw, "${1}xxxxx@")
+		return redactKV().ReplaceAllString(raw, "${1}xxxxx")
 	}
 	if _, has := u.User.Password(); has {
 		u.User = url.UserPassword(u.User.Username(), "xxxxx")
@@ -177,9 +179,11 @@ func Redact(raw string) string {
 	return u.String()
 }
 
-var redactUserInfo = regexp.MustCompile(`(://[^:/@]*:)[^@]*@`)
+var redactUserInfo = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(://[^:/@]*:)[^@]*@`) })
 
-var redactKV = regexp.MustCompile(`(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+var redactKV = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
+})
 
 // Schema is the namespace the store's tables live in.
 func (s *Store) Schema() string { return s.schema }
