@@ -5,15 +5,16 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"stq/engine"
 )
 
-// Group commit of plain enqueues. A plain job (no supersede key, no
-// dependencies, no base environment) is stored by its row alone, so the
-// plain jobs of concurrent Enqueue calls can share one statement: the
-// store's inserters each take the calls waiting when they get free and
+// Group commit of plain enqueues. Storing a plain job (no supersede key,
+// no dependencies) is its row and, if it has a base environment, one more
+// reference to that, so the plain jobs of concurrent Enqueue calls can
+// share one statement: the store's inserters each take the calls waiting when they get free and
 // insert all their jobs with one autocommitted multi-row INSERT, one
 // commit and one WAL flush for the lot, and answer each call after it. On
 // PostgreSQL a commit costs a WAL flush and a round trip whatever it
@@ -29,9 +30,12 @@ import (
 // stored again on its own, so each caller gets the outcome and the error
 // its job gets alone; one refused job never fails another.
 //
-// Plain jobs take no locks that other writers wait for (no subjects or
-// envs row), so a group cannot deadlock with another daemon's
-// transactions however its jobs are ordered.
+// A group's statement takes at most one row lock other writers wait for,
+// its base environment's envs row (no subjects row: plain jobs have no
+// key), so it cannot deadlock with another daemon's transactions however
+// its jobs are ordered. The jobs of one shell's hook, which share their
+// environment, so no longer take turns at that row's lock one commit at
+// a time.
 
 const (
 	// inserters is how many group INSERTs one store runs at once: one
@@ -100,10 +104,30 @@ func (s *Store) runInserter(ctx context.Context) {
 	}
 }
 
-// insertGroup stores a group and answers each of its calls.
+// insertGroup stores a group and answers each of its calls. Jobs with
+// different base environments go in separate statements, one per
+// environment in the order they first appear, so each statement locks at
+// most one envs row (see insertPlain).
 func (s *Store) insertGroup(ctx context.Context, group []*pendingEnqueue) {
+	byEnv := map[string][]*pendingEnqueue{}
+	var order []string
+	for _, p := range group {
+		k := string(p.in.envHash)
+		if _, ok := byEnv[k]; !ok {
+			order = append(order, k)
+		}
+		byEnv[k] = append(byEnv[k], p)
+	}
+	for _, k := range order {
+		s.insertSame(ctx, byEnv[k])
+	}
+}
+
+// insertSame stores calls whose jobs share one base environment (or
+// none) with one statement, and answers each.
+func (s *Store) insertSame(ctx context.Context, group []*pendingEnqueue) {
 	if len(group) == 1 {
-		group[0].done <- s.enqueuePlain(ctx, group[0].in)
+		group[0].done <- s.enqueueAlone(ctx, group[0].in)
 		return
 	}
 	ins := make([]*newJob, len(group))
@@ -116,7 +140,7 @@ func (s *Store) insertGroup(ctx context.Context, group []*pendingEnqueue) {
 		// The server refused the statement, so none of it is stored:
 		// store each job alone for its own outcome.
 		for _, p := range group {
-			p.done <- s.enqueuePlain(ctx, p.in)
+			p.done <- s.enqueueAlone(ctx, p.in)
 		}
 		return
 	}
@@ -127,14 +151,21 @@ func (s *Store) insertGroup(ctx context.Context, group []*pendingEnqueue) {
 	}
 }
 
-// enqueuePlain stores one plain job: its row and nothing else (the
+// enqueueAlone stores one plain job as it was stored before group commit.
+// Without a base environment that is its row and nothing else (the
 // counters are the insert's trigger), so it needs no transaction block:
 // one autocommitted statement, one round trip instead of three.
-func (s *Store) enqueuePlain(ctx context.Context, in *newJob) error {
+func (s *Store) enqueueAlone(ctx context.Context, in *newJob) error {
 	if s.closed.Load() {
 		return engine.ErrClosed
 	}
 	out := enqueued{generation: in.job.Generation, state: engine.StateQueued}
+	if in.job.BaseEnv != nil {
+		return s.write(ctx, func(tx pgx.Tx) error {
+			out = enqueued{}
+			return s.enqueue(ctx, tx, in, false, &out)
+		})
+	}
 	_, err := s.pool.Exec(ctx, insertJob, insertArgs(in, &out)...)
 	if isUnique(err) {
 		return fmt.Errorf("%w: a job with id %q already exists", engine.ErrInvalid, in.job.ID)
@@ -145,9 +176,12 @@ func (s *Store) enqueuePlain(ctx context.Context, in *newJob) error {
 	return nil
 }
 
-// insertPlain stores plain QUEUED jobs with one autocommitted statement:
-// the rows go as one array per column, so the statement's text, and its
-// prepared plan, is the same whatever the group's size.
+// insertPlain stores plain QUEUED jobs that share one base environment
+// (or have none) with one autocommitted statement: the rows go as one
+// array per column, so the statement's text, and its prepared plan, is
+// the same whatever the group's size. The environment's reference count
+// goes up by the group's size in the same statement, which so holds one
+// envs row lock at most: no lock order to get wrong between daemons.
 func (s *Store) insertPlain(ctx context.Context, ins []*newJob) error {
 	if s.closed.Load() {
 		return engine.ErrClosed
@@ -157,24 +191,43 @@ func (s *Store) insertPlain(ctx context.Context, ins []*newJob) error {
 	for _, in := range ins {
 		c.add(in)
 	}
-	_, err := s.pool.Exec(ctx, insertPlainRows, c.args()...)
+	sql, args := insertPlainRows, c.args()
+	if env := ins[0].job.BaseEnv; env != nil {
+		body := env.Encoded
+		if body == nil {
+			body = []byte{}
+		}
+		sql = insertEnvRows
+		args = append(args, ins[0].envHash, body, env.Vars, int64(len(ins)))
+	}
+	_, err := s.pool.Exec(ctx, sql, args...)
 	if err != nil {
 		return s.mapErr(fmt.Errorf("insert jobs: %w", err))
 	}
 	return nil
 }
 
-// insertPlainRows inserts QUEUED plain jobs from column arrays (see
-// plainColumns). A plain job has no subject, dependencies or environment,
-// is QUEUED, and so has no finished_at or error: those columns keep their
-// NULL.
-const insertPlainRows = `INSERT INTO jobs (id, queue, type, generation, priority, state,
-	max_attempts, payload, command, cwd, env, run_at, deadline, ttl, backoff,
-	expires_at, created_at, wait_idle, require_charging, debounce, replace_running)
-	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[],
+// plainRows are the rows of plain QUEUED jobs from column arrays (see
+// plainColumns). A plain job has no subject or dependencies, is QUEUED,
+// and so has no finished_at or error: those columns keep their NULL.
+const plainRows = `unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[],
 		$7::bigint[], $8::bytea[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[],
 		$14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::boolean[], $19::boolean[],
 		$20::bigint[], $21::boolean[])`
+
+const plainCols = `id, queue, type, generation, priority, state,
+	max_attempts, payload, command, cwd, env, run_at, deadline, ttl, backoff,
+	expires_at, created_at, wait_idle, require_charging, debounce, replace_running`
+
+// insertPlainRows inserts plain jobs without a base environment.
+const insertPlainRows = `INSERT INTO jobs (` + plainCols + `) SELECT * FROM ` + plainRows
+
+// insertEnvRows inserts plain jobs that share the base environment $22
+// (hash), $23 (body), $24 (vars), adding $25 references to it as refEnv
+// does.
+const insertEnvRows = `WITH e AS (INSERT INTO envs (hash, body, vars, refs) VALUES ($22, $23, $24, $25)
+		ON CONFLICT (hash) DO UPDATE SET refs = envs.refs + excluded.refs RETURNING id)
+	INSERT INTO jobs (` + plainCols + `, env_id) SELECT u.*, e.id FROM ` + plainRows + ` AS u, e`
 
 // plainColumns are a group's rows as insertPlainRows takes them.
 type plainColumns struct {

@@ -45,7 +45,7 @@ func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) 
 		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
 	}
 	var out enqueued
-	if in.plain() && job.BaseEnv == nil {
+	if in.plain() {
 		out = enqueued{generation: job.Generation, state: engine.StateQueued}
 		err = s.enqueueGrouped(ctx, &in)
 	} else {
