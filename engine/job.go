@@ -157,14 +157,23 @@ type Duration time.Duration
 
 func (d Duration) String() string { return time.Duration(d).String() }
 
+// MarshalJSON quotes the duration's string as is: its characters (digits,
+// '.', '-', unit letters and 'µ') are none that JSON escapes, and going
+// through json.Marshal cost a fifth of a bulk enqueue's reply.
 func (d Duration) MarshalJSON() ([]byte, error) {
-	return json.Marshal(time.Duration(d).String())
+	s := time.Duration(d).String()
+	b := make([]byte, 0, len(s)+2)
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"'), nil
 }
 
 func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration must be a string such as \"30s\": %w", err)
+	s, ok := plainJSONString(b)
+	if !ok {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return fmt.Errorf("duration must be a string such as \"30s\": %w", err)
+		}
 	}
 	v, err := ParseDuration(s)
 	if err != nil {
@@ -172,6 +181,22 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// plainJSONString returns the content of a JSON string literal that has
+// no escapes and only printable ASCII, which is what a duration looks
+// like; ok is false for anything else, which json.Unmarshal then reads.
+func plainJSONString(b []byte) (s string, ok bool) {
+	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
+		return "", false
+	}
+	inner := b[1 : len(b)-1]
+	for _, c := range inner {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return "", false
+		}
+	}
+	return string(inner), true
 }
 
 // ParseDuration parses a Go duration, and also accepts "0" and a trailing "d"

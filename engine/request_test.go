@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,35 @@ func TestDurationJSONRoundTrip(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(`90`), &out); err == nil {
 		t.Fatal("a bare number was accepted as a duration")
+	}
+}
+
+// TestDurationJSONMatchesEncodingJSON: Duration's own quoting and its
+// fast read give what going through encoding/json gave, byte for byte and
+// error for error, so the wire format is unchanged.
+func TestDurationJSONMatchesEncodingJSON(t *testing.T) {
+	t.Parallel()
+	for _, d := range []time.Duration{0, 1, 999, 1500, 999999, time.Millisecond, 90 * time.Second,
+		-time.Minute, 36 * time.Hour, math.MaxInt64, math.MinInt64} {
+		got, err := json.Marshal(Duration(d))
+		want, _ := json.Marshal(d.String())
+		if err != nil || string(got) != string(want) {
+			t.Errorf("marshal %v = %s, %v; want %s", d, got, err, want)
+		}
+	}
+	for _, in := range []string{`"30s"`, `"1.5d"`, `"0"`, `""`, `"1\u006d"`, `"5µs"`, `"30s\n"`, `"\"30s\""`,
+		`30`, `null`, `"-5s"`, `"\u00b5"`, `"a\tb"`} {
+		var got Duration
+		gotErr := json.Unmarshal([]byte(in), &got)
+		var s string
+		var want time.Duration
+		wantErr := json.Unmarshal([]byte(in), &s)
+		if wantErr == nil {
+			want, wantErr = ParseDuration(s)
+		}
+		if (gotErr == nil) != (wantErr == nil) || (gotErr == nil && got != Duration(want)) {
+			t.Errorf("unmarshal %s = %v, %v; want %v, %v", in, got, gotErr, want, wantErr)
+		}
 	}
 }
 

@@ -84,6 +84,10 @@ type Store struct {
 	origin string
 	notes  *notifier
 
+	// pending hands plain enqueues to the inserters (see group.go).
+	pending    chan *pendingEnqueue
+	inserterWG sync.WaitGroup
+
 	closed      atomic.Bool
 	closing     context.Context // ends at Close: the store's goroutines stop
 	close       context.CancelFunc
@@ -150,10 +154,14 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", where, err)
 	}
 	s := &Store{pool: pool, schema: schema, origin: newOrigin(), notes: newNotifier(),
-		folderEnd: make(chan struct{}), notifierEnd: make(chan struct{})}
+		folderEnd: make(chan struct{}), notifierEnd: make(chan struct{}), pending: make(chan *pendingEnqueue)}
 	s.closing, s.close = context.WithCancel(context.Background())
 	go s.runFolder(s.closing)
 	go s.runNotifier(s.closing)
+	s.inserterWG.Add(inserters)
+	for range inserters {
+		go s.runInserter(s.closing)
+	}
 	return s, nil
 }
 
@@ -189,7 +197,8 @@ var redactKV = sync.OnceValue(func() *regexp.Regexp {
 func (s *Store) Schema() string { return s.schema }
 
 // Close stops the folder, the notifier (notices not sent yet are
-// dropped) and any Watch, and closes the pool, waiting for calls in
+// dropped), the inserters (an Enqueue still waiting for one fails with
+// engine.ErrClosed) and any Watch, and closes the pool, waiting for calls in
 // progress to give their connections back. Calling it again does nothing.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
@@ -197,6 +206,7 @@ func (s *Store) Close() error {
 		s.close()
 		<-s.folderEnd
 		<-s.notifierEnd
+		s.inserterWG.Wait()
 		s.pool.Close()
 	})
 	return nil

@@ -25,8 +25,8 @@ import (
 // has accumulated since its last send in one short transaction that does
 // not wait for its flush (a lost notice costs a poll interval, nothing
 // else): under load one NOTIFY carries many changes, idle it goes out
-// within a round trip of the commit. A crash between a commit and its
-// notice loses the notice; the watchers' polling covers it.
+// within a round trip of the commit (see notifyGap). A crash between a
+// commit and its notice loses the notice; the watchers' polling covers it.
 
 // notice is the wire form of an engine.Notice (NOTIFY payloads are text,
 // at most 8,000 bytes).
@@ -36,6 +36,15 @@ type notice struct {
 	ID     string            `json:"id,omitempty"`
 	Origin string            `json:"o"`
 }
+
+// notifyGap is the least time between two sends of the notifier. Each
+// send is a transaction on the server, and one per group commit of
+// enqueues cost the server about as much as the inserts it announced: 16
+// clients enqueuing through one daemon went from about 3,600 to 4,800
+// jobs/s with the gap. A notice that finds the notifier idle for longer
+// than the gap still goes out at once; under load one waits at most this
+// long for the next send.
+const notifyGap = 2 * time.Millisecond
 
 // maxPayload keeps a notice under PostgreSQL's 8,000-byte limit; a longer
 // one is sent without its queue and id, which reads as "any queue".
@@ -74,6 +83,8 @@ func (s *Store) announce(ns ...engine.Notice) {
 // Close stops it and waits for it.
 func (s *Store) runNotifier(ctx context.Context) {
 	defer close(s.notifierEnd)
+	gap := time.NewTimer(notifyGap)
+	defer gap.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -89,6 +100,14 @@ func (s *Store) runNotifier(ctx context.Context) {
 		s.notes.mu.Unlock()
 		// A failed send is dropped: the watchers' polling is the net.
 		_ = s.send(ctx, batch)
+		// Under load a send would follow every commit; the gap lets the
+		// notices of the next ones merge into one.
+		gap.Reset(notifyGap)
+		select {
+		case <-ctx.Done():
+			return
+		case <-gap.C:
+		}
 	}
 }
 

@@ -45,8 +45,9 @@ func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) 
 		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
 	}
 	var out enqueued
-	if in.plain() && job.BaseEnv == nil {
-		err = s.enqueuePlain(ctx, &in, &out)
+	if in.plain() {
+		out = enqueued{generation: job.Generation, state: engine.StateQueued}
+		err = s.enqueueGrouped(ctx, &in)
 	} else {
 		err = s.write(ctx, func(tx pgx.Tx) error {
 			out = enqueued{}
@@ -58,25 +59,6 @@ func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) 
 	}
 	s.announce(enqueueNotices(&in, &out)...)
 	return storedResult(&in, &out), nil
-}
-
-// enqueuePlain stores a job that has no key, no dependencies and no
-// environment: storing it is its row and nothing else (the counters are
-// the insert's trigger), so it needs no transaction block: one
-// autocommitted statement, one round trip instead of three.
-func (s *Store) enqueuePlain(ctx context.Context, in *newJob, out *enqueued) error {
-	if s.closed.Load() {
-		return engine.ErrClosed
-	}
-	*out = enqueued{generation: in.job.Generation, state: engine.StateQueued}
-	_, err := s.pool.Exec(ctx, insertJob, insertArgs(in, out)...)
-	if isUnique(err) {
-		return fmt.Errorf("%w: a job with id %q already exists", engine.ErrInvalid, in.job.ID)
-	}
-	if err != nil {
-		return s.mapErr(fmt.Errorf("insert job: %w", err))
-	}
-	return nil
 }
 
 func encodeJob(j *engine.Job) (newJob, error) {
