@@ -47,3 +47,26 @@ func TestNextLookSleepsUntilTheFirstThingDue(t *testing.T) {
 		})
 	}
 }
+
+// A dispatcher asleep until lookAt needs no wake-up for a job due at or
+// after it; one that is awake (lookAt 0), or a job due now (zero) or
+// before it, does.
+func TestLookedBy(t *testing.T) {
+	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		lookAt int64
+		due    time.Time
+		want   bool
+	}{
+		{"due after the look", at.UnixNano(), at.Add(time.Hour), true},
+		{"due at the look", at.UnixNano(), at, true},
+		{"due just before the look", at.UnixNano(), at.Add(-time.Nanosecond), false},
+		{"due now (zero)", at.UnixNano(), time.Time{}, false},
+		{"dispatcher awake", 0, at.Add(time.Hour), false},
+	} {
+		if got := lookedBy(tc.lookAt, tc.due); got != tc.want {
+			t.Errorf("%s: lookedBy = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -274,12 +274,24 @@ func (e *Engine) mayNeedDispatcher(j *Job) bool {
 	if j.State != StateQueued {
 		return false
 	}
-	at := e.lookAt.Load()
-	if at == 0 || j.RunAt.UnixNano() < at {
-		return true
+	due := j.RunAt
+	if exp := j.ExpiresAt(); !exp.IsZero() && exp.Before(due) {
+		due = exp
 	}
-	exp := j.ExpiresAt()
-	return !exp.IsZero() && exp.UnixNano() < at
+	return !e.looksBy(due)
+}
+
+// looksBy says whether the sleeping dispatcher will look at the store on
+// its own by due: then a job due then needs no wake-up. Zero due means now.
+func (e *Engine) looksBy(due time.Time) bool {
+	return lookedBy(e.lookAt.Load(), due)
+}
+
+// lookedBy is looksBy for a dispatcher that looks next at lookAt (Unix
+// nanoseconds; 0 while it is awake, when it will read the store again
+// before it sleeps).
+func lookedBy(lookAt int64, due time.Time) bool {
+	return lookAt != 0 && !due.IsZero() && due.UnixNano() >= lookAt
 }
 
 func pick(v *bool, def bool) bool {

@@ -1,6 +1,9 @@
 package engine
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // NoticeKind says what changed in a store that several daemons share.
 type NoticeKind string
@@ -34,6 +37,12 @@ type Notice struct {
 	// Self marks a notice of a change this store instance made itself,
 	// which its own daemon already knows about.
 	Self bool
+	// Due, for NoticeEnqueue, is the earliest time at which a job it
+	// announces may start or expire. A daemon that will look at the store
+	// by then anyway need not wake for it: an enqueue of work scheduled
+	// for later then costs the other daemons nothing. Zero: now, or not
+	// known.
+	Due time.Time
 }
 
 // Watcher is implemented by a store that several daemons share, so that a

@@ -35,6 +35,9 @@ type notice struct {
 	Queue  string            `json:"q,omitempty"`
 	ID     string            `json:"id,omitempty"`
 	Origin string            `json:"o"`
+	// Due is engine.Notice.Due in Unix nanoseconds, 0 for none. A daemon
+	// of an older version ignores it and wakes as before.
+	Due int64 `json:"d,omitempty"`
 }
 
 // notifyGap is the least time between two sends of the notifier. Each
@@ -52,13 +55,16 @@ const maxPayload = 7900
 
 // notifier collects the notices of committed changes for runNotifier.
 type notifier struct {
-	mu      sync.Mutex
-	pending map[engine.Notice]struct{}
+	mu sync.Mutex
+	// pending maps each notice, its Due cleared, to the earliest Due of
+	// its merged copies (zero: now), so that an enqueue of many jobs
+	// due at different times still sends one notice per queue.
+	pending map[engine.Notice]time.Time
 	signal  chan struct{} // capacity 1: "pending is not empty"
 }
 
 func newNotifier() *notifier {
-	return &notifier{pending: map[engine.Notice]struct{}{}, signal: make(chan struct{}, 1)}
+	return &notifier{pending: map[engine.Notice]time.Time{}, signal: make(chan struct{}, 1)}
 }
 
 // announce queues notices of a change that has committed. It never
@@ -70,7 +76,12 @@ func (s *Store) announce(ns ...engine.Notice) {
 	n := s.notes
 	n.mu.Lock()
 	for _, x := range ns {
-		n.pending[x] = struct{}{}
+		due := x.Due
+		x.Due = time.Time{}
+		if prev, ok := n.pending[x]; ok {
+			due = earliestDue(prev, due)
+		}
+		n.pending[x] = due
 	}
 	n.mu.Unlock()
 	select {
@@ -93,7 +104,8 @@ func (s *Store) runNotifier(ctx context.Context) {
 		}
 		s.notes.mu.Lock()
 		batch := make([]engine.Notice, 0, len(s.notes.pending))
-		for x := range s.notes.pending {
+		for x, due := range s.notes.pending {
+			x.Due = due
 			batch = append(batch, x)
 		}
 		clear(s.notes.pending)
@@ -116,7 +128,11 @@ func (s *Store) runNotifier(ctx context.Context) {
 func (s *Store) send(ctx context.Context, ns []engine.Notice) error {
 	payloads := make([]string, 0, len(ns))
 	for _, x := range ns {
-		p, err := json.Marshal(notice{Kind: x.Kind, Queue: x.Queue, ID: x.ID, Origin: s.origin})
+		w := notice{Kind: x.Kind, Queue: x.Queue, ID: x.ID, Origin: s.origin}
+		if !x.Due.IsZero() {
+			w.Due = x.Due.UnixNano()
+		}
+		p, err := json.Marshal(w)
 		if err != nil {
 			return err
 		}
@@ -193,7 +209,11 @@ func (s *Store) Watch(ctx context.Context, wake func(engine.Notice)) error {
 			wake(engine.Notice{Kind: engine.NoticeResync})
 			continue
 		}
-		wake(engine.Notice{Kind: x.Kind, Queue: x.Queue, ID: x.ID, Self: x.Origin == s.origin})
+		wn := engine.Notice{Kind: x.Kind, Queue: x.Queue, ID: x.ID, Self: x.Origin == s.origin}
+		if x.Due != 0 {
+			wn.Due = time.Unix(0, x.Due).UTC()
+		}
+		wake(wn)
 	}
 }
 
@@ -202,4 +222,16 @@ func newOrigin() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b) // never fails (crypto/rand)
 	return hex.EncodeToString(b)
+}
+
+// earliestDue merges two notices' Due: the earlier, and zero ("now") if
+// either is.
+func earliestDue(a, b time.Time) time.Time {
+	if a.IsZero() || b.IsZero() {
+		return time.Time{}
+	}
+	if b.Before(a) {
+		return b
+	}
+	return a
 }

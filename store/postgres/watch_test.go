@@ -174,3 +174,54 @@ func TestCloseEndsWatch(t *testing.T) {
 		t.Fatal("watch still running after Close")
 	}
 }
+
+// An enqueue notice says when its job is due, so a daemon that will look
+// by then anyway need not wake; the wire carries it to the other store.
+func TestEnqueueNoticeCarriesWhenItsJobIsDue(t *testing.T) {
+	t.Parallel()
+	schema := freshSchema(t)
+	a, b := openSchema(t, schema), openSchema(t, schema)
+	onB := watch(t, b)
+	ctx := context.Background()
+	later := testJob("due-later", "sched", "")
+	later.RunAt = t0.Add(time.Hour)
+	if _, err := a.Enqueue(ctx, later, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := next(t, onB, engine.Notice{Kind: engine.NoticeEnqueue, Queue: "sched"}); !n.Due.Equal(later.RunAt) {
+		t.Errorf("notice due %v, want the job's run_at %v", n.Due, later.RunAt)
+	}
+	// A TTL that ends before the run_at makes the job due at its expiry.
+	expiring := testJob("due-expiry", "ttl", "")
+	expiring.RunAt, expiring.TTL = t0.Add(time.Hour), engine.Duration(time.Minute)
+	if _, err := a.Enqueue(ctx, expiring, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := next(t, onB, engine.Notice{Kind: engine.NoticeEnqueue, Queue: "ttl"}); !n.Due.Equal(t0.Add(time.Minute)) {
+		t.Errorf("notice due %v, want the job's expiry %v", n.Due, t0.Add(time.Minute))
+	}
+}
+
+// Merged notices keep the earliest Due, and "now" (zero) wins over any.
+func TestMergedNoticesKeepTheEarliestDue(t *testing.T) {
+	enq := func(queue string, due time.Time) engine.Notice {
+		return engine.Notice{Kind: engine.NoticeEnqueue, Queue: queue, Due: due}
+	}
+	s := &Store{notes: newNotifier()}
+	s.announce(enq("a", t0.Add(2*time.Hour)), enq("a", t0.Add(time.Hour)), enq("a", t0.Add(3*time.Hour)))
+	s.announce(enq("b", t0.Add(time.Hour)), enq("b", time.Time{}), enq("b", t0.Add(time.Minute)))
+	s.announce(enq("c", t0))
+	want := map[engine.Notice]time.Time{
+		enq("a", time.Time{}): t0.Add(time.Hour),
+		enq("b", time.Time{}): {},
+		enq("c", time.Time{}): t0,
+	}
+	if len(s.notes.pending) != len(want) {
+		t.Fatalf("pending %v, want %v", s.notes.pending, want)
+	}
+	for n, due := range want {
+		if got, ok := s.notes.pending[n]; !ok || !got.Equal(due) {
+			t.Errorf("queue %s: pending due %v (%v), want %v", n.Queue, got, ok, due)
+		}
+	}
+}
