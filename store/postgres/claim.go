@@ -243,61 +243,6 @@ func (w *claimWalk) consider(ctx context.Context, s *Store, tx querier, req *eng
 	return nil
 }
 
-// keyState is what lockKeys found for a key.
-type keyState struct {
-	locked  bool
-	maxGen  int64
-	running bool
-}
-
-// ok says whether a job of the key at generation gen may start.
-func (k keyState) ok(gen int64) bool { return k.locked && !k.running && k.maxGen <= gen }
-
-// lockKeys locks the subjects rows of the candidates' keys and reads what
-// the claim needs from them, holding the locks to the commit. Every claim
-// and every enqueue of a key holds its row while it changes what "the key
-// runs" or "the key's newest generation" mean, so with the lock held the
-// checks here are exact across daemons. SKIP LOCKED again: a key another
-// claimer or an enqueue holds is passed over this time, never waited for,
-// so a claim never waits on a lock and cannot take part in a deadlock.
-func lockKeys(ctx context.Context, tx querier, cands []candidate) (map[engine.Key]keyState, error) {
-	var qs, ts, ss []string
-	for _, c := range cands {
-		if c.subject != nil {
-			qs, ts, ss = append(qs, c.queue), append(ts, c.typ), append(ss, *c.subject)
-		}
-	}
-	if len(qs) == 0 {
-		return nil, nil
-	}
-	rows, err := tx.Query(ctx, `WITH l AS (
-			SELECT s.queue, s.type, s.subject, s.max_gen FROM subjects AS s
-			WHERE (s.queue, s.type, s.subject) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
-			ORDER BY s.queue, s.type, s.subject
-			FOR UPDATE SKIP LOCKED)
-		SELECT l.queue, l.type, l.subject, coalesce(l.max_gen, 0), EXISTS (
-			SELECT 1 FROM jobs AS r WHERE r.state = 'RUNNING'
-				AND r.queue = l.queue AND r.type = l.type AND r.subject = l.subject)
-		FROM l`, qs, ts, ss)
-	if err != nil {
-		return nil, fmt.Errorf("lock subjects: %w", err)
-	}
-	defer rows.Close()
-	held := make(map[engine.Key]keyState, len(qs))
-	for rows.Next() {
-		var k engine.Key
-		st := keyState{locked: true}
-		if err := rows.Scan(&k.Queue, &k.Type, &k.Subject, &st.maxGen, &st.running); err != nil {
-			return nil, fmt.Errorf("lock subjects: %w", err)
-		}
-		held[k] = st
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("lock subjects: %w", err)
-	}
-	return held, nil
-}
-
 // fits says whether the claim may take one more job of queue (ok), and
 // whether the queue can take no more in this claim at all (exhausted).
 //
