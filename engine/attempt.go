@@ -98,7 +98,7 @@ func (e *Engine) runAttempt(ctx context.Context, a *activeJob) {
 	if done.Job != nil {
 		e.log.Debug("attempt ended", "job", j.ID, "attempt", j.Attempt, "state", done.Job.State, "reason", c.Reason)
 	}
-	e.notify()
+	e.signal()
 }
 
 // watchDeadline cancels the attempt when its job's deadline passes on the
@@ -166,7 +166,7 @@ func (e *Engine) complete(c Completion) (CompleteResult, error) {
 	ea := &endedAttempt{c: c, reply: make(chan endedReply, 1)}
 	e.ended = append(e.ended, ea)
 	e.mu.Unlock()
-	e.notify()
+	e.signal()
 	r := <-ea.reply
 	return r.res, r.err
 }
@@ -187,7 +187,7 @@ func (e *Engine) recordStart(r StartRecord, wait bool) {
 	}
 	e.starts = append(e.starts, ps)
 	e.mu.Unlock()
-	e.notify()
+	e.signal()
 	if wait {
 		<-ps.reply
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -68,5 +69,67 @@ func TestLookedBy(t *testing.T) {
 		if got := lookedBy(tc.lookAt, tc.due); got != tc.want {
 			t.Errorf("%s: lookedBy = %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// wakeStore answers NextWake and counts the calls; the dispatcher's other
+// store calls are not part of what nextWake decides.
+type wakeStore struct {
+	Store
+	wake  Wake
+	reads int
+}
+
+func (s *wakeStore) NextWake(context.Context, time.Time) (Wake, error) {
+	s.reads++
+	return s.wake, nil
+}
+
+func TestNextWakeKeepsTheLastReadingOnlyWhileNothingCanMoveItEarlier(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	read := Wake{NextExpiry: now.Add(time.Minute)}
+	tests := []struct {
+		name     string
+		kept     keptWake
+		changes  uint64 // e.changes when nextWake runs
+		free     int
+		timed    bool
+		wantRead bool
+	}{
+		{"nothing read yet", keptWake{}, 0, 0, false, true},
+		{"every worker busy, nothing changed: kept", keptWake{wake: read, at: now, ok: true}, 0, 0, false, false},
+		{"no expiry known: kept", keptWake{at: now, ok: true}, 0, 0, false, false},
+		{"a worker free: its run_at counts", keptWake{wake: read, at: now, ok: true}, 0, 1, false, true},
+		{"woken by the timer", keptWake{wake: read, at: now, ok: true}, 0, 0, true, true},
+		{"a change was signalled since", keptWake{wake: read, at: now, ok: true}, 1, 0, false, true},
+		{"the kept expiry has come", keptWake{wake: Wake{NextExpiry: now}, at: now, ok: true}, 0, 0, false, true},
+		{"the reading is a poll old", keptWake{wake: read, at: now.Add(-SharedPoll), ok: true}, 0, 0, false, true},
+		{"the last read failed", keptWake{at: now}, 0, 0, false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := &wakeStore{wake: Wake{NextRunAt: now.Add(time.Second)}}
+			e := &Engine{store: st}
+			e.changes.Store(tt.changes)
+			k := tt.kept
+			got, err := e.nextWake(context.Background(), now, tt.free, tt.timed, &k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (st.reads == 1) != tt.wantRead {
+				t.Fatalf("store reads: %d, want a read: %v", st.reads, tt.wantRead)
+			}
+			want := tt.kept.wake
+			if tt.wantRead {
+				want = st.wake
+				if !k.ok || k.changes != tt.changes || !k.at.Equal(now) {
+					t.Fatalf("kept after a read: %+v", k)
+				}
+			}
+			if got != want {
+				t.Fatalf("nextWake = %+v, want %+v", got, want)
+			}
+		})
 	}
 }

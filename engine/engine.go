@@ -100,6 +100,11 @@ type Engine struct {
 	// could start or expire before then: a burst of jobs scheduled for
 	// later costs no claims.
 	lookAt atomic.Int64
+	// changes counts what may bring the next due run_at or TTL expiry
+	// earlier than the dispatcher last read (every notify: enqueues,
+	// notices, control requests; and requeued attempts); an attempt
+	// starting or ending does not. See nextWake.
+	changes atomic.Uint64
 	// stopping is closed once Run's context ends: the daemon is shutting
 	// down and running jobs are in their grace period. Set by Run before
 	// any attempt starts.

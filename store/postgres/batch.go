@@ -209,9 +209,9 @@ func part(ctx context.Context, tx pgx.Tx, fn func(pgx.Tx) error) (failed, err er
 }
 
 // CompleteAndClaim records start records and completions and claims jobs
-// in one transaction, so they share one commit (see engine.Store). Each
-// record, completion and the claim run in a savepoint of their own, so
-// one stale completion does not undo the others.
+// in one transaction, so they share one commit (see engine.Store). A
+// stale completion or a failed claim does not undo the others (see
+// runCycle).
 func (s *Store) CompleteAndClaim(ctx context.Context, cy engine.Cycle) (engine.CycleResult, error) {
 	started := slices.Clone(cy.Started)
 	done := slices.Clone(cy.Done)
@@ -230,16 +230,8 @@ func (s *Store) CompleteAndClaim(ctx context.Context, cy engine.Cycle) (engine.C
 			claiming = false
 		}
 	}
-	var res engine.CycleResult
-	err := s.write(ctx, func(tx pgx.Tx) error {
-		res = engine.CycleResult{
-			StartErrs: make([]error, len(started)),
-			Completed: make([]engine.CompleteResult, len(done)),
-			Errs:      slices.Clone(checked),
-			ClaimErr:  claimErr,
-		}
-		return s.cycle(ctx, tx, started, done, claiming, &req, &res)
-	})
+	res, err := s.runCycle(ctx, &cycleArgs{started: started, done: done, checked: checked,
+		claiming: claiming, req: &req, claimErr: claimErr})
 	if err != nil {
 		return engine.CycleResult{}, fmt.Errorf("complete and claim: %w", err)
 	}

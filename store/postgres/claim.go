@@ -54,7 +54,7 @@ func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.J
 // when the two looked at once (both woken by one enqueue, or polling in
 // step), the job waited for a later look, a second or more.
 // "NOT IN (uncorrelated)" is counted once per scan, not per row.
-const qClaimScan = `SELECT j.seq, j.queue, j.type, j.subject, j.generation, j.priority
+const qClaimScan = `SELECT j.seq, j.queue, j.type, j.subject, j.generation, j.priority, j.runs, coalesce(j.env_id, 0)
 	FROM jobs AS j
 	WHERE j.state = 'QUEUED' AND j.run_at + 0 <= $1
 		AND (j.expires_at IS NULL OR j.expires_at > $1)
@@ -81,6 +81,8 @@ type candidate struct {
 	subject    *string
 	generation int64
 	priority   int64
+	runs       int32 // before the claim: more than 0 for a job that ran before
+	envID      int64 // 0: the daemon's environment
 }
 
 // queueUse is what a claim knows about one queue while it walks.
@@ -93,17 +95,45 @@ type queueUse struct {
 	excluded bool // the scan passes over the queue from now on
 }
 
-func (s *Store) claim(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest) ([]*engine.Job, error) {
+func (s *Store) claim(ctx context.Context, tx querier, req *engine.ClaimRequest) ([]*engine.Job, error) {
+	w, err := s.choose(ctx, tx, req, nil)
+	if err != nil {
+		return nil, err
+	}
+	if len(w.chosen) == 0 {
+		return []*engine.Job{}, nil
+	}
+	return s.start(ctx, tx, w.chosen, req.Owner, req.Now.UnixNano())
+}
+
+// firstScanArgs are qClaimScan's arguments for the first scan of a claim:
+// from before every job, for req.Limit jobs.
+func firstScanArgs(req *engine.ClaimRequest) []any {
+	capped, caps := queueCaps(req.QueueLimits)
+	return []any{req.Now.UnixNano(), req.Idle, req.OnAC, []string{}, int64(math.MinInt64), int64(0), req.Limit, capped, caps}
+}
+
+// choose decides which jobs the claim takes, locking them. pre, when not
+// nil, is what the first scan (firstScanArgs) found, sent ahead by the
+// caller; the later scans, if the first leaves the claim short, are run
+// here.
+func (s *Store) choose(ctx context.Context, tx querier, req *engine.ClaimRequest, pre *[]candidate) (*claimWalk, error) {
 	now := req.Now.UnixNano()
-	w := claimWalk{keys: map[engine.Key]bool{}, queues: map[string]*queueUse{}, excluded: []string{}}
+	w := &claimWalk{keys: map[engine.Key]bool{}, queues: map[string]*queueUse{}, excluded: []string{}}
 	// The keyset position (negated priority, seq): before every job.
 	lastPrio, lastSeq := int64(math.MinInt64), int64(0)
 	capped, caps := queueCaps(req.QueueLimits)
 	for first := true; len(w.chosen) < req.Limit; first = false {
 		want := req.Limit - len(w.chosen)
-		cands, err := scanCandidates(ctx, tx, first, now, req.Idle, req.OnAC, w.excluded, lastPrio, lastSeq, want, capped, caps)
-		if err != nil {
-			return nil, fmt.Errorf("find due jobs: %w", err)
+		var cands []candidate
+		if first && pre != nil {
+			cands = *pre
+		} else {
+			var err error
+			cands, err = scanCandidates(ctx, tx, first, now, req.Idle, req.OnAC, w.excluded, lastPrio, lastSeq, want, capped, caps)
+			if err != nil {
+				return nil, fmt.Errorf("find due jobs: %w", err)
+			}
 		}
 		if len(cands) == 0 {
 			break
@@ -126,10 +156,7 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest) 
 			break // the scan ran out of jobs
 		}
 	}
-	if len(w.chosen) == 0 {
-		return []*engine.Job{}, nil
-	}
-	return s.start(ctx, tx, w.chosen, req.Owner, now)
+	return w, nil
 }
 
 // queueCaps lists the capped queues of limits and their caps, as
@@ -154,19 +181,13 @@ func queueCaps(limits map[string]int) (queues []string, caps []int64) {
 // priced out for the transaction it takes the index, whatever the
 // statistics; the first scan of a claim sends that SET LOCAL with it, in
 // one round trip.
-func scanCandidates(ctx context.Context, tx pgx.Tx, first bool, args ...any) ([]candidate, error) {
-	collect := func(rows pgx.Rows) ([]candidate, error) {
-		return pgx.CollectRows(rows, func(r pgx.CollectableRow) (candidate, error) {
-			var c candidate
-			return c, r.Scan(&c.seq, &c.queue, &c.typ, &c.subject, &c.generation, &c.priority)
-		})
-	}
+func scanCandidates(ctx context.Context, tx querier, first bool, args ...any) ([]candidate, error) {
 	if !first {
 		rows, err := tx.Query(ctx, qClaimScan, args...)
 		if err != nil {
 			return nil, err
 		}
-		return collect(rows)
+		return collectCandidates(rows)
 	}
 	b := &pgx.Batch{}
 	b.Queue(`SET LOCAL enable_sort = off`)
@@ -181,16 +202,26 @@ func scanCandidates(ctx context.Context, tx pgx.Tx, first bool, args ...any) ([]
 		_ = br.Close()
 		return nil, err
 	}
-	cands, err := collect(rows)
+	cands, err := collectCandidates(rows)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	return cands, err
 }
 
+// collectCandidates reads the rows of qClaimScan and closes them.
+func collectCandidates(rows pgx.Rows) ([]candidate, error) {
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (candidate, error) {
+		var c candidate
+		return c, r.Scan(&c.seq, &c.queue, &c.typ, &c.subject, &c.generation, &c.priority, &c.runs, &c.envID)
+	})
+}
+
 // claimWalk is what a claim has decided so far.
 type claimWalk struct {
 	chosen   []int64 // the seqs taken, in claim order
+	again    []int64 // those of chosen that ran before
+	envs     []int64 // the environments of chosen, where they have one
 	keys     map[engine.Key]bool
 	queues   map[string]*queueUse
 	excluded []string // queues the scan passes over from now on
@@ -198,7 +229,7 @@ type claimWalk struct {
 
 // consider takes candidate c if the queue rules (caps, quotas) and the key
 // rules (held says what lockKeys found) let it.
-func (w *claimWalk) consider(ctx context.Context, s *Store, tx pgx.Tx, req *engine.ClaimRequest, c candidate, held map[engine.Key]keyState) error {
+func (w *claimWalk) consider(ctx context.Context, s *Store, tx querier, req *engine.ClaimRequest, c candidate, held map[engine.Key]keyState) error {
 	use := w.queues[c.queue]
 	if use == nil {
 		use = &queueUse{free: -1}
@@ -226,62 +257,13 @@ func (w *claimWalk) consider(ctx context.Context, s *Store, tx pgx.Tx, req *engi
 	}
 	use.taken++
 	w.chosen = append(w.chosen, c.seq)
+	if c.runs > 0 {
+		w.again = append(w.again, c.seq)
+	}
+	if c.envID != 0 {
+		w.envs = append(w.envs, c.envID)
+	}
 	return nil
-}
-
-// keyState is what lockKeys found for a key.
-type keyState struct {
-	locked  bool
-	maxGen  int64
-	running bool
-}
-
-// ok says whether a job of the key at generation gen may start.
-func (k keyState) ok(gen int64) bool { return k.locked && !k.running && k.maxGen <= gen }
-
-// lockKeys locks the subjects rows of the candidates' keys and reads what
-// the claim needs from them, holding the locks to the commit. Every claim
-// and every enqueue of a key holds its row while it changes what "the key
-// runs" or "the key's newest generation" mean, so with the lock held the
-// checks here are exact across daemons. SKIP LOCKED again: a key another
-// claimer or an enqueue holds is passed over this time, never waited for,
-// so a claim never waits on a lock and cannot take part in a deadlock.
-func lockKeys(ctx context.Context, tx pgx.Tx, cands []candidate) (map[engine.Key]keyState, error) {
-	var qs, ts, ss []string
-	for _, c := range cands {
-		if c.subject != nil {
-			qs, ts, ss = append(qs, c.queue), append(ts, c.typ), append(ss, *c.subject)
-		}
-	}
-	if len(qs) == 0 {
-		return nil, nil
-	}
-	rows, err := tx.Query(ctx, `WITH l AS (
-			SELECT s.queue, s.type, s.subject, s.max_gen FROM subjects AS s
-			WHERE (s.queue, s.type, s.subject) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]))
-			ORDER BY s.queue, s.type, s.subject
-			FOR UPDATE SKIP LOCKED)
-		SELECT l.queue, l.type, l.subject, coalesce(l.max_gen, 0), EXISTS (
-			SELECT 1 FROM jobs AS r WHERE r.state = 'RUNNING'
-				AND r.queue = l.queue AND r.type = l.type AND r.subject = l.subject)
-		FROM l`, qs, ts, ss)
-	if err != nil {
-		return nil, fmt.Errorf("lock subjects: %w", err)
-	}
-	defer rows.Close()
-	held := make(map[engine.Key]keyState, len(qs))
-	for rows.Next() {
-		var k engine.Key
-		st := keyState{locked: true}
-		if err := rows.Scan(&k.Queue, &k.Type, &k.Subject, &st.maxGen, &st.running); err != nil {
-			return nil, fmt.Errorf("lock subjects: %w", err)
-		}
-		held[k] = st
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("lock subjects: %w", err)
-	}
-	return held, nil
 }
 
 // fits says whether the claim may take one more job of queue (ok), and
@@ -292,7 +274,7 @@ func lockKeys(ctx context.Context, tx pgx.Tx, cands []candidate) (map[engine.Key
 // queue take turns, and the second counts the first's claims, which have
 // committed when it gets the lock. pg_try_: a queue whose lock another
 // claim holds is passed over this time, so claims never wait on each other.
-func (s *Store) fits(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest, queue string, use *queueUse) (ok, exhausted bool, err error) {
+func (s *Store) fits(ctx context.Context, tx querier, req *engine.ClaimRequest, queue string, use *queueUse) (ok, exhausted bool, err error) {
 	quota, listed := req.Quota[queue]
 	if !listed {
 		quota = req.DefaultQuota
@@ -323,19 +305,22 @@ func (s *Store) fits(ctx context.Context, tx pgx.Tx, req *engine.ClaimRequest, q
 	return true, false, nil
 }
 
-// start moves the chosen jobs, locked by the scan, to RUNNING and records
-// their new attempts, in one statement, and returns them in claim order.
-func (s *Store) start(ctx context.Context, tx pgx.Tx, seqs []int64, owner string, now int64) ([]*engine.Job, error) {
-	// The TTL only guards a job that has never started, so the first claim
-	// clears expires_at for good.
-	rows, err := tx.Query(ctx, `WITH u AS (
+// qStart moves the chosen jobs ($3), locked by the scan, to RUNNING for
+// owner $2 at $1 and records their new attempts, in one statement. The TTL
+// only guards a job that has never started, so the first claim clears
+// expires_at for good.
+const qStart = `WITH u AS (
 			UPDATE jobs SET state = 'RUNNING', attempt = attempt + 1, runs = runs + 1,
 				started_at = $1, owner = $2, finished_at = NULL, exit_code = NULL, expires_at = NULL
 			WHERE seq = ANY($3) AND state = 'QUEUED'
 			RETURNING *),
 		a AS (INSERT INTO attempts (job_seq, run, n, started_at, outcome)
 			SELECT seq, runs, attempt + attempt_base, $1, 'running' FROM u)
-		SELECT `+jobCols+` FROM u`, now, optText(owner), seqs)
+		SELECT ` + jobCols + ` FROM u`
+
+// start runs qStart and returns the jobs in claim order.
+func (s *Store) start(ctx context.Context, tx querier, seqs []int64, owner string, now int64) ([]*engine.Job, error) {
+	rows, err := tx.Query(ctx, qStart, now, optText(owner), seqs)
 	if err != nil {
 		return nil, fmt.Errorf("start jobs: %w", err)
 	}
@@ -343,26 +328,7 @@ func (s *Store) start(ctx context.Context, tx pgx.Tx, seqs []int64, owner string
 	if err != nil {
 		return nil, fmt.Errorf("start jobs: %w", err)
 	}
-	bySeq := make(map[int64]jobRow, len(started))
-	for _, r := range started {
-		bySeq[r.seq] = r
-	}
-	ordered := make([]jobRow, 0, len(started))
-	var again []jobRow // jobs that ran before: their history is in the table
-	for _, seq := range seqs {
-		r, ok := bySeq[seq]
-		if !ok {
-			continue
-		}
-		ordered = append(ordered, r)
-		if r.runs > 1 {
-			again = append(again, r)
-			continue
-		}
-		// A first run's history is the attempt just recorded (the
-		// statement's own insert is not visible to a read in it anyway).
-		r.job.Attempts = []engine.Attempt{{N: 1, StartedAt: fromNanos(now), Outcome: engine.OutcomeRunning}}
-	}
+	ordered, again := claimOrder(started, seqs, now)
 	jobs, err := s.finish(ctx, tx, ordered, false, true)
 	if err != nil {
 		return nil, err
@@ -373,6 +339,31 @@ func (s *Store) start(ctx context.Context, tx pgx.Tx, seqs []int64, owner string
 		}
 	}
 	return jobs, nil
+}
+
+// claimOrder puts the rows qStart returned in claim order (seqs) and
+// gives each first run its history, the attempt just recorded (the
+// statement's own insert is not visible to a read in it anyway). again
+// are the rows of jobs that ran before: their history is in the table.
+func claimOrder(started []jobRow, seqs []int64, now int64) (ordered, again []jobRow) {
+	bySeq := make(map[int64]jobRow, len(started))
+	for _, r := range started {
+		bySeq[r.seq] = r
+	}
+	ordered = make([]jobRow, 0, len(started))
+	for _, seq := range seqs {
+		r, ok := bySeq[seq]
+		if !ok {
+			continue
+		}
+		ordered = append(ordered, r)
+		if r.runs > 1 {
+			again = append(again, r)
+			continue
+		}
+		r.job.Attempts = []engine.Attempt{{N: 1, StartedAt: fromNanos(now), Outcome: engine.OutcomeRunning}}
+	}
+	return ordered, again
 }
 
 // current is the state of a job that a completion or MarkStarted checks,

@@ -26,7 +26,21 @@ func (s *Store) completeDone(ctx context.Context, tx pgx.Tx, done []engine.Compl
 	// statement fails only as the transaction does (a lost connection, a
 	// deadlock, which runs the whole transaction again), and a savepoint
 	// costs two round trips per cycle.
-	rows, jobs, err := s.queryJobs(ctx, tx, false, false, `WITH c AS (
+	rows, jobs, err := s.queryJobs(ctx, tx, false, false, qCompleteDone, doneColumns(done, idx)...)
+	if err != nil {
+		return nil, fmt.Errorf("complete jobs: %w", err)
+	}
+	if len(rows) > 0 {
+		if err := loadAttempts(ctx, tx, rows); err != nil {
+			return nil, err
+		}
+	}
+	return doneResults(done, idx, jobs, res), nil
+}
+
+// qCompleteDone is completeDone's statement; its arguments are
+// doneColumns.
+var qCompleteDone = `WITH c AS (
 			SELECT * FROM unnest($1::text[], $2::integer[], $3::integer[], $4::text[], $5::text[], $6::integer[], $7::bigint[])
 				AS c (id, attempt, refund, outcome, reason, exit_code, finished_at)),
 		j AS (
@@ -40,15 +54,11 @@ func (s *Store) completeDone(ctx context.Context, tx pgx.Tx, done []engine.Compl
 		UPDATE jobs SET state = 'DONE', attempt = jobs.attempt - least(j.refund, jobs.attempt),
 			error = NULL, exit_code = j.exit_code, finished_at = j.finished_at
 		FROM j WHERE jobs.seq = j.seq
-		RETURNING `+qualified("jobs", jobCols), doneColumns(done, idx)...)
-	if err != nil {
-		return nil, fmt.Errorf("complete jobs: %w", err)
-	}
-	if len(rows) > 0 {
-		if err := loadAttempts(ctx, tx, rows); err != nil {
-			return nil, err
-		}
-	}
+		RETURNING ` + qualified("jobs", jobCols)
+
+// doneResults records in res the completions at idx that qCompleteDone
+// ended (jobs), and returns the indexes of the others.
+func doneResults(done []engine.Completion, idx []int, jobs []*engine.Job, res *engine.CycleResult) []int {
 	byID := make(map[string]*engine.Job, len(jobs))
 	for _, j := range jobs {
 		byID[j.ID] = j
@@ -61,7 +71,7 @@ func (s *Store) completeDone(ctx context.Context, tx pgx.Tx, done []engine.Compl
 		}
 		rest = append(rest, i)
 	}
-	return rest, nil
+	return rest
 }
 
 // doneColumns are completeDone's completions as its statement's column

@@ -73,7 +73,7 @@ func (s *Store) unrefEnvs(ctx context.Context, tx pgx.Tx, refs map[int64]int64) 
 // env returns environment id: its digest and count, and its variables
 // too when full (a job about to run). A row that is missing reads as an
 // environment with neither, which the engine refuses to run with.
-func (s *Store) env(ctx context.Context, tx pgx.Tx, id int64, full bool) (*engine.BaseEnv, error) {
+func (s *Store) env(ctx context.Context, tx querier, id int64, full bool) (*engine.BaseEnv, error) {
 	s.envMu.Lock()
 	cached, ok := s.envs[id]
 	s.envMu.Unlock()

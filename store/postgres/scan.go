@@ -131,7 +131,7 @@ func optText(s string) *string {
 // finish fills in what a read returns besides the row: each job's
 // environment (with its variables when full, for a job about to run) and,
 // with attempts, its attempt history. It returns the jobs in row order.
-func (s *Store) finish(ctx context.Context, tx pgx.Tx, rows []jobRow, attempts, full bool) ([]*engine.Job, error) {
+func (s *Store) finish(ctx context.Context, tx querier, rows []jobRow, attempts, full bool) ([]*engine.Job, error) {
 	jobs := make([]*engine.Job, len(rows))
 	for i, r := range rows {
 		jobs[i] = r.job
@@ -154,7 +154,22 @@ func (s *Store) finish(ctx context.Context, tx pgx.Tx, rows []jobRow, attempts, 
 
 // loadAttempts fills the attempt history of every row, oldest first; never
 // nil. One query for all of them.
-func loadAttempts(ctx context.Context, tx pgx.Tx, rows []jobRow) error {
+func loadAttempts(ctx context.Context, tx querier, rows []jobRow) error {
+	bySeq, seqs := histories(rows)
+	res, err := tx.Query(ctx, qAttempts, seqs)
+	if err != nil {
+		return fmt.Errorf("load attempts: %w", err)
+	}
+	return readAttempts(res, bySeq)
+}
+
+// qAttempts reads the attempt history of the jobs $1 (seqs) for
+// readAttempts.
+const qAttempts = `SELECT ` + attemptCols + ` FROM attempts WHERE job_seq = ANY($1) ORDER BY job_seq, run`
+
+// histories readies rows for readAttempts: each job's history empty (not
+// nil), and the jobs by seq.
+func histories(rows []jobRow) (map[int64]*engine.Job, []int64) {
 	bySeq := make(map[int64]*engine.Job, len(rows))
 	seqs := make([]int64, len(rows))
 	for i, r := range rows {
@@ -162,11 +177,16 @@ func loadAttempts(ctx context.Context, tx pgx.Tx, rows []jobRow) error {
 		bySeq[r.seq] = r.job
 		seqs[i] = r.seq
 	}
-	res, err := tx.Query(ctx, `SELECT job_seq, n, started_at, finished_at, outcome, reason, exit_code, pid, pid_start
-		FROM attempts WHERE job_seq = ANY($1) ORDER BY job_seq, run`, seqs)
-	if err != nil {
-		return fmt.Errorf("load attempts: %w", err)
-	}
+	return bySeq, seqs
+}
+
+// attemptCols are the columns of attempts readAttempts reads, in order.
+const attemptCols = `job_seq, n, started_at, finished_at, outcome, reason, exit_code, pid, pid_start`
+
+// readAttempts appends each row of an attemptCols query, ordered by
+// job_seq then run, to the history of its job in bySeq, skipping jobs
+// not in it, and closes res.
+func readAttempts(res pgx.Rows, bySeq map[int64]*engine.Job) error {
 	defer res.Close()
 	for res.Next() {
 		var (
@@ -192,8 +212,9 @@ func loadAttempts(ctx context.Context, tx pgx.Tx, rows []jobRow) error {
 		if pidSt != nil {
 			a.PIDStart = *pidSt
 		}
-		j := bySeq[seq]
-		j.Attempts = append(j.Attempts, a)
+		if j := bySeq[seq]; j != nil {
+			j.Attempts = append(j.Attempts, a)
+		}
 	}
 	if err := res.Err(); err != nil {
 		return fmt.Errorf("load attempts: %w", err)
@@ -202,7 +223,7 @@ func loadAttempts(ctx context.Context, tx pgx.Tx, rows []jobRow) error {
 }
 
 // queryJobs runs a jobCols query in tx and finishes its jobs.
-func (s *Store) queryJobs(ctx context.Context, tx pgx.Tx, attempts, full bool, sql string, args ...any) ([]jobRow, []*engine.Job, error) {
+func (s *Store) queryJobs(ctx context.Context, tx querier, attempts, full bool, sql string, args ...any) ([]jobRow, []*engine.Job, error) {
 	res, err := tx.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, nil, err

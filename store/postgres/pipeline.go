@@ -1,0 +1,351 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"stq/engine"
+)
+
+// A worker pool's cycle (CompleteAndClaim) is one transaction, and its
+// commit ends every attempt of the cycle and starts the next ones: a
+// worker waits for it between two jobs, so the pool runs at most workers
+// jobs per cycle time. One transaction per cycle is the floor (a claim
+// must be durable before its job starts, a completion before its reply);
+// what is left to cut is the round trips around it. Sent one statement
+// at a time, the common cycle, DONE completions then a claim, paid nine:
+// BEGIN, the DONE statement, the attempts read, the claim's savepoint, the
+// scan, the start, the savepoint's release, COMMIT. Pipelined it pays two:
+//
+//	BEGIN; DONE statement; their attempts; SET LOCAL; first scan   (one round trip)
+//	start; the attempts of jobs that ran before; COMMIT             (one round trip)
+//
+// with the claim's decisions (caps, quotas, keys) in between, which cost
+// round trips only where they did before: a capped queue, a job with a
+// subject, a scan that came up short. Each statement still runs on its own
+// snapshot in order, so every lock and check is the one the unpipelined
+// cycle makes. Nothing in the pipeline has a savepoint: when anything
+// fails before the commit (a stale completion, a claim that fails, a lost
+// connection, a deadlock), the transaction is rolled back whole and the
+// cycle runs again the unpipelined way (cycle), which sorts out whose
+// failure it was and gives each its own error. The pipeline's statements
+// go through pgx's statement cache, so they are parsed and planned once
+// per connection.
+
+// querier is what the claim and read helpers need of a connection: a
+// pgx.Tx, or the connection itself inside the transaction block a
+// pipelined cycle opened.
+type querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+var (
+	_ querier = pgx.Tx(nil)
+	_ querier = (*pgx.Conn)(nil)
+)
+
+// cycleArgs are CompleteAndClaim's arguments, checked. The pipelined
+// cycle turns claiming off and sets claimErr when the claim failed.
+type cycleArgs struct {
+	started  []engine.StartRecord
+	done     []engine.Completion
+	checked  []error // per completion: refused before the transaction
+	claiming bool
+	req      *engine.ClaimRequest
+	claimErr error
+}
+
+// result is a fresh CycleResult for one run of the transaction.
+func (a *cycleArgs) result() engine.CycleResult {
+	errs := make([]error, len(a.checked))
+	copy(errs, a.checked)
+	return engine.CycleResult{
+		StartErrs: make([]error, len(a.started)),
+		Completed: make([]engine.CompleteResult, len(a.done)),
+		Errs:      errs,
+		ClaimErr:  a.claimErr,
+	}
+}
+
+// pipelinable says whether the pipelined cycle can take a: no start
+// records, and DONE completions only, each valid and of a job named once.
+// Anything else needs a savepoint per record or completion.
+func (a *cycleArgs) pipelinable() bool {
+	if len(a.started) > 0 {
+		return false
+	}
+	named := make(map[string]bool, len(a.done))
+	for i := range a.done {
+		c := &a.done[i]
+		if a.checked[i] != nil || c.State != engine.StateDone || named[c.ID] {
+			return false
+		}
+		named[c.ID] = true
+	}
+	return true
+}
+
+// runCycle is CompleteAndClaim's transaction: pipelined when a is the
+// common cycle, else (and when the pipelined one failed without
+// committing) one statement at a time, with a savepoint for each record,
+// completion and the claim, so that each gets its own error.
+func (s *Store) runCycle(ctx context.Context, a *cycleArgs) (engine.CycleResult, error) {
+	if a.pipelinable() && !s.closed.Load() {
+		res := a.result()
+		err := s.pipelinedCycle(ctx, a, &res)
+		var nc *notCommitted
+		if !errors.As(err, &nc) {
+			return res, s.mapErr(err)
+		}
+	}
+	var res engine.CycleResult
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		res = a.result()
+		return s.cycle(ctx, tx, a.started, a.done, a.claiming, a.req, &res)
+	})
+	return res, err
+}
+
+// notCommitted is a failure of the pipelined cycle that left nothing
+// stored: the cycle may run again.
+type notCommitted struct{ err error }
+
+func (n *notCommitted) Error() string { return n.err.Error() }
+func (n *notCommitted) Unwrap() error { return n.err }
+
+// errOneByOne says the pipelined cycle found a completion it cannot end
+// (a stale attempt, an unknown job).
+var errOneByOne = errors.New("a completion needs the one-by-one cycle")
+
+// pipelinedCycle runs the pipelined transaction on a connection of its
+// own (a pgx.Tx cannot open its transaction block in the first round
+// trip). An error that is a *notCommitted left nothing stored; any other
+// error may have come after the commit, as with a lost reply to COMMIT.
+func (s *Store) pipelinedCycle(ctx context.Context, a *cycleArgs, res *engine.CycleResult) (err error) {
+	pc, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return &notCommitted{err: err}
+	}
+	defer pc.Release()
+	conn := pc.Conn()
+	defer func() {
+		// The pool closes a connection given back inside a transaction
+		// block; rolling back keeps it. If the rollback fails, the pool
+		// closes it, which rolls back too.
+		if err != nil && conn.PgConn().TxStatus() != 'I' {
+			_, _ = conn.Exec(ctx, "ROLLBACK")
+		}
+	}()
+	// Until COMMIT is sent, whatever fails leaves nothing stored.
+	first, err := s.openCycle(ctx, conn, a, res)
+	if err != nil {
+		return &notCommitted{err: err}
+	}
+	var w *claimWalk
+	var envs map[int64]*engine.BaseEnv
+	if a.claiming {
+		if w, err = s.choose(ctx, conn, a.req, &first); err != nil {
+			return &notCommitted{err: err}
+		}
+		if envs, err = s.chosenEnvs(ctx, conn, w); err != nil {
+			return &notCommitted{err: err}
+		}
+	}
+	return closeCycle(ctx, conn, a, w, envs, res)
+}
+
+// qAttemptsOfIDs is qAttempts for jobs named by id ($1). The seqs are
+// looked up first, once (ARRAY of a subquery), so that the attempts are
+// read by their primary key as qAttempts reads them: as a join or IN, the
+// planner's generic plan for the prepared statement scanned all of
+// attempts (0.6 ms a cycle against 0.04 on a table of 10,000 jobs).
+const qAttemptsOfIDs = `SELECT ` + attemptCols + ` FROM attempts
+	WHERE job_seq = ANY (ARRAY(SELECT seq FROM jobs WHERE id = ANY($1))) ORDER BY job_seq, run`
+
+// openCycle sends the cycle's first round trip: BEGIN, the DONE
+// completions and the read of their attempts, and the claim's first scan.
+// It records the completions in res and returns what the scan found.
+func (s *Store) openCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, res *engine.CycleResult) ([]candidate, error) {
+	idx := make([]int, len(a.done))
+	for i := range idx {
+		idx[i] = i
+	}
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	if len(a.done) > 0 {
+		cols := doneColumns(a.done, idx)
+		b.Queue(qCompleteDone, cols...)
+		b.Queue(qAttemptsOfIDs, cols[0])
+	}
+	if a.claiming {
+		b.Queue(`SET LOCAL enable_sort = off`) // see scanCandidates
+		b.Queue(qClaimScan, firstScanArgs(a.req)...)
+	}
+	br := conn.SendBatch(ctx, b)
+	rows, cands, err := readOpening(br, a)
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("complete and claim: %w", cerr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	jobs, err := s.finish(ctx, conn, rows, false, false)
+	if err != nil {
+		return nil, err
+	}
+	if rest := doneResults(a.done, idx, jobs, res); len(rest) > 0 {
+		return nil, errOneByOne
+	}
+	return cands, nil
+}
+
+// readOpening reads openCycle's results in order: the jobs ended, with
+// their attempts, and the scan's candidates.
+func readOpening(br pgx.BatchResults, a *cycleArgs) ([]jobRow, []candidate, error) {
+	if _, err := br.Exec(); err != nil {
+		return nil, nil, fmt.Errorf("begin: %w", err)
+	}
+	var ended []jobRow
+	if len(a.done) > 0 {
+		rows, err := br.Query()
+		if err == nil {
+			ended, err = scanJobs(rows)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("complete jobs: %w", err)
+		}
+		bySeq, _ := histories(ended)
+		att, err := br.Query()
+		if err == nil {
+			err = readAttempts(att, bySeq)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	if !a.claiming {
+		return ended, nil, nil
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, nil, fmt.Errorf("set claim plan: %w", err)
+	}
+	rows, err := br.Query()
+	var cands []candidate
+	if err == nil {
+		cands, err = collectCandidates(rows)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("find due jobs: %w", err)
+	}
+	return ended, cands, nil
+}
+
+// chosenEnvs reads the environments of the jobs the claim chose, with
+// their variables, before the commit: a job then never starts without the
+// environment it was enqueued with, since a failed read undoes its claim.
+func (s *Store) chosenEnvs(ctx context.Context, q querier, w *claimWalk) (map[int64]*engine.BaseEnv, error) {
+	envs := map[int64]*engine.BaseEnv{}
+	for _, id := range w.envs {
+		if envs[id] != nil {
+			continue
+		}
+		env, err := s.env(ctx, q, id, true)
+		if err != nil {
+			return nil, fmt.Errorf("read environment %d: %w", id, err)
+		}
+		envs[id] = env
+	}
+	return envs, nil
+}
+
+// closeCycle sends the cycle's last round trip: the start of the chosen
+// jobs, the attempts of those that ran before, and COMMIT; and records the
+// started jobs in res.
+func closeCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, w *claimWalk, envs map[int64]*engine.BaseEnv, res *engine.CycleResult) error {
+	b := &pgx.Batch{}
+	starting := w != nil && len(w.chosen) > 0
+	now := a.req.Now.UnixNano()
+	if starting {
+		b.Queue(qStart, now, optText(a.req.Owner), w.chosen)
+		if len(w.again) > 0 {
+			b.Queue(qAttempts, w.again)
+		}
+	}
+	b.Queue("COMMIT")
+	br := conn.SendBatch(ctx, b)
+	var ordered []jobRow
+	var startErr error
+	if starting {
+		ordered, startErr = readStarted(br, w, now)
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	committed := err == nil && tag.String() == "COMMIT"
+	pg := conn.PgConn()
+	switch {
+	case !committed && !pg.IsClosed() && (pg.TxStatus() == 'E' || pg.TxStatus() == 'T'):
+		// A statement before COMMIT failed and the server skipped the
+		// rest, COMMIT included: the transaction is still open (the
+		// caller rolls it back). On a lost connection nobody knows.
+		if startErr != nil {
+			err = startErr
+		}
+		return &notCommitted{err: fmt.Errorf("complete and claim: %w", err)}
+	case !committed && err == nil:
+		return &notCommitted{err: fmt.Errorf("commit: the server rolled back (%s)", tag)}
+	case !committed:
+		return fmt.Errorf("commit: %w", err)
+	case startErr != nil:
+		// The server ran the COMMIT it had been sent, but its reply to
+		// the start could not be read: the completions are stored, and
+		// the jobs claimed stay RUNNING until recovered.
+		res.ClaimErr = fmt.Errorf("claim jobs: %w", startErr)
+		return nil
+	}
+	if !a.claiming {
+		return nil
+	}
+	res.Claimed = make([]*engine.Job, len(ordered))
+	for i, r := range ordered {
+		if r.envID != 0 {
+			r.job.BaseEnv = envs[r.envID]
+		}
+		res.Claimed[i] = r.job
+	}
+	return nil
+}
+
+// readStarted reads the start's results: the jobs started, in claim
+// order, with their attempt histories.
+func readStarted(br pgx.BatchResults, w *claimWalk, now int64) ([]jobRow, error) {
+	rows, err := br.Query()
+	var started []jobRow
+	if err == nil {
+		started, err = scanJobs(rows)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start jobs: %w", err)
+	}
+	ordered, again := claimOrder(started, w.chosen, now)
+	if len(w.again) == 0 {
+		return ordered, nil
+	}
+	bySeq, _ := histories(again)
+	att, err := br.Query()
+	if err == nil {
+		err = readAttempts(att, bySeq)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ordered, nil
+}
