@@ -217,6 +217,11 @@ func (s *envScanner) peek() byte {
 	return 0
 }
 
+// maxParamsDepth is the nesting params may reach inside the request
+// object: encoding/json refuses a value nested deeper than 10,000 levels,
+// the request object being one of them.
+const maxParamsDepth = 10000
+
 // params reads params that are null or an object and returns the raw
 // value. The object's end is found by counting brackets outside strings;
 // json.Valid then checks the whole value, so a miscounted end can only
@@ -252,6 +257,9 @@ func (s *envScanner) params() ([]byte, bool) {
 			inString = true
 		case '{', '[':
 			depth++
+			if depth >= maxParamsDepth {
+				return nil, false
+			}
 		case '}', ']':
 			depth--
 			if depth == 0 {

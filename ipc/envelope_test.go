@@ -43,6 +43,8 @@ var envelopeCases = []struct {
 	// Taken by the scanner alone; parseRequest refuses its UTF-8 before.
 	{"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"dev.get.v1\",\"params\":{\"id\":\"\xff\"}}", true},
 	// What the scanner leaves to the decoder.
+	{`{"jsonrpc":"2.0","id":1,"method":"dev.enqueue.v1","params":{"payload":` + strings.Repeat("[", 9998) + strings.Repeat("]", 9998) + `}}`, true},
+	{`{"jsonrpc":"2.0","id":1,"method":"dev.enqueue.v1","params":{"payload":` + strings.Repeat("[", 9999) + strings.Repeat("]", 9999) + `}}`, false},
 	{`{"jsonrpc":"2.0","id":1,"id":2,"method":"admin.stats.v1"}`, false},
 	{`{"jsonrpc":"2.0","id":1,"method":"admin.stats.v1","method":"dev.get.v1"}`, false},
 	{`{"jsonrpc":"2.0","id":1,"Method":"admin.stats.v1"}`, false},
