@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -54,7 +55,7 @@ func variedJobs() []*engine.Job {
 		{}, // every zero value: nil slices and maps, the zero time
 		{ID: "j1", Queue: "q", Type: "noop", State: engine.StateQueued, Payload: json.RawMessage(`{"path":"src/main.rs","reason":"save"}`),
 			Command: []string{}, Env: map[string]string{}, RunAt: t0, CreatedAt: t0, Attempts: []engine.Attempt{}, After: []string{}},
-		{ID: "j2", ShortID: "j", StopAsked: "host/1", Owner: "host/2", Generation: -1 << 62, Priority: -5, Attempt: 3, MaxAttempts: 1 << 40,
+		{ID: "j2", ShortID: "j", Queue: "q2", Type: "t2", Subject: "s2", State: engine.StateRunning, StopAsked: "host/1", Owner: "host/2", Generation: -1 << 62, Priority: -5, Attempt: 3, MaxAttempts: 1 << 40,
 			Payload: json.RawMessage(`[1,2.5e-3,"a b",null,true,{"x":{}}]`), Command: []string{"sh", "-c", "echo \"hi\""},
 			Cwd: "/tmp", Env: map[string]string{"B": "2", "A": "1", "É": "x", "a": "\n"}, BaseEnv: &engine.BaseEnv{SHA256: "ab12", Vars: 3},
 			RunAt: later, Deadline: engine.Duration(90 * time.Second), TTL: engine.Duration(-time.Nanosecond),
@@ -82,6 +83,20 @@ func variedJobs() []*engine.Job {
 
 func TestAppendResponseMatchesEncodingJSON(t *testing.T) {
 	jobs := variedJobs()
+	// A member added to engine.Job or engine.Attempt must be added to
+	// appendJob too; one job sets them all, so the comparison sees it.
+	full := reflect.ValueOf(*jobs[2])
+	for i := range full.NumField() {
+		if full.Field(i).IsZero() {
+			t.Errorf("variedJobs()[2] leaves engine.Job.%s unset", full.Type().Field(i).Name)
+		}
+	}
+	attempt := reflect.ValueOf(jobs[2].Attempts[1])
+	for i := range attempt.NumField() {
+		if attempt.Field(i).IsZero() {
+			t.Errorf("variedJobs()[2].Attempts[1] leaves engine.Attempt.%s unset", attempt.Type().Field(i).Name)
+		}
+	}
 	var results []engine.EnqueueResult
 	for i, j := range jobs {
 		for _, id := range []string{`1`, `"a \"b\" \u00e9"`, `-1.5e+300`, `null`, `123456789012345678901234567890`} {
