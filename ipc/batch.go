@@ -148,6 +148,10 @@ func (c *conn) writeBatch(out []*response) {
 		if r == nil {
 			continue
 		}
+		if line, ok := appendResponse(nil, r); ok {
+			arr = append(arr, line[:len(line)-1])
+			continue
+		}
 		var buf bytes.Buffer
 		enc := json.NewEncoder(&buf)
 		enc.SetEscapeHTML(false)

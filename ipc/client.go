@@ -252,6 +252,14 @@ func (c *Client) readReply(id uint64, method string, onNotify func(string, json.
 		if isBlank(line) {
 			continue
 		}
+		if werr == nil {
+			if ok, err := takeResult(line, want, result); ok {
+				if err != nil {
+					return false, fmt.Errorf("decode %s result: %w", method, err)
+				}
+				return false, nil
+			}
+		}
 		r.ID, r.Method, r.Params, r.Result, r.Error = r.ID[:0], "", r.Params[:0], r.Result[:0], nil
 		if err := json.Unmarshal(line, r); err != nil {
 			return true, fmt.Errorf("%s: malformed message from daemon: %w", method, err)
@@ -289,4 +297,35 @@ func (c *Client) readReply(id uint64, method string, onNotify func(string, json.
 		}
 		return false, nil
 	}
+}
+
+// takeResult reads the reply a call almost always gets,
+// {"jsonrpc":"2.0","id":<want>,"result":VALUE} exactly as the server
+// writes it, decoding VALUE straight into result: one pass over the line
+// to check it and one to decode, where the general path (clientResponse,
+// then the raw result) makes five. It reports ok when the reply was that
+// one, with the error the general path would then return for the result.
+// For any other line, or a syntax error in VALUE (found before anything
+// is written into result), it reports false and the general path reads
+// the line.
+func takeResult(line, want []byte, result any) (ok bool, err error) {
+	rest, ok := bytes.CutPrefix(line, []byte(`{"jsonrpc":"2.0","id":`))
+	if ok {
+		rest, ok = bytes.CutPrefix(rest, want)
+	}
+	if ok {
+		rest, ok = bytes.CutPrefix(rest, []byte(`,"result":`))
+	}
+	if !ok || len(rest) == 0 || rest[len(rest)-1] != '}' {
+		return false, nil
+	}
+	v := rest[:len(rest)-1]
+	if result == nil {
+		return json.Valid(v), nil
+	}
+	err = json.Unmarshal(v, result)
+	if se := (*json.SyntaxError)(nil); errors.As(err, &se) {
+		return false, nil
+	}
+	return true, err
 }

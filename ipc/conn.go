@@ -37,9 +37,11 @@ type conn struct {
 	cancelStream context.CancelFunc
 
 	// wmu serializes writes: one whole line at a time.
-	wmu    sync.Mutex
-	wbuf   bytes.Buffer
-	enc    *json.Encoder
+	wmu  sync.Mutex
+	wbuf bytes.Buffer
+	enc  *json.Encoder
+	// out holds the lines appendResponse writes by hand, reused like wbuf.
+	out    []byte
 	broken bool
 
 	// dmu orders read-deadline changes, so clearing the auth deadline can
@@ -277,14 +279,17 @@ func (c *conn) write(v any) error {
 	if c.broken {
 		return errConnBroken
 	}
-	c.wbuf.Reset()
-	if err := c.enc.Encode(v); err != nil {
-		return &encodeError{err}
+	line, err := c.encode(v)
+	if err != nil {
+		return err
 	}
 	c.nc.SetWriteDeadline(time.Now().Add(c.srv.opts.WriteTimeout))
-	_, err := c.nc.Write(c.wbuf.Bytes())
+	_, err = c.nc.Write(line)
 	if c.wbuf.Cap() > keepBufCap {
 		c.wbuf = bytes.Buffer{}
+	}
+	if cap(c.out) > keepBufCap {
+		c.out = nil
 	}
 	if err != nil {
 		c.broken = true
@@ -292,6 +297,22 @@ func (c *conn) write(v any) error {
 		return fmt.Errorf("write: %w", err)
 	}
 	return nil
+}
+
+// encode makes v's line, in a buffer of c's that stays valid until the
+// next call; the caller holds wmu.
+func (c *conn) encode(v any) ([]byte, error) {
+	if r, ok := v.(*response); ok {
+		if out, ok := appendResponse(c.out[:0], r); ok {
+			c.out = out
+			return out, nil
+		}
+	}
+	c.wbuf.Reset()
+	if err := c.enc.Encode(v); err != nil {
+		return nil, &encodeError{err}
+	}
+	return c.wbuf.Bytes(), nil
 }
 
 func isTimeout(err error) bool {

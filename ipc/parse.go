@@ -39,6 +39,20 @@ func parseRequest(line []byte) (*request, json.RawMessage, *RPCError) {
 	if !utf8.Valid(line) {
 		return nil, nullID(), rpcErr(CodeParseError, "parse error: invalid UTF-8")
 	}
+	req, ok := scanEnvelope(line)
+	if !ok {
+		var id json.RawMessage
+		var perr *RPCError
+		if req, id, perr = decodeEnvelope(line); perr != nil {
+			return nil, id, perr
+		}
+	}
+	return checkRequest(req)
+}
+
+// decodeEnvelope is parseRequest's path for the lines scanEnvelope leaves
+// alone; its errors are the wire's, in the order the wire has them.
+func decodeEnvelope(line []byte) (*request, json.RawMessage, *RPCError) {
 	req := new(request)
 	dec := json.NewDecoder(bytes.NewReader(line))
 	dec.DisallowUnknownFields()
@@ -65,6 +79,11 @@ func parseRequest(line []byte) (*request, json.RawMessage, *RPCError) {
 		}
 		return nil, id, rpcErr(CodeInvalidRequest, "invalid request: %s", describeJSONError(derr))
 	}
+	return req, nil, nil
+}
+
+// checkRequest checks the members of a decoded request object.
+func checkRequest(req *request) (*request, json.RawMessage, *RPCError) {
 	if len(req.ID) > 0 && !validID(req.ID) && !isNullOrEmpty(req.ID) {
 		return nil, nullID(), rpcErr(CodeInvalidRequest, "invalid request: id must be a string, a number or null")
 	}
