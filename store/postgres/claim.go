@@ -53,15 +53,23 @@ func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.J
 // and another daemon, with room or no cap, skipped them and found nothing:
 // when the two looked at once (both woken by one enqueue, or polling in
 // step), the job waited for a later look, a second or more.
-// "NOT IN (uncorrelated)" is counted once per scan, not per row.
-const qClaimScan = `SELECT j.seq, j.queue, j.type, j.subject, j.generation, j.priority, j.runs, coalesce(j.env_id, 0)
+// "NOT IN (uncorrelated)" is counted once per scan, not per row. A claim
+// without capped queues runs qClaimScan, which leaves the cut out and
+// takes seven arguments; see scanArgs.
+const (
+	claimScanHead = `SELECT j.seq, j.queue, j.type, j.subject, j.generation, j.priority, j.runs, coalesce(j.env_id, 0)
 	FROM jobs AS j
 	WHERE j.state = 'QUEUED' AND j.run_at + 0 <= $1
 		AND (j.expires_at IS NULL OR j.expires_at > $1)
 		AND ($2 OR NOT j.wait_idle) AND ($3 OR NOT j.require_charging)
-		AND j.queue <> ALL ($4::text[])
+		AND j.queue <> ALL ($4::text[])`
+	// claimScanCaps is the cut for capped queues, only in qClaimScanCapped:
+	// on a claim with no capped queue its subplan still cost about 0.3 ms
+	// of the idle enqueue->start latency (p50 0.7 to 1.0 ms).
+	claimScanCaps = `
 		AND j.queue NOT IN (SELECT c.queue FROM unnest($8::text[], $9::bigint[]) AS c(queue, cap)
-			WHERE (SELECT count(*) FROM jobs AS r WHERE r.state = 'RUNNING' AND r.queue = c.queue) >= c.cap)
+			WHERE (SELECT count(*) FROM jobs AS r WHERE r.state = 'RUNNING' AND r.queue = c.queue) >= c.cap)`
+	claimScanTail = `
 		AND (-j.priority::bigint, j.seq) > ($5::bigint, $6::bigint)
 		AND NOT EXISTS (SELECT 1 FROM queue_settings AS q WHERE q.queue = j.queue AND q.paused)
 		AND (j.after_ids IS NULL OR NOT EXISTS (
@@ -73,6 +81,9 @@ const qClaimScan = `SELECT j.seq, j.queue, j.type, j.subject, j.generation, j.pr
 	ORDER BY -j.priority::bigint, j.seq
 	LIMIT $7
 	FOR UPDATE OF j SKIP LOCKED`
+	qClaimScan       = claimScanHead + claimScanTail
+	qClaimScanCapped = claimScanHead + claimScanCaps + claimScanTail
+)
 
 // candidate is a row of qClaimScan.
 type candidate struct {
@@ -108,9 +119,18 @@ func (s *Store) claim(ctx context.Context, tx querier, req *engine.ClaimRequest)
 
 // firstScanArgs are qClaimScan's arguments for the first scan of a claim:
 // from before every job, for req.Limit jobs.
-func firstScanArgs(req *engine.ClaimRequest) []any {
+func firstScanArgs(req *engine.ClaimRequest) (string, []any) {
 	capped, caps := queueCaps(req.QueueLimits)
-	return []any{req.Now.UnixNano(), req.Idle, req.OnAC, []string{}, int64(math.MinInt64), int64(0), req.Limit, capped, caps}
+	return scanArgs(capped, caps, req.Now.UnixNano(), req.Idle, req.OnAC, []string{}, int64(math.MinInt64), int64(0), req.Limit)
+}
+
+// scanArgs returns the scan query for a claim with the capped queues
+// given, and its arguments: args, then the queues and caps if any.
+func scanArgs(capped []string, caps []int64, args ...any) (string, []any) {
+	if len(capped) == 0 {
+		return qClaimScan, args
+	}
+	return qClaimScanCapped, append(args, capped, caps)
 }
 
 // choose decides which jobs the claim takes, locking them. pre, when not
@@ -130,7 +150,8 @@ func (s *Store) choose(ctx context.Context, tx querier, req *engine.ClaimRequest
 			cands = *pre
 		} else {
 			var err error
-			cands, err = scanCandidates(ctx, tx, first, now, req.Idle, req.OnAC, w.excluded, lastPrio, lastSeq, want, capped, caps)
+			query, args := scanArgs(capped, caps, now, req.Idle, req.OnAC, w.excluded, lastPrio, lastSeq, want)
+			cands, err = scanCandidates(ctx, tx, first, query, args...)
 			if err != nil {
 				return nil, fmt.Errorf("find due jobs: %w", err)
 			}
@@ -160,7 +181,7 @@ func (s *Store) choose(ctx context.Context, tx querier, req *engine.ClaimRequest
 }
 
 // queueCaps lists the capped queues of limits and their caps, as
-// qClaimScan's $8 and $9 take them.
+// qClaimScanCapped's $8 and $9 take them.
 func queueCaps(limits map[string]int) (queues []string, caps []int64) {
 	queues, caps = []string{}, []int64{}
 	for q, c := range limits {
@@ -171,7 +192,7 @@ func queueCaps(limits map[string]int) (queues []string, caps []int64) {
 	return queues, caps
 }
 
-// scanCandidates runs qClaimScan with args.
+// scanCandidates runs query (see scanArgs) with args.
 //
 // The claim must walk jobs_ready in order and stop at its limit. On a
 // table without fresh statistics (a new install, a burst of enqueues
@@ -181,9 +202,9 @@ func queueCaps(limits map[string]int) (queues []string, caps []int64) {
 // priced out for the transaction it takes the index, whatever the
 // statistics; the first scan of a claim sends that SET LOCAL with it, in
 // one round trip.
-func scanCandidates(ctx context.Context, tx querier, first bool, args ...any) ([]candidate, error) {
+func scanCandidates(ctx context.Context, tx querier, first bool, query string, args ...any) ([]candidate, error) {
 	if !first {
-		rows, err := tx.Query(ctx, qClaimScan, args...)
+		rows, err := tx.Query(ctx, query, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -191,7 +212,7 @@ func scanCandidates(ctx context.Context, tx querier, first bool, args ...any) ([
 	}
 	b := &pgx.Batch{}
 	b.Queue(`SET LOCAL enable_sort = off`)
-	b.Queue(qClaimScan, args...)
+	b.Queue(query, args...)
 	br := tx.SendBatch(ctx, b)
 	if _, err := br.Exec(); err != nil {
 		_ = br.Close()

@@ -186,7 +186,8 @@ func (s *Store) openCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, res
 	}
 	if a.claiming {
 		b.Queue(`SET LOCAL enable_sort = off`) // see scanCandidates
-		b.Queue(qClaimScan, firstScanArgs(a.req)...)
+		query, args := firstScanArgs(a.req)
+		b.Queue(query, args...)
 	}
 	br := conn.SendBatch(ctx, b)
 	rows, cands, err := readOpening(br, a)
