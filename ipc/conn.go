@@ -51,6 +51,9 @@ type conn struct {
 
 	reqs     sync.WaitGroup
 	inflight atomic.Int32
+	// idle hands a request to the connection's runner goroutine while it
+	// waits for one (see start); closed when the read loop ends.
+	idle chan *request
 }
 
 func newConn(s *Server, base context.Context, nc net.Conn, uid uint32) *conn {
@@ -75,7 +78,12 @@ func (c *conn) serve() {
 	c.setReadDeadline(time.Now().Add(c.srv.opts.AuthTimeout))
 	if c.authenticate() {
 		c.setReadDeadline(time.Time{})
-		if c.readLoop() {
+		c.idle = make(chan *request)
+		c.reqs.Add(1)
+		go c.runner()
+		eof := c.readLoop()
+		close(c.idle)
+		if eof {
 			c.cancelStream()
 		} else {
 			c.cancel()
@@ -176,13 +184,37 @@ func (c *conn) readLoop() (eof bool) {
 			}
 			continue
 		}
-		c.reqs.Add(1)
-		go func() {
-			defer c.reqs.Done()
-			defer c.inflight.Add(-1)
-			c.handle(req)
-		}()
+		c.start(req)
 	}
+}
+
+// start runs req on the connection's runner when it is idle, else on a
+// goroutine of its own, so requests still run side by side. The runner
+// keeps the stack the first request's JSON decoding grew; a goroutine per
+// request grew a fresh one every time (copystack was 6.7% of the
+// daemon's CPU under 16 enqueuing clients).
+func (c *conn) start(req *request) {
+	c.reqs.Add(1)
+	select {
+	case c.idle <- req:
+	default:
+		go c.finish(req)
+	}
+}
+
+// runner runs the requests start hands it until the read loop ends.
+func (c *conn) runner() {
+	defer c.reqs.Done()
+	for req := range c.idle {
+		c.finish(req)
+	}
+}
+
+// finish handles one admitted request and gives back its slot.
+func (c *conn) finish(req *request) {
+	defer c.reqs.Done()
+	defer c.inflight.Add(-1)
+	c.handle(req)
 }
 
 // admit takes one of the connection's in-flight slots.
