@@ -133,3 +133,23 @@ func TestNextWakeKeepsTheLastReadingOnlyWhileNothingCanMoveItEarlier(t *testing.
 		})
 	}
 }
+
+// A job is due at its run_at, or at its TTL's expiry when that is earlier.
+func TestJobDue(t *testing.T) {
+	created := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	for _, tc := range []struct {
+		name  string
+		runAt time.Time
+		ttl   time.Duration
+		want  time.Time
+	}{
+		{"no TTL", created.Add(time.Hour), 0, created.Add(time.Hour)},
+		{"expiry first", created.Add(time.Hour), time.Minute, created.Add(time.Minute)},
+		{"run_at first", created.Add(time.Minute), time.Hour, created.Add(time.Minute)},
+	} {
+		j := &Job{CreatedAt: created, RunAt: tc.runAt, TTL: Duration(tc.ttl)}
+		if got := j.Due(); !got.Equal(tc.want) {
+			t.Errorf("%s: Due = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -274,11 +274,7 @@ func (e *Engine) mayNeedDispatcher(j *Job) bool {
 	if j.State != StateQueued {
 		return false
 	}
-	due := j.RunAt
-	if exp := j.ExpiresAt(); !exp.IsZero() && exp.Before(due) {
-		due = exp
-	}
-	return !e.looksBy(due)
+	return !e.looksBy(j.Due())
 }
 
 // looksBy says whether the sleeping dispatcher will look at the store on

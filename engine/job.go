@@ -94,6 +94,17 @@ func (j *Job) ExpiresAt() time.Time {
 	return j.CreatedAt.Add(time.Duration(j.TTL))
 }
 
+// Due is when a QUEUED job next needs the dispatcher: its RunAt, or the
+// expiry of its TTL when that comes first. It is what decides whether an
+// enqueue, here or through another daemon, must wake a dispatcher that
+// sleeps until a given time.
+func (j *Job) Due() time.Time {
+	if exp := j.ExpiresAt(); !exp.IsZero() && exp.Before(j.RunAt) {
+		return exp
+	}
+	return j.RunAt
+}
+
 // Stored is the job a store returns for a definition it has just stored:
 // the definition as given, times in UTC and no attempts yet, with the
 // payload as stored and what the store decided (generation, state, error).

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -245,11 +244,7 @@ func enqueueNotices(in *newJob, out *enqueued) []engine.Notice {
 		return nil
 	}
 	j := in.job
-	due := in.runAt
-	if in.expiresAt != 0 && in.expiresAt < due {
-		due = in.expiresAt
-	}
-	ns := []engine.Notice{{Kind: engine.NoticeEnqueue, Queue: j.Queue, Due: time.Unix(0, due).UTC()}}
+	ns := []engine.Notice{{Kind: engine.NoticeEnqueue, Queue: j.Queue, Due: j.Due()}}
 	if j.Replace && j.Subject != "" {
 		ns = append(ns, engine.Notice{Kind: engine.NoticeReplace, Queue: j.Queue, ID: j.ID})
 	}
