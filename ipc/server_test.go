@@ -1,9 +1,11 @@
 package ipc
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -338,13 +340,28 @@ func TestConnectionLimit(t *testing.T) {
 	}
 	// A slot frees once a connection ends.
 	conns[0].nc.Close()
-	eventually(t, "a free connection slot", func() bool {
-		c := dialRaw(t, ts.path)
-		c.send(req(0, MethodAuth, `{"token":"`+testToken+`"}`))
-		r := c.recv()
-		c.nc.Close()
-		return r.Error == nil
-	})
+	eventually(t, "a free connection slot", func() bool { return authOnce(ts.path) })
+}
+
+// authOnce dials and authenticates once. Until the freed slot is seen, the
+// server may refuse and close before the auth line is written, so a broken
+// pipe or an early EOF means "not yet", not a failure.
+func authOnce(path string) bool {
+	nc, err := net.Dial("unix", path)
+	if err != nil {
+		return false
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(ioTimeout))
+	if _, err := nc.Write([]byte(req(0, MethodAuth, `{"token":"`+testToken+`"}`) + "\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(nc).ReadBytes('\n')
+	if err != nil {
+		return false
+	}
+	var r testResp
+	return json.Unmarshal(line, &r) == nil && r.Error == nil && r.Result != nil
 }
 
 func TestInFlightLimit(t *testing.T) {
