@@ -189,9 +189,16 @@ func (s *batchSender) send(chunk []batchLine) error {
 	for i := range chunk {
 		reqs[i] = chunk[i].req
 	}
+	// Without --json only the ids are printed: the brief reply spares
+	// both ends encoding and decoding every job.
 	var res []engine.EnqueueResult
+	var brief []ipc.Enqueued
 	err := retryRateLimited(s.ctx, func() (err error) {
-		res, err = s.cl.EnqueueManyEnv(s.ctx, s.baseEnv, reqs)
+		if s.asJSON {
+			res, err = s.cl.EnqueueManyEnv(s.ctx, s.baseEnv, reqs)
+		} else {
+			brief, err = s.cl.EnqueueManyBrief(s.ctx, s.baseEnv, reqs)
+		}
 		return err
 	})
 	if i, ok := ipc.BatchIndex(err); ok && i >= 0 && i < len(chunk) {
@@ -206,13 +213,12 @@ func (s *batchSender) send(chunk []batchLine) error {
 	w := bufio.NewWriter(s.a.stdout)
 	enc := json.NewEncoder(w)
 	for i := range res {
-		if s.asJSON {
-			if err := enc.Encode(&res[i]); err != nil {
-				return err
-			}
-			continue
+		if err := enc.Encode(&res[i]); err != nil {
+			return err
 		}
-		fmt.Fprintln(w, res[i].Job.ID)
+	}
+	for i := range brief {
+		fmt.Fprintln(w, brief[i].ID)
 	}
 	return w.Flush()
 }

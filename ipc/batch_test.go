@@ -3,6 +3,7 @@ package ipc
 import (
 	"encoding/json"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -214,5 +215,69 @@ func TestTailFollowEndsWithTheJobAndLeavesTheClientUsable(t *testing.T) {
 	}
 	if _, err := cl.Get(ctx, r2.Job.ID); err != nil {
 		t.Fatalf("client unusable after an early break: %v", err)
+	}
+}
+
+// TestEnqueueManyBriefReply holds reply "brief" to its promise: each
+// entry names its job's id, state and generation (and what it
+// superseded) and nothing else, and agrees with the job as stored.
+func TestEnqueueManyBriefReply(t *testing.T) {
+	ts := startServer(t, nil, ServerOptions{})
+	c := authedRaw(t, ts.path)
+	c.send(req(1, MethodEnqueueMany, `{"reply":"brief","jobs":[{"subject":"a.go"},{"subject":"a.go"},{"queue":"q"}]}`))
+	r := c.recv()
+	if r.Error != nil {
+		t.Fatal(r.Error)
+	}
+	var raw struct {
+		Results []map[string]json.RawMessage `json:"results"`
+	}
+	if err := json.Unmarshal(r.Result, &raw); err != nil || len(raw.Results) != 3 {
+		t.Fatalf("result %s: %v", r.Result, err)
+	}
+	for i, e := range raw.Results {
+		want := []string{"generation", "id", "state"}
+		if i == 1 {
+			want = []string{"generation", "id", "state", "superseded"}
+		}
+		if got := slices.Sorted(maps.Keys(e)); !slices.Equal(got, want) {
+			t.Errorf("results[%d] has members %v, want %v", i, got, want)
+		}
+	}
+	cl := dialClient(t, ts.path)
+	ctx := testCtx(t)
+	brief, err := cl.EnqueueManyBrief(ctx, map[string]string{"A": "1"}, []engine.EnqueueRequest{{Subject: "b.go"}, {Subject: "b.go"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(brief) != 2 || !slices.Equal(brief[1].Superseded, []string{brief[0].ID}) {
+		t.Fatalf("brief results %+v: want the second to supersede the first", brief)
+	}
+	// The first was QUEUED when stored and SUPERSEDED by the second.
+	for i, want := range []engine.State{engine.StateSuperseded, engine.StateQueued} {
+		j, err := cl.Get(ctx, brief[i].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if brief[i].State != engine.StateQueued || j.State != want || j.Generation != brief[i].Generation {
+			t.Errorf("brief %+v, stored state %s generation %d", brief[i], j.State, j.Generation)
+		}
+	}
+}
+
+func TestEnqueueManyRefusesAnUnknownReply(t *testing.T) {
+	ts := startServer(t, nil, ServerOptions{})
+	c := authedRaw(t, ts.path)
+	c.send(req(1, MethodEnqueueMany, `{"reply":"ids","jobs":[{}]}`))
+	if e := c.recvErr(CodeInvalidParams); !strings.Contains(e.Message, `reply must be "jobs" or "brief"`) {
+		t.Errorf("message %q", e.Message)
+	}
+	c.send(req(2, MethodEnqueueMany, `{"reply":"jobs","jobs":[{}]}`))
+	var res EnqueueManyResult
+	if r := c.recv(); r.Error != nil || json.Unmarshal(r.Result, &res) != nil || len(res.Results) != 1 || res.Results[0].Job == nil {
+		t.Fatalf("reply jobs: %+v", r)
+	}
+	if n := ts.fake.count(); n != 1 {
+		t.Errorf("%d jobs stored, want 1: the refused call stores nothing", n)
 	}
 }

@@ -41,6 +41,11 @@ func appendResponse(b []byte, r *response) ([]byte, bool) {
 		if ok {
 			b, ok = appendEnqueueMany(b, res)
 		}
+	case *EnqueueManyBriefResult:
+		ok = res != nil
+		if ok {
+			b = appendBrief(b, res)
+		}
 	case *engine.Job:
 		ok = res != nil
 		if ok {
@@ -76,6 +81,32 @@ func appendEnqueueMany(b []byte, r *EnqueueManyResult) ([]byte, bool) {
 		}
 	}
 	return append(b, "]}"...), true
+}
+
+func appendBrief(b []byte, r *EnqueueManyBriefResult) []byte {
+	b = append(b, `{"results":`...)
+	if r.Results == nil {
+		return append(b, "null}"...)
+	}
+	b = append(b, '[')
+	for i := range r.Results {
+		e := &r.Results[i]
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"id":`...)
+		b = appendString(b, e.ID)
+		b = append(b, `,"state":`...)
+		b = appendString(b, string(e.State))
+		b = append(b, `,"generation":`...)
+		b = strconv.AppendInt(b, e.Generation, 10)
+		if len(e.Superseded) > 0 {
+			b = append(b, `,"superseded":`...)
+			b = appendStrings(b, e.Superseded)
+		}
+		b = append(b, '}')
+	}
+	return append(b, "]}"...)
 }
 
 func appendEnqueueResult(b []byte, r *engine.EnqueueResult) ([]byte, bool) {

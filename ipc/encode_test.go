@@ -120,6 +120,11 @@ func TestAppendResponseMatchesEncodingJSON(t *testing.T) {
 			t.Fatalf("appendResponse declined %d results", len(many.Results))
 		}
 	}
+	for _, brief := range []*EnqueueManyBriefResult{briefResults(results), {Results: []Enqueued{}}, {}, {Results: []Enqueued{{}}}} {
+		if !checkSameEncoding(t, &response{JSONRPC: "2.0", ID: json.RawMessage(`8`), Result: brief}) {
+			t.Fatalf("appendResponse declined %d brief results", len(brief.Results))
+		}
+	}
 }
 
 // TestAppendResponseDeclines lists what is left to encoding/json: errors
@@ -139,6 +144,7 @@ func TestAppendResponseDeclines(t *testing.T) {
 		{JSONRPC: "2.0", ID: json.RawMessage(`1`), Result: (*engine.Job)(nil)},
 		{JSONRPC: "2.0", ID: json.RawMessage(`1`), Result: (*engine.EnqueueResult)(nil)},
 		{JSONRPC: "2.0", ID: json.RawMessage(`1`), Result: (*EnqueueManyResult)(nil)},
+		{JSONRPC: "2.0", ID: json.RawMessage(`1`), Result: (*EnqueueManyBriefResult)(nil)},
 		{JSONRPC: "2.0", ID: json.RawMessage(`1`), Result: &AuthResult{OK: true}},
 		{JSONRPC: "2.0", ID: json.RawMessage(`1`)},
 		{JSONRPC: "2.0", ID: json.RawMessage(` 1`), Result: &engine.Job{}},
@@ -182,6 +188,10 @@ func FuzzAppendJob(f *testing.F) {
 			if err == nil && compactJSON(payload) && payload != nil {
 				t.Fatalf("appendResponse declined a job encoding/json writes: %s", fmt.Sprintf("%+v", j))
 			}
+		}
+		brief := briefResults([]engine.EnqueueResult{*res})
+		if !checkSameEncoding(t, &response{JSONRPC: "2.0", ID: json.RawMessage(`1`), Result: brief}) {
+			t.Fatalf("appendResponse declined a brief result: %+v", brief.Results[0])
 		}
 	})
 }

@@ -163,11 +163,15 @@ func checkEnqueueMany(p *EnqueueManyParams) error {
 		return invalidParams("jobs must not be empty")
 	case len(p.Jobs) > MaxBatch:
 		return invalidParams("jobs has %d entries, over the limit of %d", len(p.Jobs), MaxBatch)
+	case p.Reply != "" && p.Reply != ReplyJobs && p.Reply != ReplyBrief:
+		return invalidParams("reply must be %q or %q, not %q", ReplyJobs, ReplyBrief, p.Reply)
 	}
 	return nil
 }
 
-func handleEnqueueMany(c *conn, ctx context.Context, p *EnqueueManyParams) (*EnqueueManyResult, error) {
+// handleEnqueueMany answers with an *EnqueueManyResult, or with an
+// *EnqueueManyBriefResult when p.Reply asks for it.
+func handleEnqueueMany(c *conn, ctx context.Context, p *EnqueueManyParams) (any, error) {
 	if err := c.admitEnqueues(len(p.Jobs)); err != nil {
 		return nil, err
 	}
@@ -183,7 +187,18 @@ func handleEnqueueMany(c *conn, ctx context.Context, p *EnqueueManyParams) (*Enq
 	if err != nil {
 		return nil, batchRefusal(err)
 	}
+	if p.Reply == ReplyBrief {
+		return briefResults(res), nil
+	}
 	return &EnqueueManyResult{Results: res}, nil
+}
+
+func briefResults(res []engine.EnqueueResult) *EnqueueManyBriefResult {
+	out := make([]Enqueued, len(res))
+	for i, r := range res {
+		out[i] = Enqueued{ID: r.Job.ID, State: r.Job.State, Generation: r.Job.Generation, Superseded: r.Superseded}
+	}
+	return &EnqueueManyBriefResult{Results: out}
 }
 
 // batchRefusal gives a refused all-or-nothing batch its wire form: the

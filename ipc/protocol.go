@@ -158,12 +158,41 @@ type EnqueueManyParams struct {
 	// of its own (engine.EnqueueRequest.BaseEnv), sent and encoded once
 	// for the whole batch rather than once per job.
 	BaseEnv map[string]string `json:"base_env,omitempty"`
+	// Reply is the form of the result: ReplyJobs (or empty) for each job
+	// as stored, ReplyBrief for its id, state and generation only. A bulk
+	// loader that never reads the jobs back spares the daemon encoding
+	// them and itself decoding them: most of a large call's time.
+	Reply string `json:"reply,omitempty"`
 }
+
+// The forms of a dev.enqueue_many.v1 result (EnqueueManyParams.Reply).
+const (
+	ReplyJobs  = "jobs"
+	ReplyBrief = "brief"
+)
 
 // EnqueueManyResult is the result of dev.enqueue_many.v1: one entry per
 // request, in order.
 type EnqueueManyResult struct {
 	Results []engine.EnqueueResult `json:"results"`
+}
+
+// EnqueueManyBriefResult is the result of dev.enqueue_many.v1 with reply
+// "brief": one entry per request, in order.
+type EnqueueManyBriefResult struct {
+	Results []Enqueued `json:"results"`
+}
+
+// Enqueued is one job of a brief dev.enqueue_many.v1 result: what a
+// caller needs to follow the job, without the job.
+type Enqueued struct {
+	ID string `json:"id"`
+	// State is QUEUED, or SUPERSEDED when the job's generation was
+	// already outdated on arrival.
+	State      engine.State `json:"state"`
+	Generation int64        `json:"generation"`
+	// Superseded lists the ids of older QUEUED jobs this one superseded.
+	Superseded []string `json:"superseded,omitempty"`
 }
 
 // BatchErrorData is the error data of a refused dev.enqueue_many.v1: the
