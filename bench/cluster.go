@@ -138,7 +138,7 @@ func bothDrain(ctx context.Context, a, b *daemon, n int) (float64, error) {
 	}
 	defer cl.Close()
 	// The counters are the schema's: they count both daemons' jobs.
-	if _, err := waitCount(ctx, cl, n, engine.StateDone); err != nil {
+	if _, err := waitCount(ctx, cl, n, drainPoll, engine.StateDone); err != nil {
 		return 0, err
 	}
 	res, err := cl.List(ctx, ipc.ListParams{Limit: 1000})
