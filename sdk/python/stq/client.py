@@ -21,6 +21,7 @@ from .errors import (
 )
 from .paths import MAX_SOCKET_PATH, _locate
 from .types import (
+    Enqueued,
     EnqueueRequest,
     EnqueueResult,
     Event,
@@ -422,6 +423,15 @@ class Client:
         jobs = [request_to_wire(r) for r in requests]
         result = self._call(M_ENQUEUE_MANY, {"jobs": jobs})
         return [EnqueueResult.from_dict(r) for r in (result or {}).get("results") or []]
+
+    def enqueue_many_brief(self, requests: Iterable[Union[EnqueueRequest, Mapping[str, Any]]]) -> List[Enqueued]:
+        """:meth:`enqueue_many` answered briefly (``"reply": "brief"``):
+        each job's id, state and generation instead of the whole job. For
+        loading thousands of jobs, most of a call's time otherwise goes on
+        encoding and decoding the jobs it sent."""
+        jobs = [request_to_wire(r) for r in requests]
+        result = self._call(M_ENQUEUE_MANY, {"jobs": jobs, "reply": "brief"})
+        return [Enqueued.from_dict(r) for r in (result or {}).get("results") or []]
 
     def cancel(
         self,

@@ -242,6 +242,24 @@ class EnqueueResult:
 
 
 @dataclass
+class Enqueued:
+    """One job of :meth:`stq.Client.enqueue_many_brief`: its id, its state
+    when stored (QUEUED, or SUPERSEDED if its generation was already
+    outdated), its generation and the ids of the older queued jobs it
+    superseded."""
+
+    id: str = ""
+    state: str = ""
+    generation: int = 0
+    superseded: List[str] = field(default_factory=list)
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Any) -> "Enqueued":
+        return _decode(cls, obj, {"superseded": list})
+
+
+@dataclass
 class WaitResult:
     """The result of :meth:`stq.Client.wait`: the jobs in the order of the
     ids asked for; ``timed_out`` when the timeout passed while some were

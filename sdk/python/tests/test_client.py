@@ -449,6 +449,24 @@ class DaemonTest(unittest.TestCase):
         res = self.client.wait([r.job.id for r in good], timeout=WAIT)
         self.assertEqual([j.state for j in res.jobs], [stq.DONE, stq.DONE])
 
+    def test_enqueue_many_brief(self):
+        q = self.queue_name()
+        brief = self.client.enqueue_many_brief([
+            {"queue": q, "type": "noop", "subject": "s", "delay": "1h"},
+            stq.EnqueueRequest(queue=q, type="noop", subject="s", delay="1h"),
+        ])
+        self.assertEqual([type(b) for b in brief], [stq.Enqueued, stq.Enqueued])
+        self.assertEqual([b.state for b in brief], [stq.QUEUED, stq.QUEUED])
+        self.assertEqual(brief[1].superseded, [brief[0].id])
+        self.assertEqual(brief[1].generation, brief[0].generation + 1)
+        self.assertEqual(brief[0].extra, {})
+        stored = self.client.get(brief[1].id)
+        self.assertEqual((stored.state, stored.generation), (stq.QUEUED, brief[1].generation))
+        self.assertEqual(self.client.get(brief[0].id).state, stq.SUPERSEDED)
+        with self.assertRaises(stq.InvalidRequest) as cm:
+            self.client.enqueue_many_brief([{"queue": q, "after": ["no-such-job"]}])
+        self.assertEqual(cm.exception.index, 0)
+
     def test_list_paging(self):
         q = self.queue_name()
         results = self.client.enqueue_many(
