@@ -120,7 +120,7 @@ func TestAppendResponseMatchesEncodingJSON(t *testing.T) {
 			t.Fatalf("appendResponse declined %d results", len(many.Results))
 		}
 	}
-	for _, brief := range []*EnqueueManyBriefResult{briefResults(results), {Results: []Enqueued{}}, {}, {Results: []Enqueued{{}}}} {
+	for _, brief := range []*EnqueueManyBriefResult{briefResults(results), briefResults([]engine.EnqueueResult{{}}), {Results: []Enqueued{}}, {}, {Results: []Enqueued{{}}}} {
 		if !checkSameEncoding(t, &response{JSONRPC: "2.0", ID: json.RawMessage(`8`), Result: brief}) {
 			t.Fatalf("appendResponse declined %d brief results", len(brief.Results))
 		}

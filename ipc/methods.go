@@ -196,7 +196,10 @@ func handleEnqueueMany(c *conn, ctx context.Context, p *EnqueueManyParams) (any,
 func briefResults(res []engine.EnqueueResult) *EnqueueManyBriefResult {
 	out := make([]Enqueued, len(res))
 	for i, r := range res {
-		out[i] = Enqueued{ID: r.Job.ID, State: r.Job.State, Generation: r.Job.Generation, Superseded: r.Superseded}
+		out[i].Superseded = r.Superseded
+		if r.Job != nil { // never nil from the engine; a reply beats a panic
+			out[i].ID, out[i].State, out[i].Generation = r.Job.ID, r.Job.State, r.Job.Generation
+		}
 	}
 	return &EnqueueManyBriefResult{Results: out}
 }
