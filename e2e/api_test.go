@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"stq/engine"
 	"strings"
 	"testing"
 	"time"
@@ -252,6 +254,13 @@ func TestEnqueueBatchFromLines(t *testing.T) {
 		if j := e.show(ids[i]); j.Subject != fmt.Sprintf("f%d.go", i) {
 			t.Errorf("id %d names subject %q: ids are not in input order", i, j.Subject)
 		}
+	}
+	// --json prints each whole result, as dev.enqueue_many.v1 answers it.
+	r = e.runStdin(`{"type":"noop","subject":"f7.go","delay":"1h"}`+"\n", "enqueue", "--batch", "-", "--json")
+	var res engine.EnqueueResult
+	if err := json.Unmarshal([]byte(r.stdout), &res); r.code != 0 || err != nil || res.Job == nil ||
+		res.Job.Subject != "f7.go" || res.Job.Generation != 2 || !slices.Equal(res.Superseded, []string{ids[7]}) {
+		t.Errorf("--batch --json: exit %d, stdout %q (%v); want the job as stored, superseding %s", r.code, r.stdout, err, ids[7])
 	}
 
 	// Line 1002 is bad: the first chunk (lines 1-1000) is stored, the
