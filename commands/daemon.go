@@ -117,7 +117,7 @@ func (a *app) runDaemon(ctx context.Context, c *cli.Command) error {
 		return err
 	}
 	d := &daemonParts{log: log, hup: hup, obs: obs, probe: exec.NewSystemProbe(cfg.IdleThreshold), host: host, storeName: where}
-	d.ctl = &daemonControl{config: p.Config, flags: flags, started: cfg, log: log}
+	d.ctl = &daemonControl{config: p.Config, flags: flags, started: withEnvStore(cfg, os.Getenv), log: log}
 	if d.eng, err = a.newEngine(cfg, st, d); err != nil {
 		return failf("%v", err)
 	}

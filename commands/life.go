@@ -183,7 +183,7 @@ type daemonControl struct {
 	shutdown context.CancelFunc
 	config   string              // config.toml
 	flags    func(*Config) error // the command line's settings, which win over the file's
-	started  Config              // as the daemon started: what needs a restart is compared to it
+	started  Config              // as the daemon started (withEnvStore): what needs a restart is compared to it
 	log      *slog.Logger
 
 	// eng and srv are set once both exist, before the daemon serves.
@@ -216,12 +216,7 @@ func (d *daemonControl) Reload(ctx context.Context) (engine.ReloadResult, error)
 		return res, reloadError{err}
 	}
 	d.srv.SetLimits(cfg.Limits)
-	if strings.TrimSpace(os.Getenv(databaseURLEnv)) != "" {
-		// The variable wins over store.url for the daemon's whole life:
-		// a new store.url would change nothing even at a restart.
-		cfg.Store.URL = d.started.Store.URL
-	}
-	res.RestartNeeded = restartNeeded(d.started, cfg)
+	res.RestartNeeded = restartNeeded(d.started, withEnvStore(cfg, os.Getenv))
 	if len(res.RestartNeeded) > 0 {
 		d.log.Warn("config reloaded; some changes take effect only at the next restart", "config", d.config, "restart_needed", strings.Join(res.RestartNeeded, ","))
 	} else {

@@ -60,6 +60,21 @@ func parseStoreConfig(sc storeConfig) (StoreConfig, error) {
 	return out, nil
 }
 
+// envDatabaseURL is STQ_DATABASE_URL as the daemon reads it; when set, it
+// wins over store.url for the daemon's whole life.
+func envDatabaseURL(getenv func(string) string) string {
+	return strings.TrimSpace(getenv(databaseURLEnv))
+}
+
+// withEnvStore is cfg with STQ_DATABASE_URL in store.url when it is set:
+// the store a daemon given cfg opens, which is what a reload compares.
+func withEnvStore(cfg Config, getenv func(string) string) Config {
+	if v := envDatabaseURL(getenv); v != "" {
+		cfg.Store.URL = v
+	}
+	return cfg
+}
+
 func checkDatabaseURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -77,7 +92,7 @@ func checkDatabaseURL(raw string) error {
 // getenv is os.Getenv outside tests.
 func openStore(ctx context.Context, cfg Config, p Paths, getenv func(string) string) (engine.Store, string, error) {
 	sc := cfg.Store
-	if v := strings.TrimSpace(getenv(databaseURLEnv)); v != "" {
+	if v := envDatabaseURL(getenv); v != "" {
 		if err := checkDatabaseURL(v); err != nil {
 			return nil, "", fmt.Errorf("%s: %w", databaseURLEnv, err)
 		}

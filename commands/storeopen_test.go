@@ -171,3 +171,28 @@ func TestRestartNeededNamesStoreSettings(t *testing.T) {
 		})
 	}
 }
+
+// With STQ_DATABASE_URL set, store.url is not the store in force, so a
+// reload that changes it needs no restart; without it, it does.
+func TestRestartNeededWithTheURLVariable(t *testing.T) {
+	file := Config{Store: StoreConfig{URL: "postgres:///a"}}
+	edited := Config{Store: StoreConfig{URL: "postgres:///b"}}
+	env := func(string) string { return " postgres:///env " }
+	none := func(string) string { return "" }
+	for _, tc := range []struct {
+		name   string
+		getenv func(string) string
+		want   []string
+	}{
+		{"variable set", env, []string{}},
+		{"variable unset", none, []string{"store.url"}},
+	} {
+		got := restartNeeded(withEnvStore(file, tc.getenv), withEnvStore(edited, tc.getenv))
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: restartNeeded = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if got := withEnvStore(file, env).Store.URL; got != "postgres:///env" {
+		t.Errorf("store.url in force %q, want the variable's, trimmed", got)
+	}
+}

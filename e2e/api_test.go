@@ -7,10 +7,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"stq/engine"
 	"strings"
 	"testing"
 	"time"
+
+	"stq/engine"
 )
 
 // batchReply reads one reply line that must be a JSON-RPC batch answer (an
