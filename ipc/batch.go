@@ -143,13 +143,16 @@ func (c *conn) enqueueEach(params []engine.EnqueueRequest) (results []engine.Enq
 // result that cannot be encoded becomes an internal error for its entry
 // alone.
 func (c *conn) writeBatch(out []*response) {
-	arr := make([]json.RawMessage, 0, len(out))
+	line := rawLine{'['}
 	for _, r := range out {
 		if r == nil {
 			continue
 		}
-		if line, ok := appendResponse(nil, r); ok {
-			arr = append(arr, line[:len(line)-1])
+		if len(line) > 1 {
+			line = append(line, ',')
+		}
+		if b, ok := appendResponse(line, r); ok {
+			line = b[:len(b)-1] // without its newline
 			continue
 		}
 		var buf bytes.Buffer
@@ -160,10 +163,10 @@ func (c *conn) writeBatch(out []*response) {
 			buf.Reset()
 			enc.Encode(&response{JSONRPC: "2.0", ID: r.ID, Error: rpcErr(CodeInternal, "encode result: %v", err)})
 		}
-		arr = append(arr, bytes.TrimRight(buf.Bytes(), "\n"))
+		line = append(line, bytes.TrimRight(buf.Bytes(), "\n")...)
 	}
-	if len(arr) == 0 {
+	if len(line) == 1 {
 		return
 	}
-	c.write(arr)
+	c.write(append(line, "]\n"...))
 }

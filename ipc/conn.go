@@ -333,9 +333,16 @@ func (c *conn) write(v any) error {
 
 // encode makes v's line, in a buffer of c's that stays valid until the
 // next call; the caller holds wmu.
+// rawLine is a reply already encoded, newline and all: a batch's array,
+// whose entries writeBatch wrote by hand.
+type rawLine []byte
+
 func (c *conn) encode(v any) ([]byte, error) {
-	if r, ok := v.(*response); ok {
-		if out, ok := appendResponse(c.out[:0], r); ok {
+	switch v := v.(type) {
+	case rawLine:
+		return v, nil
+	case *response:
+		if out, ok := appendResponse(c.out[:0], v); ok {
 			c.out = out
 			return out, nil
 		}

@@ -20,40 +20,37 @@ import (
 // time outside years 0-9999, an invalid payload) makes it report false,
 // and the reply takes encoding/json's path, errors and all.
 
-// appendResponse appends r as one line, reporting false when its result
-// is not one of the types written by hand.
+// appendResponse appends r as one line, reporting false, with b as it
+// was, when its result is not one of the types written by hand.
 func appendResponse(b []byte, r *response) ([]byte, bool) {
 	if r.Error != nil || !plainID(r.ID) {
 		return b, false
 	}
+	orig := b
 	b = append(b, `{"jsonrpc":"2.0","id":`...)
 	b = append(b, r.ID...)
 	b = append(b, `,"result":`...)
 	var ok bool
 	switch res := r.Result.(type) {
 	case *engine.EnqueueResult:
-		ok = res != nil
-		if ok {
+		if res != nil {
 			b, ok = appendEnqueueResult(b, res)
 		}
 	case *EnqueueManyResult:
-		ok = res != nil
-		if ok {
+		if res != nil {
 			b, ok = appendEnqueueMany(b, res)
 		}
 	case *EnqueueManyBriefResult:
-		ok = res != nil
-		if ok {
-			b = appendBrief(b, res)
+		if res != nil {
+			b, ok = appendBrief(b, res), true
 		}
 	case *engine.Job:
-		ok = res != nil
-		if ok {
+		if res != nil {
 			b, ok = appendJob(b, res)
 		}
 	}
 	if !ok {
-		return b, false
+		return orig, false
 	}
 	return append(b, "}\n"...), true
 }

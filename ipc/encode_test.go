@@ -28,6 +28,9 @@ func checkSameEncoding(t *testing.T, r *response) bool {
 	want, werr := encodeByJSON(r)
 	got, ok := appendResponse([]byte("prefix"), r)
 	if !ok {
+		if string(got) != "prefix" {
+			t.Fatalf("appendResponse declined but left %q after what it was given", got[len("prefix"):])
+		}
 		return false
 	}
 	if werr != nil {
