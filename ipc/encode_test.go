@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -181,15 +182,12 @@ func FuzzAppendJob(f *testing.F) {
 			Deadline: engine.Duration(n), TTL: engine.Duration(sec), Error: s2, ShortID: s2, StopAsked: s1,
 			Attempts: []engine.Attempt{{N: int(zone), StartedAt: at, Reason: s1, PIDStart: n}},
 		}
-		if payload == nil {
-			j.Payload = nil
-		}
 		res := &engine.EnqueueResult{Job: j, Superseded: []string{s1}}
 		if !checkSameEncoding(t, &response{JSONRPC: "2.0", ID: json.RawMessage(`1`), Result: res}) {
 			// Declined: only for what the hand path leaves alone.
 			_, err := encodeByJSON(&response{JSONRPC: "2.0", ID: json.RawMessage(`1`), Result: res})
 			if err == nil && compactJSON(payload) && payload != nil {
-				t.Fatalf("appendResponse declined a job encoding/json writes: %s", fmt.Sprintf("%+v", j))
+				t.Fatalf("appendResponse declined a job encoding/json writes: %+v", j)
 			}
 		}
 		brief := briefResults([]engine.EnqueueResult{*res})
@@ -202,10 +200,7 @@ func FuzzAppendJob(f *testing.F) {
 func BenchmarkEncodeReply(b *testing.B) {
 	jobs := variedJobs()
 	one := &engine.EnqueueResult{Job: jobs[1]}
-	many := &EnqueueManyResult{Results: make([]engine.EnqueueResult, 1000)}
-	for i := range many.Results {
-		many.Results[i] = *one
-	}
+	many := &EnqueueManyResult{Results: slices.Repeat([]engine.EnqueueResult{*one}, 1000)}
 	for _, tc := range []struct {
 		name   string
 		result any
@@ -321,10 +316,7 @@ func FuzzTakeResult(f *testing.F) {
 
 func BenchmarkDecodeReply(b *testing.B) {
 	one := &engine.EnqueueResult{Job: variedJobs()[1]}
-	many := &EnqueueManyResult{Results: make([]engine.EnqueueResult, 1000)}
-	for i := range many.Results {
-		many.Results[i] = *one
-	}
+	many := &EnqueueManyResult{Results: slices.Repeat([]engine.EnqueueResult{*one}, 1000)}
 	for _, tc := range []struct {
 		name   string
 		result any

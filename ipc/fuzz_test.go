@@ -283,7 +283,7 @@ func checkParams(t *testing.T, req *request, params any) {
 		members(reflect.TypeFor[ListParams]())
 	case *EnqueueManyParams:
 		if req.Method != MethodEnqueueMany || len(p.Jobs) == 0 || len(p.Jobs) > MaxBatch ||
-			(p.Reply != "" && p.Reply != ReplyJobs && p.Reply != ReplyBrief) {
+			!validReply(p.Reply) {
 			bad("decoded as enqueue many with %d jobs", len(p.Jobs))
 		}
 		members(reflect.TypeFor[EnqueueManyParams]())

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"reflect"
 	"time"
 
 	"stq/engine"
@@ -17,8 +16,6 @@ import (
 type method struct {
 	name    string
 	summary string
-	// params and result are the wire types, for documentation and tests.
-	params, result reflect.Type
 	// stream marks the open-ended methods, which a client's half-close
 	// cancels (see conn.handle).
 	stream bool
@@ -35,7 +32,6 @@ type method struct {
 func def[P, R any](name, summary string, check func(*P) error, handle func(*conn, context.Context, *P) (R, error)) *method {
 	return &method{
 		name: name, summary: summary,
-		params: reflect.TypeFor[P](), result: reflect.TypeFor[R](),
 		decode: func(raw json.RawMessage) (any, error) {
 			p := new(P)
 			if err := decodeParams(raw, p); err != nil {
@@ -163,7 +159,7 @@ func checkEnqueueMany(p *EnqueueManyParams) error {
 		return invalidParams("jobs must not be empty")
 	case len(p.Jobs) > MaxBatch:
 		return invalidParams("jobs has %d entries, over the limit of %d", len(p.Jobs), MaxBatch)
-	case p.Reply != "" && p.Reply != ReplyJobs && p.Reply != ReplyBrief:
+	case !validReply(p.Reply):
 		return invalidParams("reply must be %q or %q, not %q", ReplyJobs, ReplyBrief, p.Reply)
 	}
 	return nil

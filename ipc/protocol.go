@@ -171,6 +171,9 @@ const (
 	ReplyBrief = "brief"
 )
 
+// validReply reports a Reply the server takes; empty means ReplyJobs.
+func validReply(r string) bool { return r == "" || r == ReplyJobs || r == ReplyBrief }
+
 // EnqueueManyResult is the result of dev.enqueue_many.v1: one entry per
 // request, in order.
 type EnqueueManyResult struct {
