@@ -127,9 +127,7 @@ func (e *Engine) onNotice(ctx context.Context, n Notice) {
 	case NoticeEnqueue:
 		// A job due only after the dispatcher's next look is found by
 		// that look; waking for it would cost a claim and a read.
-		if !e.looksBy(n.Due) {
-			e.notify()
-		}
+		e.notifyDue(n.Due)
 		e.shared.changed.fire() // an enqueue may have superseded a waited-for job
 	case NoticeFree, NoticeResync:
 		e.notify()

@@ -237,6 +237,18 @@ func (e *Engine) notify() {
 	e.signal()
 }
 
+// notifyDue is notify for a change that matters only from due on (zero:
+// now), such as a job stored for later. It is counted at once, so that a
+// kept NextWake reading is not trusted past it (nextWake), but it wakes
+// the dispatcher only if it would not look by due on its own: a burst of
+// jobs scheduled for later costs no claims.
+func (e *Engine) notifyDue(due time.Time) {
+	e.changes.Add(1)
+	if !e.looksBy(due) {
+		e.signal()
+	}
+}
+
 // signal wakes the dispatcher for an attempt that started or ended, which
 // frees or takes a worker but schedules nothing.
 func (e *Engine) signal() {
@@ -315,9 +327,6 @@ func (e *Engine) completeAndClaim(starts []*pendingStart, ended []*endedAttempt,
 		if err == nil {
 			r = endedReply{res: res.Completed[i], err: res.Errs[i]}
 			if r.err == nil {
-				if r.res.Job != nil && r.res.Job.State == StateQueued {
-					e.changes.Add(1) // a retry: its run_at may come first
-				}
 				e.publishCompletion(r.res)
 			}
 		}

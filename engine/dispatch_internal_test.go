@@ -153,3 +153,36 @@ func TestJobDue(t *testing.T) {
 		}
 	}
 }
+
+// notifyDue counts every change, so a kept NextWake reading is dropped
+// even for a job the dispatcher need not wake for, and wakes it only for
+// a job due before its next look.
+func TestNotifyDueCountsEveryChangeAndWakesOnlyWhenNeeded(t *testing.T) {
+	t.Parallel()
+	lookAt := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		lookAt   int64
+		due      time.Time
+		wantWake bool
+	}{
+		{"due after the next look", lookAt.UnixNano(), lookAt.Add(time.Minute), false},
+		{"due at the next look", lookAt.UnixNano(), lookAt, false},
+		{"due before the next look", lookAt.UnixNano(), lookAt.Add(-time.Millisecond), true},
+		{"due now", lookAt.UnixNano(), time.Time{}, true},
+		{"dispatcher awake", 0, lookAt.Add(time.Hour), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := &Engine{wake: make(chan struct{}, 1)}
+			e.lookAt.Store(tc.lookAt)
+			e.notifyDue(tc.due)
+			if got := e.changes.Load(); got != 1 {
+				t.Errorf("changes = %d, want 1 whether or not it woke", got)
+			}
+			woke := len(e.wake) == 1
+			if woke != tc.wantWake {
+				t.Errorf("woke = %v, want %v", woke, tc.wantWake)
+			}
+		})
+	}
+}

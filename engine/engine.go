@@ -101,9 +101,11 @@ type Engine struct {
 	// later costs no claims.
 	lookAt atomic.Int64
 	// changes counts what may bring the next due run_at or TTL expiry
-	// earlier than the dispatcher last read (every notify: enqueues,
-	// notices, control requests; and requeued attempts); an attempt
-	// starting or ending does not. See nextWake.
+	// earlier than the dispatcher last read (every notify and notifyDue:
+	// enqueues, notices, control requests, whether or not they wake it);
+	// an attempt starting or ending does not, nor a retry, whose run_at
+	// matters only with a worker free, when nextWake reads anyway, and
+	// which has no expiry (a TTL ends at the first start). See nextWake.
 	changes atomic.Uint64
 	// stopping is closed once Run's context ends: the daemon is shutting
 	// down and running jobs are in their grace period. Set by Run before

@@ -262,19 +262,9 @@ func (e *Engine) enqueued(res EnqueueResult) {
 	if j.Replace && j.State == StateQueued {
 		e.replaceRunning(j)
 	}
-	if e.mayNeedDispatcher(j) {
-		e.notify()
+	if j.State == StateQueued { // a job stored in any other state frees nothing
+		e.notifyDue(j.Due())
 	}
-}
-
-// mayNeedDispatcher says whether a newly stored job could start or expire
-// before the dispatcher next looks on its own. A job stored in any state
-// but QUEUED frees nothing (supersede only removes queued jobs).
-func (e *Engine) mayNeedDispatcher(j *Job) bool {
-	if j.State != StateQueued {
-		return false
-	}
-	return !e.looksBy(j.Due())
 }
 
 // looksBy says whether the sleeping dispatcher will look at the store on
