@@ -107,7 +107,7 @@ type queueUse struct {
 }
 
 func (s *Store) claim(ctx context.Context, tx querier, req *engine.ClaimRequest) ([]*engine.Job, error) {
-	w, err := s.choose(ctx, tx, req, nil)
+	w, err := s.choose(ctx, tx, newClaimScan(req), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -117,32 +117,42 @@ func (s *Store) claim(ctx context.Context, tx querier, req *engine.ClaimRequest)
 	return s.start(ctx, tx, w.chosen, req.Owner, req.Now.UnixNano())
 }
 
-// firstScanArgs are qClaimScan's arguments for the first scan of a claim:
-// from before every job, for req.Limit jobs.
-func firstScanArgs(req *engine.ClaimRequest) (string, []any) {
-	capped, caps := queueCaps(req.QueueLimits)
-	return scanArgs(capped, caps, req.Now.UnixNano(), req.Idle, req.OnAC, []string{}, int64(math.MinInt64), int64(0), req.Limit)
+// claimScan is a claim's walk along jobs_ready, scan after scan: its
+// capped queues, listed once, and the keyset position (negated priority,
+// seq) the next scan starts after, before every job at first.
+type claimScan struct {
+	req               *engine.ClaimRequest
+	capped            []string
+	caps              []int64
+	lastPrio, lastSeq int64
 }
 
-// scanArgs returns the scan query for a claim with the capped queues
-// given, and its arguments: args, then the queues and caps if any.
-func scanArgs(capped []string, caps []int64, args ...any) (string, []any) {
-	if len(capped) == 0 {
+func newClaimScan(req *engine.ClaimRequest) *claimScan {
+	capped, caps := queueCaps(req.QueueLimits)
+	return &claimScan{req: req, capped: capped, caps: caps, lastPrio: math.MinInt64}
+}
+
+// next returns the next scan's query, for want jobs outside the queues
+// excluded, and its arguments: qClaimScan's, then the capped queues and
+// their caps if there are any (qClaimScanCapped).
+func (sc *claimScan) next(excluded []string, want int) (string, []any) {
+	args := []any{sc.req.Now.UnixNano(), sc.req.Idle, sc.req.OnAC, excluded, sc.lastPrio, sc.lastSeq, want}
+	if len(sc.capped) == 0 {
 		return qClaimScan, args
 	}
-	return qClaimScanCapped, append(args, capped, caps)
+	return qClaimScanCapped, append(args, sc.capped, sc.caps)
 }
 
-// choose decides which jobs the claim takes, locking them. pre, when not
-// nil, is what the first scan (firstScanArgs) found, sent ahead by the
+// first is the claim's first scan: outside no queue, for the whole limit.
+func (sc *claimScan) first() (string, []any) { return sc.next([]string{}, sc.req.Limit) }
+
+// choose decides which jobs the claim sc walks for takes, locking them.
+// pre, when not nil, is what sc's first scan found, sent ahead by the
 // caller; the later scans, if the first leaves the claim short, are run
 // here.
-func (s *Store) choose(ctx context.Context, tx querier, req *engine.ClaimRequest, pre *[]candidate) (*claimWalk, error) {
-	now := req.Now.UnixNano()
+func (s *Store) choose(ctx context.Context, tx querier, sc *claimScan, pre *[]candidate) (*claimWalk, error) {
+	req := sc.req
 	w := &claimWalk{keys: map[engine.Key]bool{}, queues: map[string]*queueUse{}, excluded: []string{}}
-	// The keyset position (negated priority, seq): before every job.
-	lastPrio, lastSeq := int64(math.MinInt64), int64(0)
-	capped, caps := queueCaps(req.QueueLimits)
 	for first := true; len(w.chosen) < req.Limit; first = false {
 		want := req.Limit - len(w.chosen)
 		var cands []candidate
@@ -150,7 +160,7 @@ func (s *Store) choose(ctx context.Context, tx querier, req *engine.ClaimRequest
 			cands = *pre
 		} else {
 			var err error
-			query, args := scanArgs(capped, caps, now, req.Idle, req.OnAC, w.excluded, lastPrio, lastSeq, want)
+			query, args := sc.next(w.excluded, want)
 			cands, err = scanCandidates(ctx, tx, first, query, args...)
 			if err != nil {
 				return nil, fmt.Errorf("find due jobs: %w", err)
@@ -160,7 +170,7 @@ func (s *Store) choose(ctx context.Context, tx querier, req *engine.ClaimRequest
 			break
 		}
 		last := cands[len(cands)-1]
-		lastPrio, lastSeq = -last.priority, last.seq
+		sc.lastPrio, sc.lastSeq = -last.priority, last.seq
 		held, err := lockKeys(ctx, tx, cands)
 		if err != nil {
 			return nil, err
@@ -211,23 +221,32 @@ func scanCandidates(ctx context.Context, tx querier, first bool, query string, a
 		return collectCandidates(rows)
 	}
 	b := &pgx.Batch{}
-	b.Queue(`SET LOCAL enable_sort = off`)
-	b.Queue(query, args...)
+	queueFirstScan(b, query, args...)
 	br := tx.SendBatch(ctx, b)
-	if _, err := br.Exec(); err != nil {
-		_ = br.Close()
-		return nil, fmt.Errorf("set claim plan: %w", err)
-	}
-	rows, err := br.Query()
-	if err != nil {
-		_ = br.Close()
-		return nil, err
-	}
-	cands, err := collectCandidates(rows)
+	cands, err := readFirstScan(br)
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	return cands, err
+}
+
+// queueFirstScan queues a claim's first scan on b, after the plan
+// setting it needs (see scanCandidates).
+func queueFirstScan(b *pgx.Batch, query string, args ...any) {
+	b.Queue(`SET LOCAL enable_sort = off`)
+	b.Queue(query, args...)
+}
+
+// readFirstScan reads what queueFirstScan queued, from br's next results.
+func readFirstScan(br pgx.BatchResults) ([]candidate, error) {
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("set claim plan: %w", err)
+	}
+	rows, err := br.Query()
+	if err != nil {
+		return nil, err
+	}
+	return collectCandidates(rows)
 }
 
 // collectCandidates reads the rows of qClaimScan and closes them.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"stq/engine"
 )
@@ -40,7 +39,6 @@ import (
 // pgx.Tx, or the connection itself inside the transaction block a
 // pipelined cycle opened.
 type querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
@@ -144,14 +142,18 @@ func (s *Store) pipelinedCycle(ctx context.Context, a *cycleArgs, res *engine.Cy
 		}
 	}()
 	// Until COMMIT is sent, whatever fails leaves nothing stored.
-	first, err := s.openCycle(ctx, conn, a, res)
+	var sc *claimScan
+	if a.claiming {
+		sc = newClaimScan(a.req)
+	}
+	first, err := s.openCycle(ctx, conn, a, sc, res)
 	if err != nil {
 		return &notCommitted{err: err}
 	}
 	var w *claimWalk
 	var envs map[int64]*engine.BaseEnv
 	if a.claiming {
-		if w, err = s.choose(ctx, conn, a.req, &first); err != nil {
+		if w, err = s.choose(ctx, conn, sc, &first); err != nil {
 			return &notCommitted{err: err}
 		}
 		if envs, err = s.chosenEnvs(ctx, conn, w); err != nil {
@@ -170,9 +172,10 @@ const qAttemptsOfIDs = `SELECT ` + attemptCols + ` FROM attempts
 	WHERE job_seq = ANY (ARRAY(SELECT seq FROM jobs WHERE id = ANY($1))) ORDER BY job_seq, run`
 
 // openCycle sends the cycle's first round trip: BEGIN, the DONE
-// completions and the read of their attempts, and the claim's first scan.
-// It records the completions in res and returns what the scan found.
-func (s *Store) openCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, res *engine.CycleResult) ([]candidate, error) {
+// completions and the read of their attempts, and the first scan of sc
+// (nil: no claim). It records the completions in res and returns what
+// the scan found.
+func (s *Store) openCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, sc *claimScan, res *engine.CycleResult) ([]candidate, error) {
 	idx := make([]int, len(a.done))
 	for i := range idx {
 		idx[i] = i
@@ -184,10 +187,9 @@ func (s *Store) openCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, res
 		b.Queue(qCompleteDone, cols...)
 		b.Queue(qAttemptsOfIDs, cols[0])
 	}
-	if a.claiming {
-		b.Queue(`SET LOCAL enable_sort = off`) // see scanCandidates
-		query, args := firstScanArgs(a.req)
-		b.Queue(query, args...)
+	if sc != nil {
+		query, args := sc.first()
+		queueFirstScan(b, query, args...)
 	}
 	br := conn.SendBatch(ctx, b)
 	rows, cands, err := readOpening(br, a)
@@ -222,26 +224,14 @@ func readOpening(br pgx.BatchResults, a *cycleArgs) ([]jobRow, []candidate, erro
 		if err != nil {
 			return nil, nil, fmt.Errorf("complete jobs: %w", err)
 		}
-		bySeq, _ := histories(ended)
-		att, err := br.Query()
-		if err == nil {
-			err = readAttempts(att, bySeq)
-		}
-		if err != nil {
+		if err := batchHistories(br, ended); err != nil {
 			return nil, nil, err
 		}
 	}
 	if !a.claiming {
 		return ended, nil, nil
 	}
-	if _, err := br.Exec(); err != nil {
-		return nil, nil, fmt.Errorf("set claim plan: %w", err)
-	}
-	rows, err := br.Query()
-	var cands []candidate
-	if err == nil {
-		cands, err = collectCandidates(rows)
-	}
+	cands, err := readFirstScan(br)
 	if err != nil {
 		return nil, nil, fmt.Errorf("find due jobs: %w", err)
 	}
@@ -340,13 +330,20 @@ func readStarted(br pgx.BatchResults, w *claimWalk, now int64) ([]jobRow, error)
 	if len(w.again) == 0 {
 		return ordered, nil
 	}
-	bySeq, _ := histories(again)
-	att, err := br.Query()
-	if err == nil {
-		err = readAttempts(att, bySeq)
-	}
-	if err != nil {
+	if err := batchHistories(br, again); err != nil {
 		return nil, err
 	}
 	return ordered, nil
+}
+
+// batchHistories reads the attempts of rows' jobs (qAttempts or
+// qAttemptsOfIDs, queued by the caller) from br's next result into their
+// histories: loadAttempts for a pipelined batch.
+func batchHistories(br pgx.BatchResults, rows []jobRow) error {
+	bySeq, _ := histories(rows)
+	att, err := br.Query()
+	if err != nil {
+		return err
+	}
+	return readAttempts(att, bySeq)
 }

@@ -211,7 +211,7 @@ func (s *Store) Watch(ctx context.Context, wake func(engine.Notice)) error {
 		}
 		wn := engine.Notice{Kind: x.Kind, Queue: x.Queue, ID: x.ID, Self: x.Origin == s.origin}
 		if x.Due != 0 {
-			wn.Due = time.Unix(0, x.Due).UTC()
+			wn.Due = fromNanos(x.Due)
 		}
 		wake(wn)
 	}
