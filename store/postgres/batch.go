@@ -254,23 +254,7 @@ func (s *Store) cycle(ctx context.Context, tx pgx.Tx, started []engine.StartReco
 			res.StartErrs[i] = fmt.Errorf("mark job %s attempt %d started: %w", r.ID, r.Attempt, failed)
 		}
 	}
-	// DONE completions of jobs named once go first, all in one statement;
-	// the order among the others is the caller's. A job named twice goes
-	// the one-by-one way, so the second finds what the first did.
-	named := make(map[string]int, len(done))
-	for i := range done {
-		named[done[i].ID]++
-	}
-	var doneIdx, others []int
-	for i := range done {
-		switch {
-		case res.Errs[i] != nil: // refused before the transaction
-		case done[i].State == engine.StateDone && named[done[i].ID] == 1:
-			doneIdx = append(doneIdx, i)
-		default:
-			others = append(others, i)
-		}
-	}
+	doneIdx, others := splitDone(done, res.Errs)
 	rest, err := s.completeDone(ctx, tx, done, doneIdx, res)
 	if err != nil {
 		return err
@@ -293,6 +277,29 @@ func (s *Store) cycle(ctx context.Context, tx pgx.Tx, started []engine.StartReco
 		res.Claimed = []*engine.Job{}
 	}
 	return err
+}
+
+// splitDone sorts the completions a cycle stores: the DONE completions of
+// jobs named once, which go first, all in one statement (together), and
+// the others in the caller's order (alone). A job named twice goes the
+// one-by-one way, so the second completion finds what the first did.
+// Completions refused before the transaction (refused[i] != nil) are in
+// neither list.
+func splitDone(done []engine.Completion, refused []error) (together, alone []int) {
+	named := make(map[string]int, len(done))
+	for i := range done {
+		named[done[i].ID]++
+	}
+	for i := range done {
+		switch {
+		case refused[i] != nil:
+		case done[i].State == engine.StateDone && named[done[i].ID] == 1:
+			together = append(together, i)
+		default:
+			alone = append(alone, i)
+		}
+	}
+	return together, alone
 }
 
 // completeOne completes done[i] in a savepoint of its own, recording its

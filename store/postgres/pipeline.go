@@ -73,21 +73,15 @@ func (a *cycleArgs) result() engine.CycleResult {
 }
 
 // pipelinable says whether the pipelined cycle can take a: no start
-// records, and DONE completions only, each valid and of a job named once.
-// Anything else needs a savepoint per record or completion.
+// records, and only completions the one-by-one cycle would store together
+// (valid, DONE, each of a job named once). Anything else needs a
+// savepoint per record or completion.
 func (a *cycleArgs) pipelinable() bool {
 	if len(a.started) > 0 {
 		return false
 	}
-	named := make(map[string]bool, len(a.done))
-	for i := range a.done {
-		c := &a.done[i]
-		if a.checked[i] != nil || c.State != engine.StateDone || named[c.ID] {
-			return false
-		}
-		named[c.ID] = true
-	}
-	return true
+	together, _ := splitDone(a.done, a.checked)
+	return len(together) == len(a.done)
 }
 
 // runCycle is CompleteAndClaim's transaction: pipelined when a is the

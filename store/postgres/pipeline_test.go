@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -166,5 +167,47 @@ func TestPipelinedCycleFallsBack(t *testing.T) {
 		if st, err := fresh.Get(ctx, id); err != nil || st.State != want {
 			t.Fatalf("%s: %v, %v; want %s", id, st, err, want)
 		}
+	}
+}
+
+// TestSplitDone holds the one-by-one cycle's sorting of completions and
+// the pipelined cycle's choice to the same rule.
+func TestSplitDone(t *testing.T) {
+	c := func(id string, st engine.State) engine.Completion { return engine.Completion{ID: id, State: st} }
+	refused := errors.New("refused")
+	tests := []struct {
+		name            string
+		done            []engine.Completion
+		refused         []error
+		started         bool
+		together, alone []int
+		pipelinable     bool
+	}{
+		{name: "none", pipelinable: true},
+		{name: "DONE, each job once", done: []engine.Completion{c("a", engine.StateDone), c("b", engine.StateDone)},
+			refused: make([]error, 2), together: []int{0, 1}, pipelinable: true},
+		{name: "a retry goes alone", done: []engine.Completion{c("a", engine.StateDone), c("b", engine.StateQueued), c("c", engine.StateFailed)},
+			refused: make([]error, 3), together: []int{0}, alone: []int{1, 2}},
+		{name: "a job named twice goes alone, both times", done: []engine.Completion{c("a", engine.StateDone), c("b", engine.StateDone), c("a", engine.StateDone)},
+			refused: make([]error, 3), together: []int{1}, alone: []int{0, 2}},
+		{name: "a refused completion is in neither", done: []engine.Completion{c("a", engine.StateDone), c("b", engine.StateDone)},
+			refused: []error{nil, refused}, together: []int{0}},
+		{name: "a start record", done: []engine.Completion{c("a", engine.StateDone)},
+			refused: make([]error, 1), started: true, together: []int{0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			together, alone := splitDone(tt.done, tt.refused)
+			if !slices.Equal(together, tt.together) || !slices.Equal(alone, tt.alone) {
+				t.Errorf("splitDone = %v, %v; want %v, %v", together, alone, tt.together, tt.alone)
+			}
+			a := &cycleArgs{done: tt.done, checked: tt.refused}
+			if tt.started {
+				a.started = []engine.StartRecord{{ID: "x"}}
+			}
+			if got := a.pipelinable(); got != tt.pipelinable {
+				t.Errorf("pipelinable = %v, want %v", got, tt.pipelinable)
+			}
+		})
 	}
 }
