@@ -113,14 +113,10 @@ func (r *runner) addBulkRows(jobs int, one, many, bare []float64) error {
 // returns jobs per second from the first call to the last reply. A
 // rate-limited call fails the row rather than being retried.
 func (d *daemon) bulkEnqueueRate(ctx context.Context, n, conns int) (float64, error) {
-	clients := make([]*ipc.Client, conns)
-	for i := range clients {
-		cl, err := d.dial(ctx)
-		if err != nil {
-			return 0, err
-		}
-		defer cl.Close()
-		clients[i] = cl
+	clients, err := d.dialN(ctx, conns)
+	defer closeAll(clients)
+	if err != nil {
+		return 0, err
 	}
 	later := engine.Duration(time.Hour)
 	payload := savePayload()

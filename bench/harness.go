@@ -129,6 +129,26 @@ func (d *daemon) dial(ctx context.Context) (*ipc.Client, error) {
 	return ipc.Dial(ctx, d.paths.Socket, d.token)
 }
 
+// dialN opens n connections to the daemon. The caller closes them with
+// closeAll, also when dialN fails part way.
+func (d *daemon) dialN(ctx context.Context, n int) ([]*ipc.Client, error) {
+	clients := make([]*ipc.Client, 0, n)
+	for range n {
+		cl, err := d.dial(ctx)
+		if err != nil {
+			return clients, err
+		}
+		clients = append(clients, cl)
+	}
+	return clients, nil
+}
+
+func closeAll(clients []*ipc.Client) {
+	for _, cl := range clients {
+		_ = cl.Close()
+	}
+}
+
 // rssMB is the daemon's resident memory, from /proc (Linux only).
 func (d *daemon) rssMB() (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))

@@ -62,14 +62,10 @@ func (d *daemon) enqueueRate(ctx context.Context, clients, n int) (float64, erro
 // connections at once (client c sends i = c, c+clients, ...) and returns
 // enqueues per second.
 func (d *daemon) floodWith(ctx context.Context, clients, n int, reqFor func(i int) engine.EnqueueRequest) (float64, error) {
-	conns := make([]*ipc.Client, clients)
-	for i := range conns {
-		cl, err := d.dial(ctx)
-		if err != nil {
-			return 0, err
-		}
-		defer cl.Close()
-		conns[i] = cl
+	conns, err := d.dialN(ctx, clients)
+	defer closeAll(conns)
+	if err != nil {
+		return 0, err
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
