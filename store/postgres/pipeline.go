@@ -258,6 +258,13 @@ func closeCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, w *claimWalk,
 	starting := w != nil && len(w.chosen) > 0
 	now := a.req.Now.UnixNano()
 	if starting {
+		// qStart's plan does not depend on its arguments (see qStart), but
+		// the server would plan it afresh on every cycle: a custom plan
+		// for the seqs given looks cheaper than the generic one. In the
+		// server's statement log binding it took 0.23 ms a cycle, and
+		// 0.02 ms with the generic plan, which runs 0.05 ms slower: about
+		// 0.16 ms of a 2.8 ms cycle saved.
+		b.Queue(`SET LOCAL plan_cache_mode = force_generic_plan`)
 		b.Queue(qStart, now, optText(a.req.Owner), w.chosen)
 		if len(w.again) > 0 {
 			b.Queue(qAttempts, w.again)
@@ -312,6 +319,9 @@ func closeCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, w *claimWalk,
 // readStarted reads the start's results: the jobs started, in claim
 // order, with their attempt histories.
 func readStarted(br pgx.BatchResults, w *claimWalk, now int64) ([]jobRow, error) {
+	if _, err := br.Exec(); err != nil { // the plan setting
+		return nil, fmt.Errorf("start jobs: %w", err)
+	}
 	rows, err := br.Query()
 	var started []jobRow
 	if err == nil {

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,10 +36,59 @@ func TestStartFindsJobsByPrimaryKey(t *testing.T) {
 	if err := s.pool.QueryRow(ctx, `SELECT array_agg(seq) FROM (SELECT seq FROM jobs ORDER BY seq DESC LIMIT 4) s`).Scan(&seqs); err != nil {
 		t.Fatal(err)
 	}
-	plan := explain(ctx, t, s, qStart, t0.UnixNano(), "me", seqs)
-	if !strings.Contains(plan, "jobs_pkey") || strings.Contains(plan, "jobs_ready") || strings.Contains(plan, "jobs_run_at") {
-		t.Fatalf("qStart's plan for 4 of %d queued jobs does not find them by primary key:\n%s", queued, plan)
+	// The custom plan (the server's choice for a lone statement) and the
+	// generic one (what the pipelined cycle asks for).
+	plans := map[string]string{
+		"custom":  explain(ctx, t, s, qStart, t0.UnixNano(), "me", seqs),
+		"generic": explainGeneric(ctx, t, s, qStart, fmt.Sprintf("%d, 'me', '{%s}'", t0.UnixNano(), joinInts(seqs))),
 	}
+	for kind, plan := range plans {
+		if !strings.Contains(plan, "jobs_pkey") || strings.Contains(plan, "jobs_ready") || strings.Contains(plan, "jobs_run_at") {
+			t.Errorf("qStart's %s plan for 4 of %d queued jobs does not find them by primary key:\n%s", kind, queued, plan)
+		}
+	}
+}
+
+// explainGeneric returns the server's generic plan for query, its
+// parameters typed as qStart's, run with args (SQL text).
+func explainGeneric(ctx context.Context, t *testing.T, s *Store, query, args string) string {
+	t.Helper()
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	for _, q := range []string{
+		`SET LOCAL plan_cache_mode = force_generic_plan`,
+		`PREPARE generic_start (bigint, text, bigint[]) AS ` + query,
+	} {
+		if _, err := tx.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	defer func() { _, _ = conn.Exec(ctx, `DEALLOCATE generic_start`) }()
+	rows, err := tx.Query(ctx, `EXPLAIN EXECUTE generic_start(`+args+`)`)
+	if err != nil {
+		t.Fatalf("explain: %v", err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatalf("explain: %v", err)
+	}
+	return strings.Join(lines, "\n")
+}
+
+func joinInts(v []int64) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.FormatInt(n, 10)
+	}
+	return strings.Join(s, ",")
 }
 
 // explain returns the server's plan for query with args, one line per
