@@ -21,7 +21,7 @@ import (
 // scan, the start, the savepoint's release, COMMIT. Pipelined it pays two:
 //
 //	BEGIN; DONE statement; their attempts; SET LOCAL; first scan   (one round trip)
-//	start; the attempts of jobs that ran before; COMMIT             (one round trip)
+//	SET LOCAL; start; the attempts of jobs that ran before; COMMIT  (one round trip)
 //
 // with the claim's decisions (caps, quotas, keys) in between, which cost
 // round trips only where they did before: a capped queue, a job with a
