@@ -156,4 +156,34 @@ func TestRowsAgainstARealDaemon(t *testing.T) {
 	if daemonErr.Len() != 0 {
 		t.Errorf("the daemons said: %s", daemonErr.String())
 	}
+	checkBulkRows(t, bin, "")
+}
+
+// checkBulkRows runs the bulk group quickly on store ("": SQLite) and
+// checks that its rows come back, the 4-connection one included, with
+// jobs stored (a short count fails the row).
+func checkBulkRows(t *testing.T, bin, store string) {
+	t.Helper()
+	var daemonErr bytes.Buffer
+	rows, err := Run(context.Background(), Options{Binary: bin, Jobs: 1, Reps: 1, Samples: 1, Durability: "normal", Quick: true,
+		Only: []string{"bulk"}, DaemonStderr: &daemonErr, Store: store})
+	if err != nil {
+		t.Fatalf("bulk rows: %v\ndaemon stderr: %s", err, daemonErr.String())
+	}
+	want := map[string]string{
+		"bulk enqueue, batches of 1,000, one connection": "jobs/s",
+		"bulk enqueue, batches of 1,000, 4 connections":  "jobs/s",
+	}
+	if store == "" {
+		want["bare batched insert, 1,000 rows per transaction"] = "rows/s"
+		want["bulk enqueue / bare batched insert"] = "%"
+	}
+	if len(rows) != len(want) {
+		t.Errorf("bulk rows: %d, want %d: %+v", len(rows), len(want), rows)
+	}
+	for _, r := range rows {
+		if unit, ok := want[r.Name]; !ok || r.Unit != unit || r.Median <= 0 {
+			t.Errorf("bulk row %q: %+v", r.Name, r)
+		}
+	}
 }

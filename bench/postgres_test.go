@@ -91,6 +91,8 @@ func TestRowsOnPostgres(t *testing.T) {
 		t.Errorf("want either the cross-daemon latency rows or the count of samples started: %v", rows)
 	}
 
+	checkBulkRows(t, bin, url)
+
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {
