@@ -186,4 +186,7 @@ func checkBulkRows(t *testing.T, bin, store string) {
 			t.Errorf("bulk row %q: %+v", r.Name, r)
 		}
 	}
+	if daemonErr.Len() != 0 {
+		t.Errorf("the bulk rows' daemons said: %s", daemonErr.String())
+	}
 }

@@ -19,9 +19,11 @@ import (
 // carries, and how many rows share a transaction in its baseline.
 const bulkBatch = 1000
 
-// bulkQuickJobs is the bulk row's job count under Quick: two full
-// batches, so the smoke run still sends batches of bulkBatch.
-const bulkQuickJobs = 2 * bulkBatch
+// bulkQuickJobs is the bulk row's job count under Quick: a full batch
+// for each of the bulkConns connections and a short one, so the smoke
+// run still sends batches of bulkBatch, from every connection, and the
+// last batch's arithmetic is checked.
+const bulkQuickJobs = bulkConns*bulkBatch + bulkBatch/2
 
 // bulkConfig lifts the daemon's enqueue rate limits far above anything the
 // bulk row reaches. The defaults (5,000/s and a burst of 10,000 per
@@ -124,7 +126,8 @@ func (d *daemon) bulkEnqueueRate(ctx context.Context, n, conns int) (float64, er
 	for i := range reqs {
 		reqs[i] = engine.EnqueueRequest{Type: "noop", Delay: &later, Payload: payload}
 	}
-	var next atomic.Int64 // the first job of the next batch to send
+	var next atomic.Int64                // the first job of the next batch to send
+	g, gctx := errgroup.WithContext(ctx) // one failed call stops the others
 	send := func(cl *ipc.Client) error {
 		for {
 			done := int(next.Add(bulkBatch)) - bulkBatch
@@ -132,7 +135,7 @@ func (d *daemon) bulkEnqueueRate(ctx context.Context, n, conns int) (float64, er
 				return nil
 			}
 			batch := reqs[:min(bulkBatch, n-done)]
-			res, err := cl.EnqueueManyBrief(ctx, nil, batch)
+			res, err := cl.EnqueueManyBrief(gctx, nil, batch)
 			if err != nil {
 				return fmt.Errorf("enqueue many (jobs %d to %d): %w", done+1, done+len(batch), err)
 			}
@@ -142,7 +145,6 @@ func (d *daemon) bulkEnqueueRate(ctx context.Context, n, conns int) (float64, er
 		}
 	}
 	start := time.Now()
-	var g errgroup.Group
 	for _, cl := range clients {
 		g.Go(func() error { return send(cl) })
 	}

@@ -250,9 +250,9 @@ func (s *Store) chosenEnvs(ctx context.Context, q querier, w *claimWalk) (map[in
 	return envs, nil
 }
 
-// closeCycle sends the cycle's last round trip: the start of the chosen
-// jobs, the attempts of those that ran before, and COMMIT; and records the
-// started jobs in res.
+// closeCycle sends the cycle's last round trip: the plan setting and the
+// start of the chosen jobs, the attempts of those that ran before, and
+// COMMIT; and records the started jobs in res.
 func closeCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, w *claimWalk, envs map[int64]*engine.BaseEnv, res *engine.CycleResult) error {
 	b := &pgx.Batch{}
 	starting := w != nil && len(w.chosen) > 0
