@@ -89,13 +89,8 @@ func (a *cycleArgs) pipelinable() bool {
 // committing) one statement at a time, with a savepoint for each record,
 // completion and the claim, so that each gets its own error.
 func (s *Store) runCycle(ctx context.Context, a *cycleArgs) (engine.CycleResult, error) {
-	if a.pipelinable() && !s.closed.Load() {
-		res := a.result()
-		err := s.pipelinedCycle(ctx, a, &res)
-		var nc *notCommitted
-		if !errors.As(err, &nc) {
-			return res, s.mapErr(err)
-		}
+	if res, done, err := s.tryPipelined(ctx, a); done {
+		return res, err
 	}
 	var res engine.CycleResult
 	err := s.write(ctx, func(tx pgx.Tx) error {
@@ -103,6 +98,22 @@ func (s *Store) runCycle(ctx context.Context, a *cycleArgs) (engine.CycleResult,
 		return s.cycle(ctx, tx, a.started, a.done, a.claiming, a.req, &res)
 	})
 	return res, err
+}
+
+// tryPipelined runs a as the pipelined cycle if it is one. done is false
+// when it is not, or when the pipelined run failed without committing
+// anything: the caller then runs a its own way.
+func (s *Store) tryPipelined(ctx context.Context, a *cycleArgs) (res engine.CycleResult, done bool, err error) {
+	if !a.pipelinable() || s.closed.Load() {
+		return engine.CycleResult{}, false, nil
+	}
+	res = a.result()
+	err = s.pipelinedCycle(ctx, a, &res)
+	var nc *notCommitted
+	if errors.As(err, &nc) {
+		return engine.CycleResult{}, false, nil
+	}
+	return res, true, s.mapErr(err)
 }
 
 // notCommitted is a failure of the pipelined cycle that left nothing
