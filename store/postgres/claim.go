@@ -486,6 +486,32 @@ func (s *Store) MarkStarted(ctx context.Context, id string, attempt int, pid int
 	return nil
 }
 
+// qMarkStarted is markStarted for several records ($1 ids, $2 attempts,
+// $3 pids, $4 process start times; 0 for none) in one statement, for the
+// pipelined cycle. Like the DONE statement it locks the jobs' rows in id
+// order and touches only attempts their job is still RUNNING; it reports
+// how many it recorded, and a record it skipped (stale, unknown) sends
+// the cycle the one-by-one way, which gives it its error.
+const qMarkStarted = `WITH r AS (
+			SELECT * FROM unnest($1::text[], $2::integer[], $3::integer[], $4::bigint[]) AS r (id, attempt, pid, pid_start)),
+		j AS (
+			SELECT jobs.seq, jobs.runs, r.pid, r.pid_start FROM jobs JOIN r ON r.id = jobs.id
+			WHERE jobs.state = 'RUNNING' AND jobs.attempt = r.attempt
+			ORDER BY jobs.id FOR UPDATE OF jobs)
+		UPDATE attempts SET pid = nullif(j.pid, 0), pid_start = nullif(j.pid_start, 0)
+		FROM j WHERE attempts.job_seq = j.seq AND attempts.run = j.runs`
+
+// startedColumns are start records as qMarkStarted's column arrays.
+func startedColumns(started []engine.StartRecord) []any {
+	ids := make([]string, len(started))
+	attempts, pids := make([]int32, len(started)), make([]int32, len(started))
+	starts := make([]int64, len(started))
+	for i, r := range started {
+		ids[i], attempts[i], pids[i], starts[i] = r.ID, int32(r.Attempt), int32(r.PID), r.PIDStart
+	}
+	return []any{ids, attempts, pids, starts}
+}
+
 func markStarted(ctx context.Context, tx pgx.Tx, id string, attempt int, pid int, pidStart int64) error {
 	cur, err := currentJob(ctx, tx, id)
 	if err != nil {

@@ -72,13 +72,17 @@ func (a *cycleArgs) result() engine.CycleResult {
 	}
 }
 
-// pipelinable says whether the pipelined cycle can take a: no start
-// records, and only completions the one-by-one cycle would store together
-// (valid, DONE, each of a job named once). Anything else needs a
-// savepoint per record or completion.
+// pipelinable says whether the pipelined cycle can take a: start records
+// of jobs named once, and only completions the one-by-one cycle would
+// store together (valid, DONE, each of a job named once). Anything else
+// needs a savepoint per record or completion.
 func (a *cycleArgs) pipelinable() bool {
-	if len(a.started) > 0 {
-		return false
+	named := make(map[string]bool, len(a.started))
+	for _, r := range a.started {
+		if named[r.ID] {
+			return false
+		}
+		named[r.ID] = true
 	}
 	together, _ := splitDone(a.done, a.checked)
 	return len(together) == len(a.done)
@@ -187,6 +191,9 @@ func (s *Store) openCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, sc 
 	}
 	b := &pgx.Batch{}
 	b.Queue("BEGIN")
+	if len(a.started) > 0 {
+		b.Queue(qMarkStarted, startedColumns(a.started)...)
+	}
 	if len(a.done) > 0 {
 		cols := doneColumns(a.done, idx)
 		b.Queue(qCompleteDone, cols...)
@@ -219,6 +226,15 @@ func (s *Store) openCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, sc 
 func readOpening(br pgx.BatchResults, a *cycleArgs) ([]jobRow, []candidate, error) {
 	if _, err := br.Exec(); err != nil {
 		return nil, nil, fmt.Errorf("begin: %w", err)
+	}
+	if len(a.started) > 0 {
+		tag, err := br.Exec()
+		if err != nil {
+			return nil, nil, fmt.Errorf("mark jobs started: %w", err)
+		}
+		if tag.RowsAffected() != int64(len(a.started)) {
+			return nil, nil, errOneByOne // a stale or unknown record
+		}
 	}
 	var ended []jobRow
 	if len(a.done) > 0 {

@@ -170,6 +170,65 @@ func TestPipelinedCycleFallsBack(t *testing.T) {
 	}
 }
 
+// TestPipelinedCycleRecordsStarts: start records go in the pipelined
+// cycle's first round trip, before the completions, so a job can start
+// and end in one cycle; a stale record sends the cycle the one-by-one way,
+// which refuses it alone.
+func TestPipelinedCycleRecordsStarts(t *testing.T) {
+	s := openSchema(t, freshSchema(t))
+	ctx := context.Background()
+	cycleJobs(t, s, testJob("a", "q", ""), testJob("b", "q", ""), testJob("c", "q", ""))
+	got, err := s.Claim(ctx, engine.ClaimRequest{Owner: "h/1", Now: t0, Limit: 2})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("claim: %d jobs, %v", len(got), err)
+	}
+	a, b := got[0], got[1]
+	req := engine.ClaimRequest{Owner: "h/1", Now: t0, Limit: 1}
+	cy := &cycleArgs{
+		started: []engine.StartRecord{{ID: a.ID, Attempt: 1, PID: 4242, PIDStart: 99}, {ID: b.ID, Attempt: 1, PID: 77}},
+		done:    doneOf(b), checked: make([]error, 1), claiming: true, req: &req,
+	}
+	if !cy.pipelinable() {
+		t.Fatal("the cycle is not one the pipelined path takes")
+	}
+	res := cy.result()
+	if err := s.pipelinedCycle(ctx, cy, &res); err != nil {
+		t.Fatalf("pipelined cycle: %v", err)
+	}
+	if res.StartErrs[0] != nil || res.StartErrs[1] != nil || res.Errs[0] != nil {
+		t.Fatalf("start errors %v, completion error %v", res.StartErrs, res.Errs[0])
+	}
+	wantClaimed(t, res.Claimed, "c")
+	for _, w := range []struct {
+		id       string
+		pid      int
+		pidStart int64
+		outcome  engine.Outcome
+	}{{a.ID, 4242, 99, engine.OutcomeRunning}, {b.ID, 77, 0, engine.OutcomeSucceeded}} {
+		j, err := s.Get(ctx, w.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := j.Attempts; len(h) != 1 || h[0].PID != w.pid || h[0].PIDStart != w.pidStart || h[0].Outcome != w.outcome {
+			t.Errorf("%s's attempt: %+v, want pid %d started at %d, %s", w.id, h, w.pid, w.pidStart, w.outcome)
+		}
+	}
+
+	stale := []engine.StartRecord{{ID: a.ID, Attempt: 2, PID: 1}, {ID: "c", Attempt: 1, PID: 5}}
+	cy = &cycleArgs{started: stale, req: &engine.ClaimRequest{Owner: "h/1", Now: t0}}
+	res = cy.result()
+	if err := s.pipelinedCycle(ctx, cy, &res); !errors.Is(err, errOneByOne) {
+		t.Fatalf("pipelined cycle with a stale start record: %v, want errOneByOne", err)
+	}
+	res, err = s.CompleteAndClaim(ctx, engine.Cycle{Started: stale, Claim: engine.ClaimRequest{Owner: "h/1", Now: t0}})
+	if err != nil || !errors.Is(res.StartErrs[0], engine.ErrStale) || res.StartErrs[1] != nil {
+		t.Fatalf("cycle with a stale start record: %v, start errors %v", err, res.StartErrs)
+	}
+	if j, err := s.Get(ctx, "c"); err != nil || j.Attempts[0].PID != 5 {
+		t.Fatalf("c after the one-by-one cycle: %+v, %v", j, err)
+	}
+}
+
 // TestSplitDone holds the one-by-one cycle's sorting of completions and
 // the pipelined cycle's choice to the same rule.
 func TestSplitDone(t *testing.T) {
@@ -179,7 +238,7 @@ func TestSplitDone(t *testing.T) {
 		name            string
 		done            []engine.Completion
 		refused         []error
-		started         bool
+		started         []string // ids of start records
 		together, alone []int
 		pipelinable     bool
 	}{
@@ -193,7 +252,9 @@ func TestSplitDone(t *testing.T) {
 		{name: "a refused completion is in neither", done: []engine.Completion{c("a", engine.StateDone), c("b", engine.StateDone)},
 			refused: []error{nil, refused}, together: []int{0}},
 		{name: "a start record", done: []engine.Completion{c("a", engine.StateDone)},
-			refused: make([]error, 1), started: true, together: []int{0}},
+			refused: make([]error, 1), started: []string{"a"}, together: []int{0}, pipelinable: true},
+		{name: "two start records of one job", done: []engine.Completion{c("a", engine.StateDone)},
+			refused: make([]error, 1), started: []string{"b", "b"}, together: []int{0}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -202,8 +263,8 @@ func TestSplitDone(t *testing.T) {
 				t.Errorf("splitDone = %v, %v; want %v, %v", together, alone, tt.together, tt.alone)
 			}
 			a := &cycleArgs{done: tt.done, checked: tt.refused}
-			if tt.started {
-				a.started = []engine.StartRecord{{ID: "x"}}
+			for _, id := range tt.started {
+				a.started = append(a.started, engine.StartRecord{ID: id})
 			}
 			if got := a.pipelinable(); got != tt.pipelinable {
 				t.Errorf("pipelinable = %v, want %v", got, tt.pipelinable)
