@@ -20,20 +20,23 @@ import (
 // BEGIN, the DONE statement, the attempts read, the claim's savepoint, the
 // scan, the start, the savepoint's release, COMMIT. Pipelined it pays two:
 //
-//	BEGIN; DONE statement; their attempts; SET LOCAL; first scan   (one round trip)
-//	SET LOCAL; start; the attempts of jobs that ran before; COMMIT  (one round trip)
+//	BEGIN; process records; DONE statement; their attempts; SET LOCAL; first scan   (one round trip)
+//	SET LOCAL; start; the attempts of jobs that ran before; COMMIT                  (one round trip)
 //
+// (process records: the PIDs of subprocess jobs started since the last
+// cycle, which one by one cost four round trips each: a savepoint, the
+// job's read, the update, the release),
 // with the claim's decisions (caps, quotas, keys) in between, which cost
 // round trips only where they did before: a capped queue, a job with a
 // subject, a scan that came up short. Each statement still runs on its own
 // snapshot in order, so every lock and check is the one the unpipelined
 // cycle makes. Nothing in the pipeline has a savepoint: when anything
-// fails before the commit (a stale completion, a claim that fails, a lost
-// connection, a deadlock), the transaction is rolled back whole and the
-// cycle runs again the unpipelined way (cycle), which sorts out whose
-// failure it was and gives each its own error. The pipeline's statements
-// go through pgx's statement cache, so they are parsed and planned once
-// per connection.
+// fails before the commit (a stale record or completion, a claim that
+// fails, a lost connection, a deadlock), the transaction is rolled back
+// whole and the cycle runs again the unpipelined way (cycle), which sorts
+// out whose failure it was and gives each its own error. The pipeline's
+// statements go through pgx's statement cache, so they are parsed and
+// planned once per connection.
 
 // querier is what the claim and read helpers need of a connection: a
 // pgx.Tx, or the connection itself inside the transaction block a
