@@ -15,6 +15,10 @@ import (
 // claimed twice, and the per-key and per-queue rules hold across daemons.
 // A QueueLimits or Quota entry of zero or less means no cap, as for
 // DefaultQuota; an entry in Quota, even zero, overrides DefaultQuota.
+//
+// An error can come after the claim committed (the reply to the start was
+// lost): its jobs then stay RUNNING for this owner until Recover, which
+// takes the owner's jobs its daemon is not running for orphans.
 func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.Job, error) {
 	if err := req.Own(); err != nil {
 		return nil, fmt.Errorf("claim jobs: %w", err)
@@ -489,25 +493,28 @@ func (s *Store) MarkStarted(ctx context.Context, id string, attempt int, pid int
 // qMarkStarted is markStarted for several records ($1 ids, $2 attempts,
 // $3 pids, $4 process start times; 0 for none) in one statement, for the
 // pipelined cycle. Like the DONE statement it locks the jobs' rows in id
-// order and touches only attempts their job is still RUNNING; it reports
-// how many it recorded, and a record it skipped (stale, unknown) sends
-// the cycle the one-by-one way, which gives it its error.
+// order and touches only attempts their job is still RUNNING. It answers
+// how many jobs it matched; a record it skipped (stale, unknown) sends
+// the cycle the one-by-one way, which gives it its error. The numbers go
+// as bigint so that one out of the columns' range fails the statement
+// (and the one-by-one way says so) instead of wrapping around.
 const qMarkStarted = `WITH r AS (
-			SELECT * FROM unnest($1::text[], $2::integer[], $3::integer[], $4::bigint[]) AS r (id, attempt, pid, pid_start)),
+			SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS r (id, attempt, pid, pid_start)),
 		j AS (
 			SELECT jobs.seq, jobs.runs, r.pid, r.pid_start FROM jobs JOIN r ON r.id = jobs.id
 			WHERE jobs.state = 'RUNNING' AND jobs.attempt = r.attempt
-			ORDER BY jobs.id FOR UPDATE OF jobs)
-		UPDATE attempts SET pid = nullif(j.pid, 0), pid_start = nullif(j.pid_start, 0)
-		FROM j WHERE attempts.job_seq = j.seq AND attempts.run = j.runs`
+			ORDER BY jobs.id FOR UPDATE OF jobs),
+		u AS (
+			UPDATE attempts SET pid = nullif(j.pid, 0), pid_start = nullif(j.pid_start, 0)
+			FROM j WHERE attempts.job_seq = j.seq AND attempts.run = j.runs)
+		SELECT count(*) FROM j`
 
 // startedColumns are start records as qMarkStarted's column arrays.
 func startedColumns(started []engine.StartRecord) []any {
 	ids := make([]string, len(started))
-	attempts, pids := make([]int32, len(started)), make([]int32, len(started))
-	starts := make([]int64, len(started))
+	attempts, pids, starts := make([]int64, len(started)), make([]int64, len(started)), make([]int64, len(started))
 	for i, r := range started {
-		ids[i], attempts[i], pids[i], starts[i] = r.ID, int32(r.Attempt), int32(r.PID), r.PIDStart
+		ids[i], attempts[i], pids[i], starts[i] = r.ID, int64(r.Attempt), int64(r.PID), r.PIDStart
 	}
 	return []any{ids, attempts, pids, starts}
 }

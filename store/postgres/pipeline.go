@@ -130,9 +130,9 @@ type notCommitted struct{ err error }
 func (n *notCommitted) Error() string { return n.err.Error() }
 func (n *notCommitted) Unwrap() error { return n.err }
 
-// errOneByOne says the pipelined cycle found a completion it cannot end
-// (a stale attempt, an unknown job).
-var errOneByOne = errors.New("a completion needs the one-by-one cycle")
+// errOneByOne says the pipelined cycle found a process record or a
+// completion it cannot store (a stale attempt, an unknown job).
+var errOneByOne = errors.New("a record or completion needs the one-by-one cycle")
 
 // pipelinedCycle runs the pipelined transaction on a connection of its
 // own (a pgx.Tx cannot open its transaction block in the first round
@@ -231,11 +231,11 @@ func readOpening(br pgx.BatchResults, a *cycleArgs) ([]jobRow, []candidate, erro
 		return nil, nil, fmt.Errorf("begin: %w", err)
 	}
 	if len(a.started) > 0 {
-		tag, err := br.Exec()
-		if err != nil {
+		var matched int
+		if err := br.QueryRow().Scan(&matched); err != nil {
 			return nil, nil, fmt.Errorf("mark jobs started: %w", err)
 		}
-		if tag.RowsAffected() != int64(len(a.started)) {
+		if matched != len(a.started) {
 			return nil, nil, errOneByOne // a stale or unknown record
 		}
 	}

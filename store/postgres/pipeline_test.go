@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"testing"
 	"time"
@@ -172,8 +173,8 @@ func TestPipelinedCycleFallsBack(t *testing.T) {
 
 // TestPipelinedCycleRecordsStarts: start records go in the pipelined
 // cycle's first round trip, before the completions, so a job can start
-// and end in one cycle; a stale record sends the cycle the one-by-one way,
-// which refuses it alone.
+// and end in one cycle; a stale or unknown record sends the cycle the
+// one-by-one way, which refuses it alone.
 func TestPipelinedCycleRecordsStarts(t *testing.T) {
 	s := openSchema(t, freshSchema(t))
 	ctx := context.Background()
@@ -185,7 +186,7 @@ func TestPipelinedCycleRecordsStarts(t *testing.T) {
 	a, b := got[0], got[1]
 	req := engine.ClaimRequest{Owner: "h/1", Now: t0, Limit: 1}
 	cy := &cycleArgs{
-		started: []engine.StartRecord{{ID: a.ID, Attempt: 1, PID: 4242, PIDStart: 99}, {ID: b.ID, Attempt: 1, PID: 77}},
+		started: []engine.StartRecord{{ID: a.ID, Attempt: 1, PID: 4242, PIDStart: 99}, {ID: b.ID, Attempt: 1}},
 		done:    doneOf(b), checked: make([]error, 1), claiming: true, req: &req,
 	}
 	if !cy.pipelinable() {
@@ -204,7 +205,7 @@ func TestPipelinedCycleRecordsStarts(t *testing.T) {
 		pid      int
 		pidStart int64
 		outcome  engine.Outcome
-	}{{a.ID, 4242, 99, engine.OutcomeRunning}, {b.ID, 77, 0, engine.OutcomeSucceeded}} {
+	}{{a.ID, 4242, 99, engine.OutcomeRunning}, {b.ID, 0, 0, engine.OutcomeSucceeded}} {
 		j, err := s.Get(ctx, w.id)
 		if err != nil {
 			t.Fatal(err)
@@ -214,18 +215,33 @@ func TestPipelinedCycleRecordsStarts(t *testing.T) {
 		}
 	}
 
-	stale := []engine.StartRecord{{ID: a.ID, Attempt: 2, PID: 1}, {ID: "c", Attempt: 1, PID: 5}}
+	var nulls bool // no process is stored as NULL, as markStarted stores it
+	if err := s.pool.QueryRow(ctx, `SELECT pid IS NULL AND pid_start IS NULL FROM attempts JOIN jobs ON seq = job_seq WHERE id = $1`, b.ID).Scan(&nulls); err != nil || !nulls {
+		t.Errorf("b's attempt without a process: NULL pid and start %v, %v", nulls, err)
+	}
+
+	stale := []engine.StartRecord{{ID: a.ID, Attempt: 2, PID: 1}, {ID: "c", Attempt: 1, PID: 5}, {ID: "nope", Attempt: 1, PID: 6}}
 	cy = &cycleArgs{started: stale, req: &engine.ClaimRequest{Owner: "h/1", Now: t0}}
 	res = cy.result()
 	if err := s.pipelinedCycle(ctx, cy, &res); !errors.Is(err, errOneByOne) {
 		t.Fatalf("pipelined cycle with a stale start record: %v, want errOneByOne", err)
 	}
 	res, err = s.CompleteAndClaim(ctx, engine.Cycle{Started: stale, Claim: engine.ClaimRequest{Owner: "h/1", Now: t0}})
-	if err != nil || !errors.Is(res.StartErrs[0], engine.ErrStale) || res.StartErrs[1] != nil {
+	if err != nil || !errors.Is(res.StartErrs[0], engine.ErrStale) || res.StartErrs[1] != nil || !errors.Is(res.StartErrs[2], engine.ErrNotFound) {
 		t.Fatalf("cycle with a stale start record: %v, start errors %v", err, res.StartErrs)
 	}
 	if j, err := s.Get(ctx, "c"); err != nil || j.Attempts[0].PID != 5 {
 		t.Fatalf("c after the one-by-one cycle: %+v, %v", j, err)
+	}
+
+	// A PID out of the column's range is refused, not wrapped around.
+	huge := []engine.StartRecord{{ID: "c", Attempt: 1, PID: math.MaxInt32 + 6}}
+	res, err = s.CompleteAndClaim(ctx, engine.Cycle{Started: huge, Claim: engine.ClaimRequest{Owner: "h/1", Now: t0}})
+	if err != nil || res.StartErrs[0] == nil {
+		t.Fatalf("cycle with a PID out of range: %v, start errors %v", err, res.StartErrs)
+	}
+	if j, err := s.Get(ctx, "c"); err != nil || j.Attempts[0].PID != 5 {
+		t.Fatalf("c after a PID out of range: %+v, %v", j, err)
 	}
 }
 
