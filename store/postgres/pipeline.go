@@ -111,7 +111,7 @@ func (s *Store) runCycle(ctx context.Context, a *cycleArgs) (engine.CycleResult,
 // when it is not, or when the pipelined run failed without committing
 // anything: the caller then runs a its own way.
 func (s *Store) tryPipelined(ctx context.Context, a *cycleArgs) (res engine.CycleResult, done bool, err error) {
-	if !a.pipelinable() || s.closed.Load() {
+	if s.oneByOne || !a.pipelinable() || s.closed.Load() {
 		return engine.CycleResult{}, false, nil
 	}
 	res = a.result()

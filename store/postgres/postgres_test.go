@@ -27,6 +27,18 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformanceOneByOne runs the suite with the pipelined cycle off:
+// claims and cycles then go the one-statement-at-a-time way, which the
+// pipelined one falls back to and must agree with.
+func TestConformanceOneByOne(t *testing.T) {
+	testURL(t)
+	storetest.Run(t, func(t *testing.T) engine.Store {
+		s := openSchema(t, freshSchema(t))
+		s.oneByOne = true
+		return s
+	})
+}
+
 func testURL(t testing.TB) string { return pgtest.URL(t) }
 
 // freshSchema returns a schema name no other test uses, dropped with

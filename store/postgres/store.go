@@ -88,6 +88,11 @@ type Store struct {
 	pending    chan *pendingEnqueue
 	inserterWG sync.WaitGroup
 
+	// oneByOne turns the pipelined cycle off, so that the conformance
+	// suite holds the one-statement-at-a-time way to the same contract.
+	// Set by tests only, before the store is used.
+	oneByOne bool
+
 	closed      atomic.Bool
 	closing     context.Context // ends at Close: the store's goroutines stop
 	close       context.CancelFunc
