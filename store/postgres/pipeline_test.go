@@ -46,6 +46,17 @@ func pipelined(t *testing.T, s *Store, done []engine.Completion, req engine.Clai
 	return res
 }
 
+// claimTwoOfThree enqueues jobs a, b and c and claims two, a and b.
+func claimTwoOfThree(t *testing.T, s *Store) (a, b *engine.Job) {
+	t.Helper()
+	cycleJobs(t, s, testJob("a", "q", ""), testJob("b", "q", ""), testJob("c", "q", ""))
+	got, err := s.Claim(context.Background(), engine.ClaimRequest{Owner: "h/1", Now: t0, Limit: 2})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("claim: %d jobs, %v", len(got), err)
+	}
+	return got[0], got[1]
+}
+
 func wantClaimed(t *testing.T, got []*engine.Job, want ...string) {
 	t.Helper()
 	ids := make([]string, len(got))
@@ -127,18 +138,13 @@ func TestPipelinedCycle(t *testing.T) {
 func TestPipelinedCycleFallsBack(t *testing.T) {
 	s := openSchema(t, freshSchema(t))
 	ctx := context.Background()
-	cycleJobs(t, s, testJob("a", "q", ""), testJob("b", "q", ""), testJob("c", "q", ""))
-	got, err := s.Claim(ctx, engine.ClaimRequest{Owner: "h/1", Now: t0, Limit: 2})
-	if err != nil || len(got) != 2 {
-		t.Fatalf("claim: %d jobs, %v", len(got), err)
-	}
-	a, b := got[0], got[1]
+	a, b := claimTwoOfThree(t, s)
 	stale := doneOf(a, b)
 	stale[1].Attempt++
 
 	args := &cycleArgs{done: stale, checked: make([]error, 2), req: &engine.ClaimRequest{Owner: "h/1", Now: t0}}
 	res := args.result()
-	err = s.pipelinedCycle(ctx, args, &res)
+	err := s.pipelinedCycle(ctx, args, &res)
 	var nc *notCommitted
 	if !errors.As(err, &nc) || !errors.Is(err, errOneByOne) {
 		t.Fatalf("pipelined cycle with a stale completion: %v, want errOneByOne, not committed", err)
@@ -178,12 +184,7 @@ func TestPipelinedCycleFallsBack(t *testing.T) {
 func TestPipelinedCycleRecordsStarts(t *testing.T) {
 	s := openSchema(t, freshSchema(t))
 	ctx := context.Background()
-	cycleJobs(t, s, testJob("a", "q", ""), testJob("b", "q", ""), testJob("c", "q", ""))
-	got, err := s.Claim(ctx, engine.ClaimRequest{Owner: "h/1", Now: t0, Limit: 2})
-	if err != nil || len(got) != 2 {
-		t.Fatalf("claim: %d jobs, %v", len(got), err)
-	}
-	a, b := got[0], got[1]
+	a, b := claimTwoOfThree(t, s)
 	req := engine.ClaimRequest{Owner: "h/1", Now: t0, Limit: 1}
 	cy := &cycleArgs{
 		started: []engine.StartRecord{{ID: a.ID, Attempt: 1, PID: 4242, PIDStart: 99}, {ID: b.ID, Attempt: 1}},
@@ -226,7 +227,7 @@ func TestPipelinedCycleRecordsStarts(t *testing.T) {
 	if err := s.pipelinedCycle(ctx, cy, &res); !errors.Is(err, errOneByOne) {
 		t.Fatalf("pipelined cycle with a stale start record: %v, want errOneByOne", err)
 	}
-	res, err = s.CompleteAndClaim(ctx, engine.Cycle{Started: stale, Claim: engine.ClaimRequest{Owner: "h/1", Now: t0}})
+	res, err := s.CompleteAndClaim(ctx, engine.Cycle{Started: stale, Claim: engine.ClaimRequest{Owner: "h/1", Now: t0}})
 	if err != nil || !errors.Is(res.StartErrs[0], engine.ErrStale) || res.StartErrs[1] != nil || !errors.Is(res.StartErrs[2], engine.ErrNotFound) {
 		t.Fatalf("cycle with a stale start record: %v, start errors %v", err, res.StartErrs)
 	}

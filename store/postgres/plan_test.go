@@ -86,14 +86,7 @@ func explainGeneric(ctx context.Context, t *testing.T, s *Store, query, args str
 		}
 	}
 	rows, err := conn.Query(ctx, `EXPLAIN EXECUTE generic_start(`+args+`)`)
-	if err != nil {
-		t.Fatalf("explain: %v", err)
-	}
-	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatalf("explain: %v", err)
-	}
-	return strings.Join(lines, "\n")
+	return planText(t, rows, err)
 }
 
 func joinInts(v []int64) string {
@@ -109,6 +102,13 @@ func joinInts(v []int64) string {
 func explain(ctx context.Context, t *testing.T, s *Store, query string, args ...any) string {
 	t.Helper()
 	rows, err := s.pool.Query(ctx, `EXPLAIN `+query, args...)
+	return planText(t, rows, err)
+}
+
+// planText reads an EXPLAIN's rows (the Query's result, rows and err)
+// into its text.
+func planText(t *testing.T, rows pgx.Rows, err error) string {
+	t.Helper()
 	if err != nil {
 		t.Fatalf("explain: %v", err)
 	}
