@@ -51,7 +51,9 @@ func TestNextLookSleepsUntilTheFirstThingDue(t *testing.T) {
 
 // A dispatcher asleep until lookAt needs no wake-up for a job due at or
 // after it; one that is awake (lookAt 0), or a job due now (zero) or
-// before it, does.
+// before it, does. notifyDue wakes it exactly then, and counts the change
+// either way, so a kept NextWake reading is dropped even for a job it
+// need not wake for.
 func TestLookedBy(t *testing.T) {
 	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 	for _, tc := range []struct {
@@ -68,6 +70,15 @@ func TestLookedBy(t *testing.T) {
 	} {
 		if got := lookedBy(tc.lookAt, tc.due); got != tc.want {
 			t.Errorf("%s: lookedBy = %v, want %v", tc.name, got, tc.want)
+		}
+		e := &Engine{wake: make(chan struct{}, 1)}
+		e.lookAt.Store(tc.lookAt)
+		e.notifyDue(tc.due)
+		if got := e.changes.Load(); got != 1 {
+			t.Errorf("%s: notifyDue counted %d changes, want 1 whether or not it woke", tc.name, got)
+		}
+		if woke := len(e.wake) == 1; woke == tc.want {
+			t.Errorf("%s: notifyDue woke = %v, want %v", tc.name, woke, !tc.want)
 		}
 	}
 }
@@ -151,38 +162,5 @@ func TestJobDue(t *testing.T) {
 		if got := j.Due(); !got.Equal(tc.want) {
 			t.Errorf("%s: Due = %v, want %v", tc.name, got, tc.want)
 		}
-	}
-}
-
-// notifyDue counts every change, so a kept NextWake reading is dropped
-// even for a job the dispatcher need not wake for, and wakes it only for
-// a job due before its next look.
-func TestNotifyDueCountsEveryChangeAndWakesOnlyWhenNeeded(t *testing.T) {
-	t.Parallel()
-	lookAt := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	for _, tc := range []struct {
-		name     string
-		lookAt   int64
-		due      time.Time
-		wantWake bool
-	}{
-		{"due after the next look", lookAt.UnixNano(), lookAt.Add(time.Minute), false},
-		{"due at the next look", lookAt.UnixNano(), lookAt, false},
-		{"due before the next look", lookAt.UnixNano(), lookAt.Add(-time.Millisecond), true},
-		{"due now", lookAt.UnixNano(), time.Time{}, true},
-		{"dispatcher awake", 0, lookAt.Add(time.Hour), true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := &Engine{wake: make(chan struct{}, 1)}
-			e.lookAt.Store(tc.lookAt)
-			e.notifyDue(tc.due)
-			if got := e.changes.Load(); got != 1 {
-				t.Errorf("changes = %d, want 1 whether or not it woke", got)
-			}
-			woke := len(e.wake) == 1
-			if woke != tc.wantWake {
-				t.Errorf("woke = %v, want %v", woke, tc.wantWake)
-			}
-		})
 	}
 }
