@@ -331,12 +331,12 @@ func (c *conn) write(v any) error {
 	return nil
 }
 
-// encode makes v's line, in a buffer of c's that stays valid until the
-// next call; the caller holds wmu.
 // rawLine is a reply already encoded, newline and all: a batch's array,
 // whose entries writeBatch wrote by hand.
 type rawLine []byte
 
+// encode makes v's line, in a buffer of c's that stays valid until the
+// next call; the caller holds wmu.
 func (c *conn) encode(v any) ([]byte, error) {
 	switch v := v.(type) {
 	case rawLine:
