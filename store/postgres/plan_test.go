@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,14 +34,15 @@ func TestStartFindsJobsByPrimaryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	var seqs []int64
-	if err := s.pool.QueryRow(ctx, `SELECT array_agg(seq) FROM (SELECT seq FROM jobs ORDER BY seq DESC LIMIT 4) s`).Scan(&seqs); err != nil {
+	var seqsText string // the same as an array literal, for EXECUTE
+	if err := s.pool.QueryRow(ctx, `SELECT array_agg(seq), array_agg(seq)::text FROM (SELECT seq FROM jobs ORDER BY seq DESC LIMIT 4) s`).Scan(&seqs, &seqsText); err != nil {
 		t.Fatal(err)
 	}
 	// The custom plan (the server's choice for a lone statement) and the
 	// generic one (what the pipelined cycle asks for).
 	plans := map[string]string{
 		"custom":  explain(ctx, t, s, qStart, t0.UnixNano(), "me", seqs),
-		"generic": explainGeneric(ctx, t, s, qStart, fmt.Sprintf("%d, 'me', '{%s}'", t0.UnixNano(), joinInts(seqs))),
+		"generic": explainGeneric(ctx, t, s, qStart, fmt.Sprintf("%d, 'me', '%s'", t0.UnixNano(), seqsText)),
 	}
 	for kind, plan := range plans {
 		if used := indexesUsed(plan); !slices.Equal(used, []string{"jobs_pkey"}) {
@@ -87,14 +87,6 @@ func explainGeneric(ctx context.Context, t *testing.T, s *Store, query, args str
 	}
 	rows, err := conn.Query(ctx, `EXPLAIN EXECUTE generic_start(`+args+`)`)
 	return planText(t, rows, err)
-}
-
-func joinInts(v []int64) string {
-	s := make([]string, len(v))
-	for i, n := range v {
-		s[i] = strconv.FormatInt(n, 10)
-	}
-	return strings.Join(s, ",")
 }
 
 // explain returns the server's plan for query with args, one line per
