@@ -11,6 +11,8 @@ import (
 
 	"stq/engine"
 	"stq/ipc"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // savePayload is what each job of the enqueue rows carries: about what an
@@ -67,26 +69,22 @@ func (d *daemon) floodWith(ctx context.Context, clients, n int, reqFor func(i in
 	if err != nil {
 		return 0, err
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, clients)
+	g, gctx := errgroup.WithContext(ctx) // one failed enqueue stops the others
 	start := time.Now()
 	for c, cl := range conns {
-		wg.Go(func() {
+		g.Go(func() error {
 			for i := c; i < n; i += clients {
-				if _, err := cl.Enqueue(ctx, reqFor(i)); err != nil {
-					errs <- err
-					return
+				if _, err := cl.Enqueue(gctx, reqFor(i)); err != nil {
+					return err
 				}
 			}
+			return nil
 		})
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := g.Wait(); err != nil {
 		return 0, fmt.Errorf("enqueue: %w", err)
 	}
-	return float64(n) / elapsed.Seconds(), nil
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // drainRate measures how fast 4 workers drain n queued jobs like req. The
