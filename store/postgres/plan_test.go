@@ -2,7 +2,10 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -48,6 +51,113 @@ func TestStartFindsJobsByPrimaryKey(t *testing.T) {
 		if used := indexesUsed(plan); !slices.Equal(used, []string{"jobs_pkey"}) {
 			t.Errorf("qStart's %s plan for 4 of %d queued jobs uses indexes %q, want only jobs_pkey:\n%s", kind, queued, used, plan)
 		}
+	}
+}
+
+// TestCyclePlansKeepToIndexes holds the pipelined cycle to its plan
+// settings (qCyclePlans). The cycle's statements are planned on the empty
+// tables of a new schema; the tables then grow with no analyze (autovacuum
+// is off for them), and a generic plan is kept until the next analyze
+// whatever the table has become. The plans the server kept for the pool's
+// connections are then read back: generic, made once, and no sequential
+// scan after the growth. JIT is priced in for every plan of the store's
+// sessions, so only the cycle's setting keeps it out.
+func TestCyclePlansKeepToIndexes(t *testing.T) {
+	ctx := context.Background()
+	u, err := url.Parse(testURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Spelled out: Values.Encode writes a space as "+", which pgx keeps.
+	u.RawQuery = strings.TrimPrefix(u.RawQuery+"&options=-c%20jit_above_cost%3D0", "&")
+	s, err := Open(ctx, Options{URL: u.String(), Schema: freshSchema(t), MaxConns: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, table := range []string{"jobs", "attempts"} {
+		if _, err := s.pool.Exec(ctx, `ALTER TABLE `+table+` SET (autovacuum_enabled = false)`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Cycles on the empty tables, which make the plans: a claim, a
+	// completion with a claim, and one with nothing left to claim.
+	cycleJobs(t, s, testJob("a", "q", ""), testJob("b", "q", ""))
+	req := engine.ClaimRequest{Owner: "h/1", Now: t0, Limit: 1}
+	claimed, err := s.Claim(ctx, req)
+	if err != nil || len(claimed) != 1 {
+		t.Fatalf("claim: %d jobs, %v", len(claimed), err)
+	}
+	for range 2 {
+		res := pipelined(t, s, doneOf(claimed...), req)
+		claimed = res.Claimed
+	}
+
+	const n = 5000
+	jobs := make([]*engine.Job, n)
+	for i := range jobs {
+		jobs[i] = testJob(fmt.Sprintf("grown%05d", i), "q", "")
+	}
+	if _, err := s.EnqueueMany(ctx, engine.EnqueueBatch{Jobs: jobs, Atomic: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO attempts (job_seq, run, n, started_at, finished_at, outcome)
+		SELECT seq, 1, 1, 0, 1, 'failed' FROM jobs WHERE runs = 0`); err != nil {
+		t.Fatal(err)
+	}
+
+	scanArgs := fmt.Sprintf("%d, true, true, '{}', %d, 0, 32", t0.UnixNano(), int64(math.MinInt64))
+	checkKeptPlan(ctx, t, s, "attempts read", qAttemptsOfIDs, "'{grown00007,grown04000}'", "attempts_pkey", "jobs_id_key")
+	checkKeptPlan(ctx, t, s, "scan", qClaimScan, scanArgs, "jobs_ready", "jobs_running", "job_deps_pkey", "jobs_pkey", "queue_settings_pkey")
+}
+
+// checkKeptPlan finds the plan the server kept for statement on the
+// store's connections and checks it is a generic plan made under the
+// cycle's settings that reads only the indexes want. args are the
+// statement's arguments as SQL text.
+func checkKeptPlan(ctx context.Context, t *testing.T, s *Store, name, statement, args string, want ...string) {
+	t.Helper()
+	conns, err := s.pool.AcquireAllIdle(ctx), error(nil)
+	defer func() {
+		for _, c := range conns {
+			c.Release()
+		}
+	}()
+	slices.Sort(want)
+	found := false
+	for _, c := range conns {
+		var prepared string
+		var generic, custom int64
+		err = c.QueryRow(ctx, `SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1`,
+			statement).Scan(&prepared, &generic, &custom)
+		if errors.Is(err, pgx.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		found = true
+		if custom != 0 || generic == 0 {
+			t.Errorf("the cycle's %s was planned %d times for its arguments and ran a generic plan %d times, want only the generic plan", name, custom, generic)
+		}
+		// The kept plan, as the cycle runs it.
+		if _, err := c.Exec(ctx, `SET plan_cache_mode = force_generic_plan`); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := c.Query(ctx, `EXPLAIN EXECUTE `+prepared+`(`+args+`)`)
+		plan := planText(t, rows, err)
+		if _, err := c.Exec(ctx, `RESET plan_cache_mode`); err != nil {
+			t.Fatal(err)
+		}
+		if used := indexesUsed(plan); !slices.Equal(used, want) || strings.Contains(plan, "Seq Scan") {
+			t.Errorf("the cycle's %s, planned on empty tables, reads %q now, want only indexes %q:\n%s", name, used, want, plan)
+		}
+		if strings.Contains(plan, "JIT:") {
+			t.Errorf("the cycle's %s is compiled (JIT):\n%s", name, plan)
+		}
+	}
+	if !found {
+		t.Fatalf("no connection of the store holds the cycle's %s", name)
 	}
 }
 
