@@ -157,6 +157,35 @@ func TestRowsAgainstARealDaemon(t *testing.T) {
 		t.Errorf("the daemons said: %s", daemonErr.String())
 	}
 	checkBulkRows(t, bin, "")
+	checkNoopRows(t, bin, "")
+}
+
+// checkNoopRows runs the noop group with a few jobs on store ("": SQLite)
+// and checks that both pools' rows come back with jobs drained (a drain
+// that falls short fails the row).
+func checkNoopRows(t *testing.T, bin, store string) {
+	t.Helper()
+	var daemonErr bytes.Buffer
+	rows, err := Run(context.Background(), Options{Binary: bin, Jobs: 40, Reps: 1, Samples: 1, Durability: "normal",
+		Only: []string{"noop"}, DaemonStderr: &daemonErr, Store: store})
+	if err != nil {
+		t.Fatalf("noop rows: %v\ndaemon stderr: %s", err, daemonErr.String())
+	}
+	want := []string{"in-process noop jobs processed/s, 4 workers", "in-process noop jobs processed/s, 32 workers",
+		"database bytes per finished job (100-byte payload)"}
+	var names []string
+	for _, r := range rows {
+		names = append(names, r.Name)
+		if r.Median <= 0 {
+			t.Errorf("noop row %q: %+v", r.Name, r)
+		}
+	}
+	if !slices.Equal(names, want) {
+		t.Errorf("noop rows %q, want %q", names, want)
+	}
+	if daemonErr.Len() != 0 {
+		t.Errorf("the noop rows' daemons said: %s", daemonErr.String())
+	}
 }
 
 // checkBulkRows runs the bulk group quickly on store ("": SQLite) and

@@ -77,7 +77,7 @@ func (r *runner) bulk(ctx context.Context) error {
 
 // bulkRep runs one repetition of a bulk row on a fresh daemon.
 func (r *runner) bulkRep(ctx context.Context, name string, jobs, conns int) (float64, error) {
-	return r.withConfiguredDaemon(ctx, bulkConfig, name, func(d *daemon) (float64, error) {
+	return r.withConfiguredDaemon(ctx, bulkConfig, poolWorkers, name, func(d *daemon) (float64, error) {
 		return d.bulkEnqueueRate(ctx, jobs, conns)
 	})
 }

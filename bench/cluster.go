@@ -49,8 +49,8 @@ func (r *runner) withCluster(ctx context.Context, a, b string, fn func(a, b *dae
 		return err
 	}
 	defer removeB()
-	_, err = r.withHome(ctx, pa, "", func(da *daemon) (float64, error) {
-		return r.withHome(ctx, pb, "", func(db *daemon) (float64, error) {
+	_, err = r.withHome(ctx, pa, poolWorkers, "", func(da *daemon) (float64, error) {
+		return r.withHome(ctx, pb, poolWorkers, "", func(db *daemon) (float64, error) {
 			return 0, fn(da, db)
 		})
 	})

@@ -99,7 +99,7 @@ func (r *runner) flatRun(ctx context.Context, n, samples int) (flatSample, error
 		return out, err
 	}
 	out.load = time.Since(t0)
-	_, err = r.withHome(ctx, p, "", func(d *daemon) (float64, error) {
+	_, err = r.withHome(ctx, p, poolWorkers, "", func(d *daemon) (float64, error) {
 		return 0, d.flatLatencies(ctx, n, samples, &out)
 	})
 	return out, err

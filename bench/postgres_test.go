@@ -92,6 +92,7 @@ func TestRowsOnPostgres(t *testing.T) {
 	}
 
 	checkBulkRows(t, bin, url)
+	checkNoopRows(t, bin, url)
 
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, url)
