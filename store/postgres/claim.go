@@ -40,6 +40,9 @@ func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.J
 	}
 	var jobs []*engine.Job
 	err := s.write(ctx, func(tx pgx.Tx) (err error) {
+		if err := setCyclePlans(ctx, tx); err != nil {
+			return err
+		}
 		jobs, err = s.claim(ctx, tx, &req)
 		return err
 	})
@@ -398,7 +401,7 @@ func (s *Store) start(ctx context.Context, tx querier, seqs []int64, owner strin
 		return nil, err
 	}
 	if len(again) > 0 {
-		if err := loadAttempts(ctx, tx, again); err != nil {
+		if err := loadAttemptsWith(ctx, tx, qAttemptsInCycle, again); err != nil {
 			return nil, err
 		}
 	}

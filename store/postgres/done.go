@@ -31,7 +31,7 @@ func (s *Store) completeDone(ctx context.Context, tx pgx.Tx, done []engine.Compl
 		return nil, fmt.Errorf("complete jobs: %w", err)
 	}
 	if len(rows) > 0 {
-		if err := loadAttempts(ctx, tx, rows); err != nil {
+		if err := loadAttemptsWith(ctx, tx, qAttemptsInCycle, rows); err != nil {
 			return nil, err
 		}
 	}

@@ -102,6 +102,9 @@ func (s *Store) runCycle(ctx context.Context, a *cycleArgs) (engine.CycleResult,
 	var res engine.CycleResult
 	err := s.write(ctx, func(tx pgx.Tx) error {
 		res = a.result()
+		if err := setCyclePlans(ctx, tx); err != nil {
+			return err
+		}
 		return s.cycle(ctx, tx, a.started, a.done, a.claiming, a.req, &res)
 	})
 	return res, err
@@ -205,14 +208,29 @@ const qAttemptsOfIDs = `SELECT ` + attemptCols + ` FROM attempts
 //     scan's LIMIT, above jit_above_cost, and compiling it took 30 ms of
 //     every cycle; the cycle's statements read a few rows each.
 //
-// A plan is kept with the settings it was made under, so a statement the
-// cycle shares with other paths may still run a plan they made. The cycle's
-// read of attempts has a text of its own (qAttemptsInCycle), as every read
-// of a job runs qAttempts.
+// A plan is kept with the settings it was made under, and the server
+// makes a generic plan in its default mode too (after five custom ones,
+// to compare their costs): made without these settings, it could be a
+// sequential scan or a compiled one, which the cycle would then run. So
+// the one-statement-at-a-time cycle and claim, which run the same
+// statements, set them too (setCyclePlans), and the cycle's read of
+// attempts has a text of its own (qAttemptsInCycle), as every read of a
+// job runs qAttempts. What a one-by-one cycle shares with a lone call (a
+// failed attempt's completion is Complete's) may still run a plan the
+// lone call made: those are the uncommon completions.
 const qCyclePlans = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)`
 
-// qAttemptsInCycle is qAttempts for the pipelined cycle: the same
-// statement, a text of its own so that its plan is the cycle's (see
+// setCyclePlans sets qCyclePlans for the rest of tx, a cycle's or a
+// claim's transaction run one statement at a time.
+func setCyclePlans(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, qCyclePlans); err != nil {
+		return fmt.Errorf("set cycle plans: %w", err)
+	}
+	return nil
+}
+
+// qAttemptsInCycle is qAttempts for claims and cycles: the same
+// statement, a text of its own so that its plan is theirs (see
 // qCyclePlans).
 const qAttemptsInCycle = `SELECT ` + attemptCols + ` FROM attempts WHERE job_seq = ANY($1::bigint[]) ORDER BY job_seq, run`
 
@@ -397,7 +415,7 @@ func readStarted(br pgx.BatchResults, w *claimWalk, now int64) ([]jobRow, error)
 	return ordered, nil
 }
 
-// batchHistories reads the attempts of rows' jobs (qAttempts or
+// batchHistories reads the attempts of rows' jobs (qAttemptsInCycle or
 // qAttemptsOfIDs, queued by the caller) from br's next result into their
 // histories: loadAttempts for a pipelined batch.
 func batchHistories(br pgx.BatchResults, rows []jobRow) error {

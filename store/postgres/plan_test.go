@@ -54,46 +54,92 @@ func TestStartFindsJobsByPrimaryKey(t *testing.T) {
 	}
 }
 
-// TestCyclePlansKeepToIndexes holds the pipelined cycle to its plan
-// settings (qCyclePlans). The cycle's statements are planned on the empty
-// tables of a new schema; the tables then grow with no analyze (autovacuum
-// is off for them), and a generic plan is kept until the next analyze
-// whatever the table has become. The plans the server kept for the pool's
-// connections are then read back: generic, made once, and no sequential
-// scan after the growth. JIT is priced in for every plan of the store's
-// sessions, so only the cycle's setting keeps it out.
+// TestCyclePlansKeepToIndexes holds claims and cycles to their plan
+// settings (qCyclePlans), pipelined and one statement at a time. Their
+// statements are planned on the empty tables of a new schema; the tables
+// then grow with no analyze (autovacuum is off for them), and a generic
+// plan is kept until the next analyze whatever the table has become. The
+// plans the server kept for the pool's connections are then read back:
+// generic, made once, and no sequential scan after the growth. JIT is
+// priced in for every plan of the store's sessions, so only the cycle's
+// setting keeps it out.
 func TestCyclePlansKeepToIndexes(t *testing.T) {
-	ctx := context.Background()
+	for _, oneByOne := range []bool{false, true} {
+		t.Run(fmt.Sprintf("oneByOne=%v", oneByOne), func(t *testing.T) {
+			s := openJITSchema(t)
+			s.oneByOne = oneByOne
+			ctx := context.Background()
+			for _, table := range []string{"jobs", "attempts"} {
+				if _, err := s.pool.Exec(ctx, `ALTER TABLE `+table+` SET (autovacuum_enabled = false)`); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// On the empty tables, which makes the plans: six claims (after
+			// five custom plans the server makes a generic one in its
+			// default mode), a completion with a claim, and one with
+			// nothing left to claim.
+			first := make([]*engine.Job, 7)
+			for i := range first {
+				first[i] = testJob(fmt.Sprintf("first%d", i), "q", "")
+			}
+			if _, err := s.EnqueueMany(ctx, engine.EnqueueBatch{Jobs: first, Atomic: true}); err != nil {
+				t.Fatal(err)
+			}
+			req := engine.ClaimRequest{Owner: "h/1", Now: t0, Limit: 1}
+			var claimed []*engine.Job
+			for range 6 {
+				got, err := s.Claim(ctx, req)
+				if err != nil || len(got) != 1 {
+					t.Fatalf("claim: %d jobs, %v", len(got), err)
+				}
+				claimed = append(claimed, got...)
+			}
+			for range 2 {
+				res, err := s.CompleteAndClaim(ctx, engine.Cycle{Done: doneOf(claimed...), Claim: req})
+				if err == nil {
+					err = errors.Join(res.Errs...)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				claimed = res.Claimed
+			}
+			growUnanalyzed(t, s, 5000)
+
+			scanArgs := fmt.Sprintf("%d, true, true, '{}', %d, 0, 32", t0.UnixNano(), int64(math.MinInt64))
+			checkKeptPlan(ctx, t, s, "scan", qClaimScan, scanArgs, "jobs_ready", "jobs_running", "job_deps_pkey", "jobs_pkey", "queue_settings_pkey")
+			if oneByOne {
+				checkKeptPlan(ctx, t, s, "attempts read", qAttemptsInCycle, "'{3,4000}'", "attempts_pkey")
+			} else {
+				checkKeptPlan(ctx, t, s, "attempts read", qAttemptsOfIDs, "'{grown00007,grown04000}'", "attempts_pkey", "jobs_id_key")
+			}
+		})
+	}
+}
+
+// openJITSchema opens a store on a fresh schema whose sessions compile
+// (JIT) every plan the server lets them.
+func openJITSchema(t *testing.T) *Store {
+	t.Helper()
 	u, err := url.Parse(testURL(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Spelled out: Values.Encode writes a space as "+", which pgx keeps.
 	u.RawQuery = strings.TrimPrefix(u.RawQuery+"&options=-c%20jit_above_cost%3D0", "&")
-	s, err := Open(ctx, Options{URL: u.String(), Schema: freshSchema(t), MaxConns: 4})
+	s, err := Open(context.Background(), Options{URL: u.String(), Schema: freshSchema(t), MaxConns: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	for _, table := range []string{"jobs", "attempts"} {
-		if _, err := s.pool.Exec(ctx, `ALTER TABLE `+table+` SET (autovacuum_enabled = false)`); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Cycles on the empty tables, which make the plans: a claim, a
-	// completion with a claim, and one with nothing left to claim.
-	cycleJobs(t, s, testJob("a", "q", ""), testJob("b", "q", ""))
-	req := engine.ClaimRequest{Owner: "h/1", Now: t0, Limit: 1}
-	claimed, err := s.Claim(ctx, req)
-	if err != nil || len(claimed) != 1 {
-		t.Fatalf("claim: %d jobs, %v", len(claimed), err)
-	}
-	for range 2 {
-		res := pipelined(t, s, doneOf(claimed...), req)
-		claimed = res.Claimed
-	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
 
-	const n = 5000
+// growUnanalyzed enqueues n jobs and gives each a history of one attempt,
+// as if all had run once.
+func growUnanalyzed(t *testing.T, s *Store, n int) {
+	t.Helper()
+	ctx := context.Background()
 	jobs := make([]*engine.Job, n)
 	for i := range jobs {
 		jobs[i] = testJob(fmt.Sprintf("grown%05d", i), "q", "")
@@ -105,10 +151,6 @@ func TestCyclePlansKeepToIndexes(t *testing.T) {
 		SELECT seq, 1, 1, 0, 1, 'failed' FROM jobs WHERE runs = 0`); err != nil {
 		t.Fatal(err)
 	}
-
-	scanArgs := fmt.Sprintf("%d, true, true, '{}', %d, 0, 32", t0.UnixNano(), int64(math.MinInt64))
-	checkKeptPlan(ctx, t, s, "attempts read", qAttemptsOfIDs, "'{grown00007,grown04000}'", "attempts_pkey", "jobs_id_key")
-	checkKeptPlan(ctx, t, s, "scan", qClaimScan, scanArgs, "jobs_ready", "jobs_running", "job_deps_pkey", "jobs_pkey", "queue_settings_pkey")
 }
 
 // checkKeptPlan finds the plan the server kept for statement on the

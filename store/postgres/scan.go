@@ -155,8 +155,14 @@ func (s *Store) finish(ctx context.Context, tx querier, rows []jobRow, attempts,
 // loadAttempts fills the attempt history of every row, oldest first; never
 // nil. One query for all of them.
 func loadAttempts(ctx context.Context, tx querier, rows []jobRow) error {
+	return loadAttemptsWith(ctx, tx, qAttempts, rows)
+}
+
+// loadAttemptsWith is loadAttempts running query: qAttempts, or in a
+// claim's or a cycle's transaction qAttemptsInCycle (see qCyclePlans).
+func loadAttemptsWith(ctx context.Context, tx querier, query string, rows []jobRow) error {
 	bySeq, seqs := histories(rows)
-	res, err := tx.Query(ctx, qAttempts, seqs)
+	res, err := tx.Query(ctx, query, seqs)
 	if err != nil {
 		return fmt.Errorf("load attempts: %w", err)
 	}
