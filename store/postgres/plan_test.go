@@ -162,54 +162,59 @@ func growUnanalyzed(t *testing.T, s *Store, n int) {
 	}
 }
 
-// checkKeptPlan finds the plan the server kept for statement on the
-// store's connections and checks it is a generic plan made under the
+// checkKeptPlan finds the plans the server kept for statement on the
+// store's connections and checks each is a generic plan made under the
 // cycle's settings that reads only the indexes want. args are the
 // statement's arguments as SQL text.
 func checkKeptPlan(ctx context.Context, t *testing.T, s *Store, name, statement, args string, want ...string) {
 	t.Helper()
-	conns, err := s.pool.AcquireAllIdle(ctx), error(nil)
-	defer func() {
+	slices.Sort(want)
+	// Only idle connections can be looked at, and the store's folder and
+	// notifier take one now and then: look again until one holds it.
+	for range 50 {
+		conns := s.pool.AcquireAllIdle(ctx)
+		found := false
 		for _, c := range conns {
+			found = checkPlanOn(ctx, t, c.Conn(), name, statement, args, want) || found
 			c.Release()
 		}
-	}()
-	slices.Sort(want)
-	found := false
-	for _, c := range conns {
-		var prepared string
-		var generic, custom int64
-		err = c.QueryRow(ctx, `SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1`,
-			statement).Scan(&prepared, &generic, &custom)
-		if errors.Is(err, pgx.ErrNoRows) {
-			continue
+		if found {
+			return
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		found = true
-		if custom != 0 || generic == 0 {
-			t.Errorf("the cycle's %s was planned %d times for its arguments and ran a generic plan %d times, want only the generic plan", name, custom, generic)
-		}
-		// The kept plan, as the cycle runs it.
-		if _, err := c.Exec(ctx, `SET plan_cache_mode = force_generic_plan`); err != nil {
-			t.Fatal(err)
-		}
-		rows, err := c.Query(ctx, `EXPLAIN EXECUTE `+prepared+`(`+args+`)`)
-		plan := planText(t, rows, err)
-		if _, err := c.Exec(ctx, `RESET plan_cache_mode`); err != nil {
-			t.Fatal(err)
-		}
-		if used := indexesUsed(plan); !slices.Equal(used, want) || strings.Contains(plan, "Seq Scan") {
-			t.Errorf("the cycle's %s, planned on empty tables, reads %q now, want only indexes %q:\n%s", name, used, want, plan)
-		}
-		if strings.Contains(plan, "JIT:") {
-			t.Errorf("the cycle's %s is compiled (JIT):\n%s", name, plan)
-		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	if !found {
-		t.Fatalf("no connection of the store holds the cycle's %s", name)
+	t.Fatalf("no connection of the store holds the cycle's %s", name)
+}
+
+// checkPlanOn is checkKeptPlan on one connection. It reports false when
+// conn does not hold statement.
+func checkPlanOn(ctx context.Context, t *testing.T, conn *pgx.Conn, name, statement, args string, want []string) bool {
+	t.Helper()
+	var prepared string
+	var generic, custom int64
+	err := conn.QueryRow(ctx, `SELECT name, generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1`,
+		statement).Scan(&prepared, &generic, &custom)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false
 	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if custom != 0 || generic == 0 {
+		t.Errorf("the cycle's %s was planned %d times for its arguments and ran a generic plan %d times, want only the generic plan", name, custom, generic)
+	}
+	// The kept plan, as the cycle runs it.
+	run(ctx, t, conn, `SET plan_cache_mode = force_generic_plan`)
+	rows, err := conn.Query(ctx, `EXPLAIN EXECUTE `+prepared+`(`+args+`)`)
+	plan := planText(t, rows, err)
+	run(ctx, t, conn, `RESET plan_cache_mode`)
+	if used := indexesUsed(plan); !slices.Equal(used, want) || strings.Contains(plan, "Seq Scan") {
+		t.Errorf("the cycle's %s, planned on empty tables, reads %q now, want only indexes %q:\n%s", name, used, want, plan)
+	}
+	if strings.Contains(plan, "JIT:") {
+		t.Errorf("the cycle's %s is compiled (JIT):\n%s", name, plan)
+	}
+	return true
 }
 
 // indexScan names the index of a plan node that reads one.
@@ -238,16 +243,19 @@ func explainGeneric(ctx context.Context, t *testing.T, s *Store, query, args str
 	// connection.
 	conn := pc.Hijack()
 	defer func() { _ = conn.Close(ctx) }()
-	for _, q := range []string{
-		`SET plan_cache_mode = force_generic_plan`,
-		`PREPARE generic_start (bigint, text, bigint[]) AS ` + query,
-	} {
+	run(ctx, t, conn, `SET plan_cache_mode = force_generic_plan`, `PREPARE generic_start (bigint, text, bigint[]) AS `+query)
+	rows, err := conn.Query(ctx, `EXPLAIN EXECUTE generic_start(`+args+`)`)
+	return planText(t, rows, err)
+}
+
+// run runs each statement on conn, failing the test on the first error.
+func run(ctx context.Context, t *testing.T, conn *pgx.Conn, statements ...string) {
+	t.Helper()
+	for _, q := range statements {
 		if _, err := conn.Exec(ctx, q); err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	rows, err := conn.Query(ctx, `EXPLAIN EXECUTE generic_start(`+args+`)`)
-	return planText(t, rows, err)
 }
 
 // explain returns the server's plan for query with args, one line per
