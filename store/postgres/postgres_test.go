@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"stq/engine"
@@ -44,3 +45,25 @@ func testURL(t testing.TB) string { return pgtest.URL(t) }
 // freshSchema returns a schema name no other test uses, dropped with
 // everything in it when the test ends.
 func freshSchema(t testing.TB) string { return pgtest.Schema(t, "stqtest_") }
+
+func TestCheckVersion(t *testing.T) {
+	for _, tt := range []struct {
+		num     int
+		version string
+		ok      bool
+	}{
+		{110022, "11.22", false},
+		{119999, "11.99", false},
+		{120000, "12.0", true},
+		{150018, "15.18 (Debian 15.18-0+deb12u1)", true},
+		{180001, "18.1", true},
+	} {
+		err := checkVersion(tt.num, tt.version)
+		if (err == nil) != tt.ok {
+			t.Errorf("checkVersion(%d, %q) = %v, want ok %v", tt.num, tt.version, err, tt.ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "PostgreSQL "+tt.version+"; stq needs 12 or newer") {
+			t.Errorf("checkVersion(%d): %q does not name the version and the need", tt.num, err)
+		}
+	}
+}

@@ -152,7 +152,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("open store %s: %w", where, err)
 	}
-	err = migrate(ctx, conn.Conn(), schema)
+	err = checkServer(ctx, conn.Conn())
+	if err == nil {
+		err = migrate(ctx, conn.Conn(), schema)
+	}
 	conn.Release()
 	if err != nil {
 		pool.Close()
@@ -168,6 +171,32 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		go s.runInserter(s.closing)
 	}
 	return s, nil
+}
+
+// minServerVersion is the oldest PostgreSQL (server_version_num) the store
+// runs on: claims and cycles set plan_cache_mode, new in 12 (see
+// qCyclePlans). Refused at start, an older server would otherwise fail
+// every claim.
+const minServerVersion = 120000
+
+// checkServer refuses a server older than minServerVersion.
+func checkServer(ctx context.Context, conn *pgx.Conn) error {
+	var num int
+	var version string
+	err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int, current_setting('server_version')`).Scan(&num, &version)
+	if err != nil {
+		return fmt.Errorf("read server version: %w", err)
+	}
+	return checkVersion(num, version)
+}
+
+// checkVersion is checkServer's rule, for the server_version_num num and
+// the server_version it names in its error.
+func checkVersion(num int, version string) error {
+	if num < minServerVersion {
+		return fmt.Errorf("the server runs PostgreSQL %s; stq needs 12 or newer", version)
+	}
+	return nil
 }
 
 // Redact returns a connection URL fit to print: its password, if any,
