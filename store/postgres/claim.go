@@ -39,10 +39,7 @@ func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.J
 		return res.Claimed, nil
 	}
 	var jobs []*engine.Job
-	err := s.write(ctx, func(tx pgx.Tx) (err error) {
-		if err := setCyclePlans(ctx, tx); err != nil {
-			return err
-		}
+	err := s.writeCycle(ctx, func(tx pgx.Tx) (err error) {
 		jobs, err = s.claim(ctx, tx, &req)
 		return err
 	})

@@ -100,11 +100,8 @@ func (s *Store) runCycle(ctx context.Context, a *cycleArgs) (engine.CycleResult,
 		return res, err
 	}
 	var res engine.CycleResult
-	err := s.write(ctx, func(tx pgx.Tx) error {
+	err := s.writeCycle(ctx, func(tx pgx.Tx) error {
 		res = a.result()
-		if err := setCyclePlans(ctx, tx); err != nil {
-			return err
-		}
 		return s.cycle(ctx, tx, a.started, a.done, a.claiming, a.req, &res)
 	})
 	return res, err
@@ -186,8 +183,8 @@ func (s *Store) pipelinedCycle(ctx context.Context, a *cycleArgs, res *engine.Cy
 const qAttemptsOfIDs = `SELECT ` + attemptCols + ` FROM attempts
 	WHERE job_seq = ANY (ARRAY(SELECT seq FROM jobs WHERE id = ANY($1))) ORDER BY job_seq, run`
 
-// qCyclePlans is how the pipelined cycle has its statements planned, for
-// the rest of its transaction. Each cycle statement is prepared once per
+// qCyclePlans is how claims and cycles have their statements planned, for
+// the rest of their transaction. Each cycle statement is prepared once per
 // connection and its arguments never change what the plan should be: a
 // few rows found by key, or (the scan) the walk of jobs_ready, for which
 // the scan also prices sorting out (see scanCandidates).
@@ -213,20 +210,22 @@ const qAttemptsOfIDs = `SELECT ` + attemptCols + ` FROM attempts
 // to compare their costs): made without these settings, it could be a
 // sequential scan or a compiled one, which the cycle would then run. So
 // the one-statement-at-a-time cycle and claim, which run the same
-// statements, set them too (setCyclePlans), and the cycle's read of
+// statements, set them too (writeCycle), and the cycle's read of
 // attempts has a text of its own (qAttemptsInCycle), as every read of a
 // job runs qAttempts. What a one-by-one cycle shares with a lone call (a
 // failed attempt's completion is Complete's) may still run a plan the
 // lone call made: those are the uncommon completions.
 const qCyclePlans = `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)`
 
-// setCyclePlans sets qCyclePlans for the rest of tx, a cycle's or a
-// claim's transaction run one statement at a time.
-func setCyclePlans(ctx context.Context, tx pgx.Tx) error {
-	if _, err := tx.Exec(ctx, qCyclePlans); err != nil {
-		return fmt.Errorf("set cycle plans: %w", err)
-	}
-	return nil
+// writeCycle is write for a claim or a cycle run one statement at a
+// time: fn runs after qCyclePlans, as the pipelined cycle's statements do.
+func (s *Store) writeCycle(ctx context.Context, fn func(pgx.Tx) error) error {
+	return s.write(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, qCyclePlans); err != nil {
+			return fmt.Errorf("set cycle plans: %w", err)
+		}
+		return fn(tx)
+	})
 }
 
 // qAttemptsInCycle is qAttempts for claims and cycles: the same
@@ -234,9 +233,9 @@ func setCyclePlans(ctx context.Context, tx pgx.Tx) error {
 // qCyclePlans).
 const qAttemptsInCycle = `SELECT ` + attemptCols + ` FROM attempts WHERE job_seq = ANY($1::bigint[]) ORDER BY job_seq, run`
 
-// openCycle sends the cycle's first round trip: BEGIN, the DONE
-// completions and the read of their attempts, and the first scan of sc
-// (nil: no claim). It records the completions in res and returns what
+// openCycle sends the cycle's first round trip: BEGIN, the plan settings,
+// the process records, the DONE completions and the read of their
+// attempts, and the first scan of sc (nil: no claim). It records the completions in res and returns what
 // the scan found.
 func (s *Store) openCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, sc *claimScan, res *engine.CycleResult) ([]candidate, error) {
 	idx := make([]int, len(a.done))
@@ -335,9 +334,9 @@ func (s *Store) chosenEnvs(ctx context.Context, q querier, w *claimWalk) (map[in
 	return envs, nil
 }
 
-// closeCycle sends the cycle's last round trip: the plan setting and the
-// start of the chosen jobs, the attempts of those that ran before, and
-// COMMIT; and records the started jobs in res.
+// closeCycle sends the cycle's last round trip: the start of the chosen
+// jobs, the attempts of those that ran before, and COMMIT; and records the
+// started jobs in res.
 func closeCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, w *claimWalk, envs map[int64]*engine.BaseEnv, res *engine.CycleResult) error {
 	b := &pgx.Batch{}
 	starting := w != nil && len(w.chosen) > 0

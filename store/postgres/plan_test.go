@@ -42,7 +42,8 @@ func TestStartFindsJobsByPrimaryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The custom plan (the server's choice for a lone statement) and the
-	// generic one (what the pipelined cycle asks for).
+	// generic one (what claims and cycles ask for, here even with
+	// sequential scans allowed).
 	plans := map[string]string{
 		"custom":  explain(ctx, t, s, qStart, t0.UnixNano(), "me", seqs),
 		"generic": explainGeneric(ctx, t, s, qStart, fmt.Sprintf("%d, 'me', '%s'", t0.UnixNano(), seqsText)),
