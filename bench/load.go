@@ -87,11 +87,11 @@ func (d *daemon) floodWith(ctx context.Context, clients, n int, reqFor func(i in
 	return float64(n) / time.Since(start).Seconds(), nil
 }
 
-// drainRate measures how fast 4 workers drain n queued jobs like req. The
-// jobs are all due at one instant T, set far enough ahead that the flood of
-// enqueues has finished by then, so the rate is n / (last finish - T) and
-// the enqueue path is not part of it. It also reports the database's size
-// per finished job.
+// drainRate measures how fast the daemon's workers drain n queued jobs
+// like req. The jobs are all due at one instant T, set far enough ahead
+// that the flood of enqueues has finished by then, so the rate is n /
+// (last finish - T) and the enqueue path is not part of it. It also
+// reports the database's size per finished job.
 func (d *daemon) drainRate(ctx context.Context, n int, req engine.EnqueueRequest) (rate, bytesPerJob float64, err error) {
 	// The head start: time for the flood of enqueues, each with its 3 KB
 	// base environment when it has one (decoded twice by the daemon, and

@@ -67,21 +67,22 @@ const manyWorkers = 32
 func (r *runner) noop(ctx context.Context) error {
 	var few, many, perJob []float64
 	req := engine.EnqueueRequest{Type: "noop", Payload: historyPayload(), BaseEnv: shellEnv()}
-	for rep := range r.opts.Reps {
-		v, err := r.withDaemon(ctx, fmt.Sprintf("noop-rep%d", rep), func(d *daemon) (float64, error) {
+	drain := func(workers int, profile string, sizes *[]float64) (float64, error) {
+		return r.withConfiguredDaemon(ctx, "", workers, profile, func(d *daemon) (float64, error) {
 			rate, b, err := d.drainRate(ctx, r.opts.Jobs, req)
-			perJob = append(perJob, b)
+			if sizes != nil {
+				*sizes = append(*sizes, b)
+			}
 			return rate, err
 		})
+	}
+	for rep := range r.opts.Reps {
+		v, err := drain(poolWorkers, fmt.Sprintf("noop-rep%d", rep), &perJob)
 		if err != nil {
 			return err
 		}
 		few = append(few, v)
-		v, err = r.withConfiguredDaemon(ctx, "", manyWorkers, fmt.Sprintf("noop%d-rep%d", manyWorkers, rep), func(d *daemon) (float64, error) {
-			rate, _, err := d.drainRate(ctx, r.opts.Jobs, req)
-			return rate, err
-		})
-		if err != nil {
+		if v, err = drain(manyWorkers, fmt.Sprintf("noop%d-rep%d", manyWorkers, rep), nil); err != nil {
 			return err
 		}
 		many = append(many, v)
