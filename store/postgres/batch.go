@@ -145,12 +145,6 @@ func (op *batchOp) copyRun(ctx context.Context, s *Store, tx pgx.Tx, i, end int)
 	return nil
 }
 
-// copyCols are the columns copyJobs fills, in insertArgs order.
-var copyCols = []string{"id", "queue", "type", "subject", "generation", "priority", "state",
-	"max_attempts", "payload", "command", "cwd", "env", "run_at", "deadline", "ttl", "backoff",
-	"expires_at", "created_at", "finished_at", "error",
-	"wait_idle", "require_charging", "debounce", "replace_running", "after_ids", "env_id"}
-
 func (op *batchOp) copyJobs(ctx context.Context, tx pgx.Tx, i, end int) error {
 	// One reference count update per distinct environment of the run.
 	counts := map[string]int64{}
@@ -172,16 +166,16 @@ func (op *batchOp) copyJobs(ctx context.Context, tx pgx.Tx, i, end int) error {
 			}
 		}
 	}
-	rows := make([][]any, 0, end-i)
+	rows := newCopyRows(end - i)
 	for k := i; k < end; k++ {
 		in := &op.ins[k]
 		if env := in.job.BaseEnv; env != nil {
 			in.envID = ids[env.SHA256]
 		}
 		op.outs[k] = enqueued{generation: in.job.Generation, state: engine.StateQueued}
-		rows = append(rows, insertArgs(in, &op.outs[k]))
+		rows.job(in, &op.outs[k])
 	}
-	if _, err := tx.CopyFrom(ctx, pgx.Identifier{"jobs"}, copyCols, pgx.CopyFromRows(rows)); err != nil {
+	if _, err := rows.copyFrom(ctx, tx.Conn().PgConn()); err != nil {
 		return fmt.Errorf("insert jobs: %w", err)
 	}
 	return nil

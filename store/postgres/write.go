@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -177,14 +179,43 @@ func (s *Store) enqueue(ctx context.Context, tx pgx.Tx, in *newJob, explicitGen 
 	return nil
 }
 
-const insertJob = `INSERT INTO jobs (id, queue, type, subject, generation, priority, state,
-	max_attempts, payload, command, cwd, env, run_at, deadline, ttl, backoff,
-	expires_at, created_at, finished_at, error,
-	wait_idle, require_charging, debounce, replace_running, after_ids, env_id)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-		$21, $22, $23, $24, $25, $26)`
+// newJobCols are a new job's columns, in writeJobRow's order.
+var newJobCols = []string{"id", "queue", "type", "subject", "generation", "priority", "state",
+	"max_attempts", "payload", "command", "cwd", "env", "run_at", "deadline", "ttl", "backoff",
+	"expires_at", "created_at", "finished_at", "error",
+	"wait_idle", "require_charging", "debounce", "replace_running", "after_ids", "env_id"}
+
+// insertJob inserts one new job, its values in newJobCols order.
+var insertJob = func() string {
+	params := make([]string, len(newJobCols))
+	for i := range params {
+		params[i] = "$" + strconv.Itoa(i+1)
+	}
+	return "INSERT INTO jobs (" + strings.Join(newJobCols, ", ") + ") VALUES (" + strings.Join(params, ", ") + ")"
+}()
 
 func insertArgs(in *newJob, out *enqueued) []any {
+	a := make(argRow, 0, len(newJobCols))
+	writeJobRow(&a, in, out)
+	return a
+}
+
+// columnWriter takes a row's values one column at a time, each in the
+// form its column's type stores.
+type columnWriter interface {
+	text(string)
+	optText(*string) // nil: NULL
+	int8(int64)
+	optInt8(*int64) // nil: NULL
+	int4(name string, v int)
+	bool(bool)
+	bytea([]byte) // nil: NULL
+}
+
+// writeJobRow writes the row of a new job, in newJobCols order: the one
+// place that says what the INSERT (insertArgs) and the bulk COPY
+// (copyRows) store.
+func writeJobRow(w columnWriter, in *newJob, out *enqueued) {
 	j := in.job
 	var expires, finished, envID *int64
 	if in.expiresAt != 0 && out.state == engine.StateQueued {
@@ -196,11 +227,45 @@ func insertArgs(in *newJob, out *enqueued) []any {
 	if in.envID != 0 {
 		envID = &in.envID
 	}
-	return []any{j.ID, j.Queue, j.Type, in.subject, out.generation, j.Priority, string(out.state),
-		j.MaxAttempts, in.payload, in.command, in.cwd, in.env, in.runAt, in.deadline, in.ttl, in.backoff,
-		expires, in.createdAt, finished, optText(out.errText),
-		j.WaitIdle, j.RequireCharging, int64(j.Debounce), j.Replace, in.afterJSON, envID}
+	w.text(j.ID)
+	w.text(j.Queue)
+	w.text(j.Type)
+	w.optText(in.subject)
+	w.int8(out.generation)
+	w.int4("priority", j.Priority)
+	w.text(string(out.state))
+	w.int4("max_attempts", j.MaxAttempts)
+	w.bytea(in.payload)
+	w.optText(in.command)
+	w.optText(in.cwd)
+	w.optText(in.env)
+	w.int8(in.runAt)
+	w.int8(in.deadline)
+	w.int8(in.ttl)
+	w.int8(in.backoff)
+	w.optInt8(expires)
+	w.int8(in.createdAt)
+	w.optInt8(finished)
+	w.optText(optText(out.errText))
+	w.bool(j.WaitIdle)
+	w.bool(j.RequireCharging)
+	w.int8(int64(j.Debounce))
+	w.bool(j.Replace)
+	w.optText(in.afterJSON)
+	w.optInt8(envID)
 }
+
+// argRow collects a row's values as statement arguments; pgx encodes them
+// by the parameters' types.
+type argRow []any
+
+func (a *argRow) text(s string)        { *a = append(*a, s) }
+func (a *argRow) optText(s *string)    { *a = append(*a, s) }
+func (a *argRow) int8(v int64)         { *a = append(*a, v) }
+func (a *argRow) optInt8(v *int64)     { *a = append(*a, v) }
+func (a *argRow) int4(_ string, v int) { *a = append(*a, v) }
+func (a *argRow) bool(v bool)          { *a = append(*a, v) }
+func (a *argRow) bytea(b []byte)       { *a = append(*a, b) }
 
 // supersede moves the key's QUEUED jobs below the new generation to
 // SUPERSEDED and cancels their dependents.
