@@ -200,7 +200,30 @@ CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs
 `,
 	// 2: the daemons' leases (lease.go).
 	migrationDaemons,
+	// 3: the counters' update trigger in linear time (below).
+	migrationCountUpdate,
 }
+
+// migrationCountUpdate is migration 3: the counters' update trigger
+// without its join. Migration 1's joined old_rows to new_rows by seq to
+// find the rows whose state or queue changed; the transition tables have
+// no index, and the server joined them with a nested loop, so an UPDATE
+// of n rows cost n*n comparisons (2,000 jobs promoted or started in one
+// statement: 1.3 s). The net change per (queue, state) is the new rows'
+// count less the old rows', whatever changed: rows that kept their state
+// and queue cancel out.
+const migrationCountUpdate = `
+CREATE OR REPLACE FUNCTION jobs_count_update() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	INSERT INTO count_deltas (queue, state, n)
+		SELECT queue, state, sum(d) FROM (
+			SELECT queue, state, -1 AS d FROM old_rows
+			UNION ALL
+			SELECT queue, state, 1 FROM new_rows) AS c
+		GROUP BY queue, state HAVING sum(d) <> 0;
+	RETURN NULL;
+END $$;
+`
 
 // SchemaVersion is the schema version this build of stq writes and reads.
 func SchemaVersion() int { return len(migrations) }
@@ -218,6 +241,12 @@ func lockKey(schema, purpose string) int64 {
 // once and in order. It refuses a schema newer than this build knows:
 // running old code on it could undo what the newer one relies on.
 func migrate(ctx context.Context, conn *pgx.Conn, schema string) error {
+	return migrateWith(ctx, conn, schema, migrations)
+}
+
+// migrateWith is migrate with steps for the migrations; tests build the
+// schemas of earlier versions with a prefix of them.
+func migrateWith(ctx context.Context, conn *pgx.Conn, schema string, steps []string) error {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("begin migration: %w", err)
@@ -247,19 +276,19 @@ func migrate(ctx context.Context, conn *pgx.Conn, schema string) error {
 	case err != nil:
 		return fmt.Errorf("read schema version: %w", err)
 	}
-	if version > len(migrations) {
-		return fmt.Errorf("schema %q is at version %d, newer than this stq understands (%d): upgrade stq on this host, or use another schema", schema, version, len(migrations))
+	if version > len(steps) {
+		return fmt.Errorf("schema %q is at version %d, newer than this stq understands (%d): upgrade stq on this host, or use another schema", schema, version, len(steps))
 	}
 	if _, err := tx.Exec(ctx, `SET LOCAL search_path TO `+ident); err != nil {
 		return fmt.Errorf("select schema %s: %w", schema, err)
 	}
-	for v := version; v < len(migrations); v++ {
-		if _, err := tx.Exec(ctx, migrations[v]); err != nil {
+	for v := version; v < len(steps); v++ {
+		if _, err := tx.Exec(ctx, steps[v]); err != nil {
 			return fmt.Errorf("migrate schema %s to version %d: %w", schema, v+1, err)
 		}
 	}
-	if version < len(migrations) {
-		if _, err := tx.Exec(ctx, `UPDATE stq_schema SET version = $1`, len(migrations)); err != nil {
+	if version < len(steps) {
+		if _, err := tx.Exec(ctx, `UPDATE stq_schema SET version = $1`, len(steps)); err != nil {
 			return fmt.Errorf("record schema version: %w", err)
 		}
 	}
