@@ -59,7 +59,9 @@ func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.J
 //
 // "run_at + 0" keeps the planner off jobs_run_at (see claim for why the
 // walk must be jobs_ready's). Walking jobs_ready in order costs the jobs
-// the claim takes plus those it steps over (not yet due, filtered out).
+// the claim takes plus those it steps over (filtered out); jobs_ready
+// holds only due jobs, so a job scheduled ahead is stepped over only
+// within dueHorizon of its run_at (see due.go).
 //
 // The key rules are checked here as a first cut only; the claim checks
 // them again holding the key's lock (see lockKeys). So are the queue caps
@@ -75,7 +77,7 @@ func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.J
 const (
 	claimScanHead = `SELECT j.seq, j.queue, j.type, j.subject, j.generation, j.priority, j.runs, coalesce(j.env_id, 0)
 	FROM jobs AS j
-	WHERE j.state = 'QUEUED' AND j.run_at + 0 <= $1
+	WHERE j.state = 'QUEUED' AND j.due AND j.run_at + 0 <= $1
 		AND (j.expires_at IS NULL OR j.expires_at > $1)
 		AND ($2 OR NOT j.wait_idle) AND ($3 OR NOT j.require_charging)
 		AND j.queue <> ALL ($4::text[])`
@@ -176,8 +178,7 @@ func (s *Store) choose(ctx context.Context, tx querier, sc *claimScan, pre *[]ca
 			cands = *pre
 		} else {
 			var err error
-			query, args := sc.next(w.excluded, want)
-			cands, err = scanCandidates(ctx, tx, first, query, args...)
+			cands, err = scanCandidates(ctx, tx, sc, first, w.excluded, want)
 			if err != nil {
 				return nil, fmt.Errorf("find due jobs: %w", err)
 			}
@@ -218,7 +219,8 @@ func queueCaps(limits map[string]int) (queues []string, caps []int64) {
 	return queues, caps
 }
 
-// scanCandidates runs query (see scanArgs) with args.
+// scanCandidates runs sc's next scan, for want jobs outside the queues
+// excluded; the first (first) as queueFirstScan sends it.
 //
 // The claim must walk jobs_ready in order and stop at its limit. On a
 // table without fresh statistics (a new install, a burst of enqueues
@@ -228,8 +230,9 @@ func queueCaps(limits map[string]int) (queues []string, caps []int64) {
 // priced out for the transaction it takes the index, whatever the
 // statistics; the first scan of a claim sends that SET LOCAL with it, in
 // one round trip.
-func scanCandidates(ctx context.Context, tx querier, first bool, query string, args ...any) ([]candidate, error) {
+func scanCandidates(ctx context.Context, tx querier, sc *claimScan, first bool, excluded []string, want int) ([]candidate, error) {
 	if !first {
+		query, args := sc.next(excluded, want)
 		rows, err := tx.Query(ctx, query, args...)
 		if err != nil {
 			return nil, err
@@ -237,7 +240,7 @@ func scanCandidates(ctx context.Context, tx querier, first bool, query string, a
 		return collectCandidates(rows)
 	}
 	b := &pgx.Batch{}
-	queueFirstScan(b, query, args...)
+	queueFirstScan(b, sc)
 	br := tx.SendBatch(ctx, b)
 	cands, err := readFirstScan(br)
 	if cerr := br.Close(); err == nil {
@@ -246,15 +249,21 @@ func scanCandidates(ctx context.Context, tx querier, first bool, query string, a
 	return cands, err
 }
 
-// queueFirstScan queues a claim's first scan on b, after the plan
-// setting it needs (see scanCandidates).
-func queueFirstScan(b *pgx.Batch, query string, args ...any) {
+// queueFirstScan queues a claim's first look on b: the promotion of the
+// jobs come due by its now (see due.go), the plan setting the scan needs
+// (see scanCandidates), and sc's first scan.
+func queueFirstScan(b *pgx.Batch, sc *claimScan) {
+	query, args := sc.first()
+	b.Queue(qPromoteDue, sc.req.Now.UnixNano())
 	b.Queue(`SET LOCAL enable_sort = off`)
 	b.Queue(query, args...)
 }
 
 // readFirstScan reads what queueFirstScan queued, from br's next results.
 func readFirstScan(br pgx.BatchResults) ([]candidate, error) {
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("promote due jobs: %w", err)
+	}
 	if _, err := br.Exec(); err != nil {
 		return nil, fmt.Errorf("set claim plan: %w", err)
 	}

@@ -200,7 +200,7 @@ func (s *Store) retry(ctx context.Context, tx pgx.Tx, id string, now time.Time) 
 		return nil, fmt.Errorf("read dependencies: %w", err)
 	}
 	rows, jobs, err := s.queryJobs(ctx, tx, true, false, `UPDATE jobs SET state = 'QUEUED',
-			attempt_base = attempt_base + attempt, attempt = 0, run_at = $1,
+			attempt_base = attempt_base + attempt, attempt = 0, run_at = $1, due = true,
 			expires_at = NULL, started_at = NULL, finished_at = NULL, exit_code = NULL, error = NULL, owner = NULL
 		WHERE seq = $2
 		RETURNING `+jobCols, now.UnixNano(), cur.seq)

@@ -254,8 +254,7 @@ func (s *Store) openCycle(ctx context.Context, conn *pgx.Conn, a *cycleArgs, sc 
 		b.Queue(qAttemptsOfIDs, cols[0])
 	}
 	if sc != nil {
-		query, args := sc.first()
-		queueFirstScan(b, query, args...)
+		queueFirstScan(b, sc)
 	}
 	br := conn.SendBatch(ctx, b)
 	rows, cands, err := readOpening(br, a)

@@ -96,7 +96,10 @@ func (s *Store) Running(ctx context.Context) ([]*engine.Job, error) {
 }
 
 // NextWake returns the earliest run_at after now and the earliest TTL
-// expiry among QUEUED jobs.
+// expiry among QUEUED jobs. The run_at is looked for among the jobs not
+// due and the due ones (stored due within dueHorizon of their run_at, or
+// promoted by a host whose clock runs ahead), one range of jobs_run_at
+// each.
 func (s *Store) NextWake(ctx context.Context, now time.Time) (engine.Wake, error) {
 	if err := engine.CheckTime("now", now, true); err != nil {
 		return engine.Wake{}, fmt.Errorf("next wake: %w", err)
@@ -104,7 +107,8 @@ func (s *Store) NextWake(ctx context.Context, now time.Time) (engine.Wake, error
 	var runAt, expiry *int64
 	err := s.read(ctx, func(tx pgx.Tx) error {
 		return tx.QueryRow(ctx, `SELECT
-			(SELECT min(run_at) FROM jobs WHERE state = 'QUEUED' AND run_at > $1),
+			least((SELECT min(run_at) FROM jobs WHERE state = 'QUEUED' AND NOT due AND run_at > $1),
+				(SELECT min(run_at) FROM jobs WHERE state = 'QUEUED' AND due AND run_at > $1)),
 			(SELECT min(expires_at) FROM jobs WHERE state = 'QUEUED' AND expires_at IS NOT NULL)`,
 			now.UnixNano()).Scan(&runAt, &expiry)
 	})

@@ -202,6 +202,8 @@ CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs
 	migrationDaemons,
 	// 3: the counters' update trigger in linear time (below).
 	migrationCountUpdate,
+	// 4: scheduled jobs out of the claim's walk (due.go).
+	migrationDue,
 }
 
 // migrationCountUpdate is migration 3: the counters' update trigger

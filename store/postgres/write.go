@@ -30,6 +30,11 @@ type newJob struct {
 	envID                  int64 // set in the transaction
 }
 
+// due says whether the job is stored due (see due.go).
+func (in *newJob) due(out *enqueued) bool {
+	return out.state == engine.StateQueued && storedDue(in.runAt, in.createdAt)
+}
+
 // enqueued is what the transaction decided about a new job.
 type enqueued struct {
 	generation int64
@@ -183,7 +188,7 @@ func (s *Store) enqueue(ctx context.Context, tx pgx.Tx, in *newJob, explicitGen 
 var newJobCols = []string{"id", "queue", "type", "subject", "generation", "priority", "state",
 	"max_attempts", "payload", "command", "cwd", "env", "run_at", "deadline", "ttl", "backoff",
 	"expires_at", "created_at", "finished_at", "error",
-	"wait_idle", "require_charging", "debounce", "replace_running", "after_ids", "env_id"}
+	"wait_idle", "require_charging", "debounce", "replace_running", "after_ids", "env_id", "due"}
 
 // insertJob inserts one new job, its values in newJobCols order.
 var insertJob = func() string {
@@ -253,6 +258,7 @@ func writeJobRow(w columnWriter, in *newJob, out *enqueued) {
 	w.bool(j.Replace)
 	w.optText(in.afterJSON)
 	w.optInt8(envID)
+	w.bool(in.due(out))
 }
 
 // argRow collects a row's values as statement arguments; pgx encodes them
