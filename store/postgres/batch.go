@@ -175,7 +175,7 @@ func (op *batchOp) copyJobs(ctx context.Context, tx pgx.Tx, i, end int) error {
 		op.outs[k] = enqueued{generation: in.job.Generation, state: engine.StateQueued}
 		rows.job(in, &op.outs[k])
 	}
-	if _, err := rows.copyFrom(ctx, tx.Conn().PgConn()); err != nil {
+	if err := rows.copyFrom(ctx, tx.Conn().PgConn()); err != nil {
 		return fmt.Errorf("insert jobs: %w", err)
 	}
 	return nil

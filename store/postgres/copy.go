@@ -39,7 +39,11 @@ func newCopyRows(rows int) *copyRows {
 	return c
 }
 
-func (c *copyRows) fields(n int) { c.buf.Write(binary.BigEndian.AppendUint16(nil, uint16(n))) }
+func (c *copyRows) fields(n int) {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], uint16(n))
+	c.buf.Write(b[:])
+}
 
 func (c *copyRows) null() { c.buf.Write([]byte{0xff, 0xff, 0xff, 0xff}) }
 
@@ -49,50 +53,50 @@ func (c *copyRows) length(n int) {
 	c.buf.Write(b[:])
 }
 
-func (c *copyRows) text(s string) {
-	c.length(len(s))
-	c.buf.WriteString(s)
+func (c *copyRows) text(_, v string) {
+	c.length(len(v))
+	c.buf.WriteString(v)
 }
 
-func (c *copyRows) optText(s *string) {
-	if s == nil {
+func (c *copyRows) optText(col string, v *string) {
+	if v == nil {
 		c.null()
 		return
 	}
-	c.text(*s)
+	c.text(col, *v)
 }
 
 // bytea writes nil as NULL, as pgx does.
-func (c *copyRows) bytea(b []byte) {
-	if b == nil {
+func (c *copyRows) bytea(_ string, v []byte) {
+	if v == nil {
 		c.null()
 		return
 	}
-	c.length(len(b))
-	c.buf.Write(b)
+	c.length(len(v))
+	c.buf.Write(v)
 }
 
-func (c *copyRows) int8(v int64) {
+func (c *copyRows) int8(_ string, v int64) {
 	var b [12]byte
 	binary.BigEndian.PutUint32(b[:4], 8)
 	binary.BigEndian.PutUint64(b[4:], uint64(v))
 	c.buf.Write(b[:])
 }
 
-func (c *copyRows) optInt8(v *int64) {
+func (c *copyRows) optInt8(col string, v *int64) {
 	if v == nil {
 		c.null()
 		return
 	}
-	c.int8(*v)
+	c.int8(col, *v)
 }
 
 // int4 refuses what the column cannot hold, as pgx would, rather than
 // storing a truncated value.
-func (c *copyRows) int4(name string, v int) {
+func (c *copyRows) int4(col string, v int) {
 	if v < math.MinInt32 || v > math.MaxInt32 {
 		if c.err == nil {
-			c.err = fmt.Errorf("%s %d is out of range for a 32-bit integer", name, v)
+			c.err = fmt.Errorf("%s %d is out of range for a 32-bit integer", col, v)
 		}
 		v = 0
 	}
@@ -102,7 +106,7 @@ func (c *copyRows) int4(name string, v int) {
 	c.buf.Write(b[:])
 }
 
-func (c *copyRows) bool(v bool) {
+func (c *copyRows) bool(_ string, v bool) {
 	b := []byte{0, 0, 0, 1, 0}
 	if v {
 		b[4] = 1
@@ -116,16 +120,12 @@ func (c *copyRows) job(in *newJob, out *enqueued) {
 	writeJobRow(c, in, out)
 }
 
-// copyFrom sends the rows to the server on conn and returns the number
-// stored.
-func (c *copyRows) copyFrom(ctx context.Context, conn *pgconn.PgConn) (int64, error) {
+// copyFrom sends the rows to the server on conn.
+func (c *copyRows) copyFrom(ctx context.Context, conn *pgconn.PgConn) error {
 	if c.err != nil {
-		return 0, c.err
+		return c.err
 	}
 	c.buf.Write([]byte{0xff, 0xff}) // the trailer: a field count of -1
-	tag, err := conn.CopyFrom(ctx, &c.buf, copySQL)
-	if err != nil {
-		return 0, err
-	}
-	return tag.RowsAffected(), nil
+	_, err := conn.CopyFrom(ctx, &c.buf, copySQL)
+	return err
 }

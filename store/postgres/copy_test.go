@@ -97,7 +97,7 @@ func TestCopyRefusesWhatAnIntegerCannotHold(t *testing.T) {
 	}
 	rows := newCopyRows(1)
 	rows.int4("priority", math.MaxInt32+1)
-	if _, err := rows.copyFrom(ctx, nil); err == nil || !strings.Contains(err.Error(), "priority 2147483648 is out of range") {
+	if err := rows.copyFrom(ctx, nil); err == nil || !strings.Contains(err.Error(), "priority 2147483648 is out of range") {
 		t.Errorf("copy of an out-of-range priority: %v", err)
 	}
 }

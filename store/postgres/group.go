@@ -283,7 +283,7 @@ func (c *plainColumns) add(in *newJob) {
 	c.requireCharging = append(c.requireCharging, j.RequireCharging)
 	c.debounce = append(c.debounce, int64(j.Debounce))
 	c.rep = append(c.rep, j.Replace)
-	c.due = append(c.due, in.due(&enqueued{state: engine.StateQueued}))
+	c.due = append(c.due, storedDue(in.runAt, in.createdAt))
 }
 
 func (c *plainColumns) args() []any {

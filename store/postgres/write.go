@@ -184,11 +184,13 @@ func (s *Store) enqueue(ctx context.Context, tx pgx.Tx, in *newJob, explicitGen 
 	return nil
 }
 
-// newJobCols are a new job's columns, in writeJobRow's order.
-var newJobCols = []string{"id", "queue", "type", "subject", "generation", "priority", "state",
-	"max_attempts", "payload", "command", "cwd", "env", "run_at", "deadline", "ttl", "backoff",
-	"expires_at", "created_at", "finished_at", "error",
-	"wait_idle", "require_charging", "debounce", "replace_running", "after_ids", "env_id", "due"}
+// newJobCols are a new job's columns, in writeJobRow's order: its own
+// list, read off it once.
+var newJobCols = func() []string {
+	var names colNames
+	writeJobRow(&names, &newJob{job: &engine.Job{}}, &enqueued{})
+	return names
+}()
 
 // insertJob inserts one new job, its values in newJobCols order.
 var insertJob = func() string {
@@ -205,21 +207,21 @@ func insertArgs(in *newJob, out *enqueued) []any {
 	return a
 }
 
-// columnWriter takes a row's values one column at a time, each in the
-// form its column's type stores.
+// columnWriter takes a row's values one column at a time, each named and
+// in the form its column's type stores.
 type columnWriter interface {
-	text(string)
-	optText(*string) // nil: NULL
-	int8(int64)
-	optInt8(*int64) // nil: NULL
-	int4(name string, v int)
-	bool(bool)
-	bytea([]byte) // nil: NULL
+	text(col, v string)
+	optText(col string, v *string) // nil: NULL
+	int8(col string, v int64)
+	optInt8(col string, v *int64) // nil: NULL
+	int4(col string, v int)
+	bool(col string, v bool)
+	bytea(col string, v []byte) // nil: NULL
 }
 
-// writeJobRow writes the row of a new job, in newJobCols order: the one
-// place that says what the INSERT (insertArgs) and the bulk COPY
-// (copyRows) store.
+// writeJobRow writes the row of a new job: the one place that says which
+// columns the INSERT (insertArgs) and the bulk COPY (copyRows) fill, in
+// what order, and with what.
 func writeJobRow(w columnWriter, in *newJob, out *enqueued) {
 	j := in.job
 	var expires, finished, envID *int64
@@ -232,46 +234,57 @@ func writeJobRow(w columnWriter, in *newJob, out *enqueued) {
 	if in.envID != 0 {
 		envID = &in.envID
 	}
-	w.text(j.ID)
-	w.text(j.Queue)
-	w.text(j.Type)
-	w.optText(in.subject)
-	w.int8(out.generation)
+	w.text("id", j.ID)
+	w.text("queue", j.Queue)
+	w.text("type", j.Type)
+	w.optText("subject", in.subject)
+	w.int8("generation", out.generation)
 	w.int4("priority", j.Priority)
-	w.text(string(out.state))
+	w.text("state", string(out.state))
 	w.int4("max_attempts", j.MaxAttempts)
-	w.bytea(in.payload)
-	w.optText(in.command)
-	w.optText(in.cwd)
-	w.optText(in.env)
-	w.int8(in.runAt)
-	w.int8(in.deadline)
-	w.int8(in.ttl)
-	w.int8(in.backoff)
-	w.optInt8(expires)
-	w.int8(in.createdAt)
-	w.optInt8(finished)
-	w.optText(optText(out.errText))
-	w.bool(j.WaitIdle)
-	w.bool(j.RequireCharging)
-	w.int8(int64(j.Debounce))
-	w.bool(j.Replace)
-	w.optText(in.afterJSON)
-	w.optInt8(envID)
-	w.bool(in.due(out))
+	w.bytea("payload", in.payload)
+	w.optText("command", in.command)
+	w.optText("cwd", in.cwd)
+	w.optText("env", in.env)
+	w.int8("run_at", in.runAt)
+	w.int8("deadline", in.deadline)
+	w.int8("ttl", in.ttl)
+	w.int8("backoff", in.backoff)
+	w.optInt8("expires_at", expires)
+	w.int8("created_at", in.createdAt)
+	w.optInt8("finished_at", finished)
+	w.optText("error", optText(out.errText))
+	w.bool("wait_idle", j.WaitIdle)
+	w.bool("require_charging", j.RequireCharging)
+	w.int8("debounce", int64(j.Debounce))
+	w.bool("replace_running", j.Replace)
+	w.optText("after_ids", in.afterJSON)
+	w.optInt8("env_id", envID)
+	w.bool("due", in.due(out))
 }
+
+// colNames collects a row's column names (newJobCols).
+type colNames []string
+
+func (c *colNames) text(col, _ string)            { *c = append(*c, col) }
+func (c *colNames) optText(col string, _ *string) { *c = append(*c, col) }
+func (c *colNames) int8(col string, _ int64)      { *c = append(*c, col) }
+func (c *colNames) optInt8(col string, _ *int64)  { *c = append(*c, col) }
+func (c *colNames) int4(col string, _ int)        { *c = append(*c, col) }
+func (c *colNames) bool(col string, _ bool)       { *c = append(*c, col) }
+func (c *colNames) bytea(col string, _ []byte)    { *c = append(*c, col) }
 
 // argRow collects a row's values as statement arguments; pgx encodes them
 // by the parameters' types.
 type argRow []any
 
-func (a *argRow) text(s string)        { *a = append(*a, s) }
-func (a *argRow) optText(s *string)    { *a = append(*a, s) }
-func (a *argRow) int8(v int64)         { *a = append(*a, v) }
-func (a *argRow) optInt8(v *int64)     { *a = append(*a, v) }
-func (a *argRow) int4(_ string, v int) { *a = append(*a, v) }
-func (a *argRow) bool(v bool)          { *a = append(*a, v) }
-func (a *argRow) bytea(b []byte)       { *a = append(*a, b) }
+func (a *argRow) text(_, v string)            { *a = append(*a, v) }
+func (a *argRow) optText(_ string, v *string) { *a = append(*a, v) }
+func (a *argRow) int8(_ string, v int64)      { *a = append(*a, v) }
+func (a *argRow) optInt8(_ string, v *int64)  { *a = append(*a, v) }
+func (a *argRow) int4(_ string, v int)        { *a = append(*a, v) }
+func (a *argRow) bool(_ string, v bool)       { *a = append(*a, v) }
+func (a *argRow) bytea(_ string, v []byte)    { *a = append(*a, v) }
 
 // supersede moves the key's QUEUED jobs below the new generation to
 // SUPERSEDED and cancels their dependents.
