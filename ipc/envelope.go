@@ -2,7 +2,8 @@ package ipc
 
 import (
 	"bytes"
-	"encoding/json"
+
+	fastjson "github.com/segmentio/encoding/json"
 )
 
 // scanEnvelope reads the common shape of a request line in one pass
@@ -14,7 +15,9 @@ import (
 // anything else (escapes in a string, a duplicate or unknown member, other
 // member spellings, any syntax error) it reports false and parseRequest
 // takes the decoder's path, which owns every error message. The params
-// object is checked with json.Valid, which allocates nothing.
+// object is checked with segmentio's Valid, which allocates nothing and
+// is about three times as fast as encoding/json's; FuzzFastValidAgrees
+// holds it to encoding/json's answer on every line the server can get.
 func scanEnvelope(line []byte) (req *request, ok bool) {
 	s := envScanner{b: line}
 	if !s.skip('{') {
@@ -224,7 +227,7 @@ const maxParamsDepth = 10000
 
 // params reads params that are null or an object and returns the raw
 // value. The object's end is found by counting brackets outside strings;
-// json.Valid then checks the whole value, so a miscounted end can only
+// fastjson.Valid then checks the whole value, so a miscounted end can only
 // make it report false.
 func (s *envScanner) params() ([]byte, bool) {
 	s.space()
@@ -265,7 +268,7 @@ func (s *envScanner) params() ([]byte, bool) {
 			if depth == 0 {
 				s.i++
 				v := s.b[start:s.i]
-				return v, json.Valid(v)
+				return v, fastjson.Valid(v)
 			}
 		}
 	}

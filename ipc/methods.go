@@ -25,6 +25,9 @@ type method struct {
 	decode func(raw json.RawMessage) (any, error)
 	// handle calls the backend with what decode returned.
 	handle func(c *conn, ctx context.Context, params any) (any, error)
+	// params returns a new zero value of the method's params type, so
+	// tests can hold decoders to each other on every type the wire has.
+	params func() any
 }
 
 // def builds a table entry from a params type P, a result type R, an
@@ -45,6 +48,7 @@ func def[P, R any](name, summary string, check func(*P) error, handle func(*conn
 			return p, nil
 		},
 		handle: func(c *conn, ctx context.Context, p any) (any, error) { return handle(c, ctx, p.(*P)) },
+		params: func() any { return new(P) },
 	}
 }
 
