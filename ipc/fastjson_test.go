@@ -174,3 +174,31 @@ func BenchmarkDecodeParams(b *testing.B) {
 		}
 	}
 }
+
+// TestNoParamsPastEncodingJSONDepth checks what decodeParams relies on:
+// segmentio decodes params nested past encoding/json's depth limit, so
+// the request path must refuse such lines before their params are
+// decoded, and take exactly what encoding/json takes below the limit.
+func TestNoParamsPastEncodingJSONDepth(t *testing.T) {
+	var took, refused int
+	for n := 9990; n <= 10010; n++ {
+		deep := string(bytes.Repeat([]byte("["), n)) + string(bytes.Repeat([]byte("]"), n))
+		line := []byte(`{"jsonrpc":"2.0","id":1,"method":"dev.enqueue.v1","params":{"type":"t","payload":` + deep + `}}`)
+		req, _, perr := parseCall(line)
+		if perr != nil {
+			if perr.Code != CodeParseError {
+				t.Fatalf("nesting %d: %v, want a parse error", n, perr)
+			}
+			refused++
+			continue
+		}
+		_, err := decodeCall(req)
+		if want := strictDecode(req.Params, new(engine.EnqueueRequest)); (err == nil) != (want == nil) {
+			t.Fatalf("nesting %d: decodeCall %v, encoding/json alone %v", n, err, want)
+		}
+		took++
+	}
+	if took == 0 || refused == 0 {
+		t.Fatalf("took %d and refused %d lines: the limit is not between 9990 and 10010", took, refused)
+	}
+}

@@ -145,7 +145,10 @@ func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\
 // (the MCP SDK decodes with it). encoding/json stays the reference:
 // params the fast decoder refuses are decoded again by encoding/json,
 // which so owns every error message, and FuzzFastParamsAgree holds the
-// two to the same value wherever the fast one succeeds.
+// two to the same value wherever the fast one succeeds. One difference
+// is handled before: segmentio has no nesting limit, encoding/json one
+// of 10000, and parseRequest refuses a line nested past it, so params
+// deeper than encoding/json takes never get here.
 func decodeParams(raw json.RawMessage, v any) error {
 	raw = bytes.TrimLeft(raw, " \t\r\n")
 	if isNullOrEmpty(raw) {
