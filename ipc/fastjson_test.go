@@ -202,3 +202,36 @@ func TestNoParamsPastEncodingJSONDepth(t *testing.T) {
 		t.Fatalf("took %d and refused %d lines: the limit is not between 9990 and 10010", took, refused)
 	}
 }
+
+// TestDecodedParamsOwnTheirBytes checks that nothing decodeParams returns
+// points into the line it read: the connection's line reader reuses that
+// buffer for the next request, while an enqueue may still be storing
+// what came out of this one. (segmentio's ZeroCopy and
+// DontCopyRawMessage flags would break this.)
+func TestDecodedParamsOwnTheirBytes(t *testing.T) {
+	line := []byte(`{"queue":"qqqq","type":"tttt","subject":"ssss","payload":{"pppp":"pppp"},` +
+		`"command":["cccc"],"cwd":"/www","env":{"KKKK":"vvvv"},"base_env":{"BBBB":"bbbb"},"after":["aaaa"]}`)
+	var got engine.EnqueueRequest
+	if err := decodeParams(line, &got); err != nil {
+		t.Fatal(err)
+	}
+	for i := range line {
+		line[i] = 'X'
+	}
+	if string(got.Payload) != `{"pppp":"pppp"}` {
+		t.Errorf("payload changed with the line: %q", got.Payload)
+	}
+	for _, f := range []struct{ got, want string }{
+		{got.Queue, "qqqq"}, {got.Type, "tttt"}, {got.Subject, "ssss"}, {got.Command[0], "cccc"},
+		{got.Cwd, "/www"}, {got.Env["KKKK"], "vvvv"}, {got.BaseEnv["BBBB"], "bbbb"}, {got.After[0], "aaaa"},
+	} {
+		if f.got != f.want {
+			t.Errorf("%q changed with the line: %q", f.want, f.got)
+		}
+	}
+	for k := range got.Env {
+		if k != "KKKK" {
+			t.Errorf("env key changed with the line: %q", k)
+		}
+	}
+}
