@@ -101,42 +101,52 @@ func FuzzFastValidAgrees(f *testing.F) {
 }
 
 // TestFastDecoderTakesWhatClientsSend checks that the fast path is the one
-// taken for params as clients encode them, every option set: were it to
+// taken for params as a Client sends them, every option set: were it to
 // refuse them, every request would be decoded twice and nothing would
-// fail.
+// fail. Each request line is encoded as Client encodes it and read as
+// the server reads it.
 func TestFastDecoderTakesWhatClientsSend(t *testing.T) {
 	d := engine.Duration(90 * time.Second)
 	gen, n, yes := int64(7), 3, true
 	at := time.Date(2026, 12, 7, 4, 0, 0, 5, time.FixedZone("x", 3600))
 	full := engine.EnqueueRequest{
-		Queue: "lint", Type: "vet", Subject: "src/a.go", Generation: &gen, Priority: -2,
+		Queue: "lint", Type: "vet", Subject: "src/<a>&b.go", Generation: &gen, Priority: -2,
 		Payload: json.RawMessage(`{"file":"src/a.go","n":[1,2]}`), Command: []string{"go", "vet"},
 		Cwd: "/w", Env: map[string]string{"A": "1"}, BaseEnv: map[string]string{"PATH": "/bin"},
 		RunAt: &at, Delay: &d, Deadline: &d, TTL: &d, Backoff: &d, MaxAttempts: &n,
 		WaitIdle: &yes, RequireCharging: &yes, Debounce: &d, Replace: &yes, After: []string{"j1"},
 	}
-	for _, p := range []any{
-		&full,
-		&EnqueueManyParams{Jobs: []engine.EnqueueRequest{full, {Type: "noop"}}, BaseEnv: map[string]string{"HOME": "/h"}, Reply: ReplyBrief},
-		&ListParams{States: []string{"QUEUED"}, Queue: "q", Type: "t", Subject: "s", Limit: 5, Cursor: "c"},
-		&WaitParams{IDs: []string{"a"}, Timeout: &d},
-		&TailParams{JobID: "a", Follow: true, AfterSeq: 3, Last: &n},
-		&AuthParams{Token: "t"}, &GetParams{ID: "a"}, &QueueParams{Queue: "q"}, &RetryParams{ID: "a"},
+	for _, call := range []struct {
+		method string
+		params any
+	}{
+		{MethodEnqueue, &full},
+		{MethodEnqueueMany, &EnqueueManyParams{Jobs: []engine.EnqueueRequest{full, {Type: "noop"}}, BaseEnv: map[string]string{"HOME": "/h"}, Reply: ReplyBrief}},
+		{MethodList, &ListParams{States: []string{"QUEUED"}, Queue: "q", Type: "t", Subject: "s", Limit: 5, Cursor: "c"}},
+		{MethodWait, &WaitParams{IDs: []string{"a"}, Timeout: &d}},
+		{MethodTail, &TailParams{JobID: "a", Follow: true, AfterSeq: 3, Last: &n}},
+		{MethodAuth, &AuthParams{Token: "t"}}, {MethodGet, &GetParams{ID: "a"}},
+		{MethodPause, &QueueParams{Queue: "q"}}, {MethodRetry, &RetryParams{ID: "a"}},
 	} {
-		raw, err := json.Marshal(p)
-		if err != nil {
+		var line bytes.Buffer
+		if err := newRequestEncoder(&line).Encode(&clientRequest{JSONRPC: "2.0", ID: 1, Method: call.method, Params: call.params}); err != nil {
 			t.Fatal(err)
 		}
-		// Compared with encoding/json's reading, not with p: a time comes
-		// back with its offset but not its zone's name.
-		got, want := reflect.New(reflect.TypeOf(p).Elem()).Interface(), reflect.New(reflect.TypeOf(p).Elem()).Interface()
-		if err := strictDecode(raw, want); err != nil {
-			t.Fatalf("encoding/json refused %s: %v", raw, err)
+		req, _, perr := parseRequest(bytes.TrimSuffix(line.Bytes(), []byte("\n")))
+		if perr != nil {
+			t.Fatalf("%s: %v", call.method, perr)
 		}
-		if err := fastDecode(raw, got); err != nil {
-			t.Errorf("fast decoder refused %s: %v", raw, err)
+		// Compared with encoding/json's reading, not with the params sent:
+		// a time comes back with its offset but not its zone's name.
+		typ := reflect.TypeOf(call.params).Elem()
+		got, want := reflect.New(typ).Interface(), reflect.New(typ).Interface()
+		if err := strictDecode(req.Params, want); err != nil {
+			t.Fatalf("encoding/json refused %s: %v", req.Params, err)
+		}
+		if err := fastDecode(req.Params, got); err != nil {
+			t.Errorf("fast decoder refused %s: %v", req.Params, err)
 		} else if !reflect.DeepEqual(got, want) {
-			t.Errorf("fast decoder read %s as %+v, encoding/json as %+v", raw, got, want)
+			t.Errorf("fast decoder read %s as %+v, encoding/json as %+v", req.Params, got, want)
 		}
 	}
 }
