@@ -140,6 +140,84 @@ func TestUpgradeBringsQueuedJobsIntoTheWalk(t *testing.T) {
 	}
 }
 
+// TestEveryInsertPathStoresDue: each way a new job is stored (alone, with
+// a key, in a group INSERT with or without a base environment, in a bulk
+// COPY) sets the due flag as storedDue says, so a job due within
+// dueHorizon is in the claim's walk and one further ahead is not.
+func TestEveryInsertPathStoresDue(t *testing.T) {
+	ctx := context.Background()
+	runAts := map[string]time.Duration{"past": -time.Hour, "now": 0, "soon": dueHorizon, "later": dueHorizon + time.Second}
+	wantDueIDs := []string{"now", "past", "soon"}
+	jobsFor := func(edit func(*engine.Job)) []*engine.Job {
+		var jobs []*engine.Job
+		for id, ahead := range runAts {
+			j := plainJob(id)
+			j.RunAt = t0.Add(ahead)
+			edit(j)
+			jobs = append(jobs, j)
+		}
+		return jobs
+	}
+	grouped := func(t *testing.T, s *Store, jobs []*engine.Job) {
+		g := make([]*pendingEnqueue, len(jobs))
+		for i, j := range jobs {
+			in, err := encodeJob(j)
+			if err != nil {
+				t.Fatal(err)
+			}
+			g[i] = &pendingEnqueue{in: &in, done: make(chan error, 1)}
+		}
+		s.insertGroup(ctx, g)
+		for _, p := range g {
+			if err := <-p.done; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	oneByOne := func(t *testing.T, s *Store, jobs []*engine.Job) {
+		for _, j := range jobs {
+			if _, err := s.Enqueue(ctx, j, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		edit  func(*engine.Job)
+		store func(*testing.T, *Store, []*engine.Job)
+	}{
+		{"alone", func(*engine.Job) {}, oneByOne},
+		{"with a key", func(j *engine.Job) { j.Subject = j.ID }, oneByOne},
+		{"group", func(*engine.Job) {}, grouped},
+		{"group with an environment", func(j *engine.Job) { j.BaseEnv = envA }, grouped},
+		{"copy", func(*engine.Job) {}, func(t *testing.T, s *Store, jobs []*engine.Job) {
+			for i := len(jobs); i < minCopy; i++ { // enough plain jobs for one COPY
+				jobs = append(jobs, plainJob(fmt.Sprintf("filler%d", i)))
+				jobs[len(jobs)-1].RunAt = t0.Add(time.Hour)
+			}
+			if _, err := s.EnqueueMany(ctx, engine.EnqueueBatch{Jobs: jobs, Atomic: true}); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openSchema(t, freshSchema(t))
+			tc.store(t, s, jobsFor(tc.edit))
+			rows, err := s.pool.Query(ctx, `SELECT id FROM jobs WHERE state = 'QUEUED' AND due ORDER BY id`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, wantDueIDs) {
+				t.Errorf("jobs stored due: %v, want %v", got, wantDueIDs)
+			}
+		})
+	}
+}
+
 func claimIDs(t *testing.T, s *Store, now time.Time, limit int) []string {
 	t.Helper()
 	jobs, err := s.Claim(context.Background(), engine.ClaimRequest{Now: now, Limit: limit, Owner: "me", Idle: true, OnAC: true})
