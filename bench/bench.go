@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -89,6 +90,13 @@ func Run(ctx context.Context, opts Options) ([]Row, error) {
 	}
 	if opts.Store == "" && slices.Contains(opts.Only, "cluster") {
 		return nil, ErrClusterNeedsStore
+	}
+	if opts.ProfileDir != "" {
+		// Each daemon's --cpu-profile only creates its file; a new
+		// directory named here would fail the first row's daemon start.
+		if err := os.MkdirAll(opts.ProfileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("bench: make the profile directory: %w", err)
+		}
 	}
 	if opts.DaemonStderr != nil {
 		// The cluster rows run two daemons at once.

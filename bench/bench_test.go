@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -194,8 +195,10 @@ func checkNoopRows(t *testing.T, bin, store string) {
 func checkBulkRows(t *testing.T, bin, store string) {
 	t.Helper()
 	var daemonErr bytes.Buffer
+	// A profile directory that does not exist yet: Run makes it.
+	profiles := filepath.Join(t.TempDir(), "profiles", "bulk")
 	rows, err := Run(context.Background(), Options{Binary: bin, Jobs: 1, Reps: 1, Samples: 1, Durability: "normal", Quick: true,
-		Only: []string{"bulk"}, DaemonStderr: &daemonErr, Store: store})
+		Only: []string{"bulk"}, DaemonStderr: &daemonErr, Store: store, ProfileDir: profiles})
 	if err != nil {
 		t.Fatalf("bulk rows: %v\ndaemon stderr: %s", err, daemonErr.String())
 	}
@@ -217,5 +220,10 @@ func checkBulkRows(t *testing.T, bin, store string) {
 	}
 	if daemonErr.Len() != 0 {
 		t.Errorf("the bulk rows' daemons said: %s", daemonErr.String())
+	}
+	for _, name := range []string{"bulk-rep0.pprof", "bulk4-rep0.pprof"} {
+		if fi, err := os.Stat(filepath.Join(profiles, name)); err != nil || fi.Size() == 0 {
+			t.Errorf("profile %s: %v", name, err)
+		}
 	}
 }

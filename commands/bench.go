@@ -31,7 +31,7 @@ func (a *app) benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "durability", Value: "full", Usage: "daemon durability mode"},
 			&cli.BoolFlag{Name: "quick", Usage: "a smoke run: few jobs, one repetition (CI uses it so the benchmark cannot rot)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the rows as JSON"},
-			&cli.StringFlag{Name: "profile-dir", Usage: "write a CPU profile of each row's daemon to DIR (ROW.pprof)"},
+			&cli.StringFlag{Name: "profile-dir", Usage: "write a CPU profile of each row's daemon to DIR (ROW.pprof), making DIR if missing"},
 			&cli.StringSliceFlag{Name: "only", Usage: "run only these row groups: " + strings.Join(bench.Groups(), ", ")},
 			&cli.StringFlag{Name: "store", Usage: "a PostgreSQL URL (postgres://...): measure the daemons on it, in fresh schemas"},
 		},
