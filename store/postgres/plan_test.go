@@ -108,7 +108,7 @@ func TestCyclePlansKeepToIndexes(t *testing.T) {
 			growUnanalyzed(t, s, 5000)
 
 			scanArgs := fmt.Sprintf("%d, true, true, '{}', %d, 0, 32", t0.UnixNano(), int64(math.MinInt64))
-			checkKeptPlan(ctx, t, s, "scan", qClaimScan, scanArgs, "jobs_ready", "jobs_running", "job_deps_pkey", "jobs_pkey", "queue_settings_pkey")
+			checkKeptPlan(ctx, t, s, "scan", qClaimScan, scanArgs, "jobs_ready")
 			if oneByOne {
 				checkKeptPlan(ctx, t, s, "attempts read", qAttemptsInCycle, "'{3,4000}'", "attempts_pkey")
 			} else {
@@ -165,11 +165,12 @@ func growUnanalyzed(t *testing.T, s *Store, n int) {
 
 // checkKeptPlan finds the plans the server kept for statement on the
 // store's connections and checks each is a generic plan made under the
-// cycle's settings that reads only the indexes want. args are the
-// statement's arguments as SQL text.
+// cycle's settings that reads only indexes, want among them (the walk
+// the statement exists for). Which index a subplan reads is the planner's
+// to choose by cost, and a plan made again can choose differently (see
+// checkPlanOn). args are the statement's arguments as SQL text.
 func checkKeptPlan(ctx context.Context, t *testing.T, s *Store, name, statement, args string, want ...string) {
 	t.Helper()
-	slices.Sort(want)
 	// Only idle connections can be looked at, and the store's folder and
 	// notifier take one now and then: look again until one holds it.
 	for range 50 {
@@ -204,13 +205,28 @@ func checkPlanOn(ctx context.Context, t *testing.T, conn *pgx.Conn, name, statem
 	if custom != 0 || generic == 0 {
 		t.Errorf("the cycle's %s was planned %d times for its arguments and ran a generic plan %d times, want only the generic plan", name, custom, generic)
 	}
-	// The kept plan, as the cycle runs it.
-	run(ctx, t, conn, `SET plan_cache_mode = force_generic_plan`)
-	rows, err := conn.Query(ctx, `EXPLAIN EXECUTE `+prepared+`(`+args+`)`)
+	// The kept plan, as the cycle runs it: under the cycle's settings.
+	// The server drops every kept plan of every session when any schema
+	// of the database is created or dropped (other tests on the same
+	// server do that at any time), and plans again on the next run,
+	// which in a cycle is under these settings. Seen in CI on
+	// 2026-12-07: planned again under this session's defaults, the scan
+	// read job_deps sequentially.
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, qCyclePlans); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := tx.Query(ctx, `EXPLAIN EXECUTE `+prepared+`(`+args+`)`)
 	plan := planText(t, rows, err)
-	run(ctx, t, conn, `RESET plan_cache_mode`)
-	if used := indexesUsed(plan); !slices.Equal(used, want) || strings.Contains(plan, "Seq Scan") {
-		t.Errorf("the cycle's %s, planned on empty tables, reads %q now, want only indexes %q:\n%s", name, used, want, plan)
+	if strings.Contains(plan, "Seq Scan") {
+		t.Errorf("the cycle's %s, planned on empty tables, reads a table sequentially now:\n%s", name, plan)
+	}
+	if used := indexesUsed(plan); !isSubset(want, used) {
+		t.Errorf("the cycle's %s reads the indexes %q, want %q among them:\n%s", name, used, want, plan)
 	}
 	if strings.Contains(plan, "JIT:") {
 		t.Errorf("the cycle's %s is compiled (JIT):\n%s", name, plan)
@@ -279,4 +295,14 @@ func planText(t *testing.T, rows pgx.Rows, err error) string {
 		t.Fatalf("explain: %v", err)
 	}
 	return strings.Join(lines, "\n")
+}
+
+// isSubset says whether every name of want is in have.
+func isSubset(want, have []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
 }
