@@ -4,7 +4,7 @@
 // machine whose speed moves with its neighbours' load (docs/SCALING.md).
 //
 // It is a module of its own so that stq's binary and go.mod never link
-// River; run it with `go run ./bench/river --store URL` from this directory.
+// River; run it from this directory: `go run . --store URL`.
 package main
 
 import (
@@ -39,6 +39,9 @@ func run() error {
 	}
 	if opts.quick {
 		opts.jobs, opts.reps, opts.samples = 2000, 1, 20
+	}
+	if opts.jobs < 1 || opts.reps < 1 || opts.samples < 1 {
+		return fmt.Errorf("--jobs, --reps and --samples must be at least 1")
 	}
 	groups := strings.Split(only, ",")
 	all := rowGroups()
