@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/riverqueue/river"
 )
 
@@ -16,9 +17,41 @@ const (
 	bulkConns = 4
 )
 
-// later is when the insert rows' jobs are scheduled: an hour out, as stq
-// bench's, so that nothing works them.
+// later schedules the insert rows' jobs an hour out, as stq bench's, so
+// that nothing works them.
 func later() *river.InsertOpts { return &river.InsertOpts{ScheduledAt: time.Now().Add(time.Hour)} }
+
+// saveBatch is one InsertManyFast call's jobs, made once before a row is
+// timed and sent again for every call, as stq bench's bulk row makes its
+// requests once.
+func saveBatch(opts *river.InsertOpts) []river.InsertManyParams {
+	batch := make([]river.InsertManyParams, bulkBatch)
+	for i := range batch {
+		batch[i] = river.InsertManyParams{Args: saveArgs(), InsertOpts: opts}
+	}
+	return batch
+}
+
+// insertAll inserts the row's jobs with InsertManyFast calls of batch
+// from conns goroutines, and checks that schema then holds them all.
+func (b *bench) insertAll(ctx context.Context, c *river.Client[pgx.Tx], schema string, conns int, batch []river.InsertManyParams) (time.Duration, error) {
+	calls := (b.opts.jobs + bulkBatch - 1) / bulkBatch
+	took, err := parallel(ctx, conns, calls, func(ctx context.Context, i int) error {
+		_, err := c.InsertManyFast(ctx, batch[:min(bulkBatch, b.opts.jobs-i*bulkBatch)])
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("insert jobs: %w", err)
+	}
+	var n int
+	if err := b.pool.QueryRow(ctx, `SELECT count(*) FROM `+schema+`.river_job`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count jobs: %w", err)
+	}
+	if n != b.opts.jobs {
+		return 0, fmt.Errorf("%d jobs stored, want %d", n, b.opts.jobs)
+	}
+	return took, nil
+}
 
 // enqueue mirrors stq bench's 16-client row: one Insert (one transaction)
 // per job from 16 goroutines.
@@ -31,8 +64,9 @@ func (b *bench) enqueue(ctx context.Context) error {
 			if err != nil {
 				return 0, err
 			}
+			opts := later()
 			took, err := parallel(ctx, clients, b.opts.jobs, func(ctx context.Context, _ int) error {
-				_, err := c.Insert(ctx, saveArgs(), later())
+				_, err := c.Insert(ctx, saveArgs(), opts)
 				return err
 			})
 			return float64(b.opts.jobs) / took.Seconds(), err
@@ -61,16 +95,7 @@ func (b *bench) bulkRun(ctx context.Context, schema string, conns int) (float64,
 	if err != nil {
 		return 0, err
 	}
-	batches := (b.opts.jobs + bulkBatch - 1) / bulkBatch
-	took, err := parallel(ctx, conns, batches, func(ctx context.Context, i int) error {
-		n := min(bulkBatch, b.opts.jobs-i*bulkBatch)
-		params := make([]river.InsertManyParams, n)
-		for k := range params {
-			params[k] = river.InsertManyParams{Args: saveArgs(), InsertOpts: later()}
-		}
-		_, err := c.InsertManyFast(ctx, params)
-		return err
-	})
+	took, err := b.insertAll(ctx, c, schema, conns, saveBatch(later()))
 	return float64(b.opts.jobs) / took.Seconds(), err
 }
 
@@ -133,16 +158,8 @@ func (b *bench) fill(ctx context.Context, schema string) error {
 	if err != nil {
 		return err
 	}
-	for i := 0; i < b.opts.jobs; i += bulkBatch {
-		params := make([]river.InsertManyParams, min(bulkBatch, b.opts.jobs-i))
-		for k := range params {
-			params[k] = river.InsertManyParams{Args: saveArgs()}
-		}
-		if _, err := c.InsertManyFast(ctx, params); err != nil {
-			return fmt.Errorf("insert jobs: %w", err)
-		}
-	}
-	return nil
+	_, err = b.insertAll(ctx, c, schema, 1, saveBatch(nil))
+	return err
 }
 
 // latency mirrors stq bench's idle-daemon latency rows: one job at a
