@@ -156,8 +156,7 @@ func (c *conn) writeBatch(out []*response) {
 			continue
 		}
 		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetEscapeHTML(false)
+		enc := newLineEncoder(&buf)
 		if err := enc.Encode(r); err != nil {
 			c.srv.log.Error("ipc: cannot encode result", "err", err)
 			buf.Reset()

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -125,16 +124,8 @@ func Connect(ctx context.Context, socketPath, token string) (*Client, error) {
 		return nil, fmt.Errorf("connect to daemon at %s: %w", socketPath, err)
 	}
 	c := &Client{nc: nc, lr: newLineReader(nc, maxResponseLine), path: socketPath, token: token, secret: token}
-	c.enc = newRequestEncoder(&c.wbuf)
+	c.enc = newLineEncoder(&c.wbuf)
 	return c, nil
-}
-
-// newRequestEncoder is how a Client encodes its requests: one per line,
-// and '<', '>' and '&' as themselves, since no HTML ever reads them.
-func newRequestEncoder(w io.Writer) *json.Encoder {
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	return enc
 }
 
 // ServerVersion is the version the daemon reported when authenticating;

@@ -65,8 +65,7 @@ func newConn(s *Server, base context.Context, nc net.Conn, uid uint32) *conn {
 	c.lr = newLineReader(nc, min(authLineMax, s.opts.MaxLineBytes))
 	c.ctx, c.cancel = context.WithCancel(base)
 	c.streamCtx, c.cancelStream = context.WithCancel(c.ctx)
-	c.enc = json.NewEncoder(&c.wbuf)
-	c.enc.SetEscapeHTML(false)
+	c.enc = newLineEncoder(&c.wbuf)
 	return c
 }
 

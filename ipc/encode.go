@@ -2,6 +2,7 @@ package ipc
 
 import (
 	"encoding/json"
+	"io"
 	"slices"
 	"strconv"
 	"time"
@@ -409,4 +410,12 @@ func appendString(b []byte, s string) []byte {
 	}
 	b = append(b, s[start:]...)
 	return append(b, '"')
+}
+
+// newLineEncoder is how both ends of the socket encode JSON: one value per
+// line, and '<', '>' and '&' as themselves, since no HTML ever reads them.
+func newLineEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
 }

@@ -16,8 +16,7 @@ import (
 // writes it when appendResponse declines.
 func encodeByJSON(r *response) ([]byte, error) {
 	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
+	enc := newLineEncoder(&buf)
 	err := enc.Encode(r)
 	return buf.Bytes(), err
 }
@@ -208,8 +207,7 @@ func BenchmarkEncodeReply(b *testing.B) {
 		r := &response{JSONRPC: "2.0", ID: json.RawMessage(`17`), Result: tc.result}
 		b.Run(tc.name+"/json", func(b *testing.B) {
 			var buf bytes.Buffer
-			enc := json.NewEncoder(&buf)
-			enc.SetEscapeHTML(false)
+			enc := newLineEncoder(&buf)
 			b.ReportAllocs()
 			for b.Loop() {
 				buf.Reset()

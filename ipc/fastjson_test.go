@@ -129,7 +129,7 @@ func TestFastDecoderTakesWhatClientsSend(t *testing.T) {
 		{MethodPause, &QueueParams{Queue: "q"}}, {MethodRetry, &RetryParams{ID: "a"}},
 	} {
 		var line bytes.Buffer
-		if err := newRequestEncoder(&line).Encode(&clientRequest{JSONRPC: "2.0", ID: 1, Method: call.method, Params: call.params}); err != nil {
+		if err := newLineEncoder(&line).Encode(&clientRequest{JSONRPC: "2.0", ID: 1, Method: call.method, Params: call.params}); err != nil {
 			t.Fatal(err)
 		}
 		req, _, perr := parseRequest(bytes.TrimSuffix(line.Bytes(), []byte("\n")))
