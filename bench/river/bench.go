@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"sync/atomic"
@@ -150,9 +151,12 @@ func (b *bench) repeat(ctx context.Context, name, unit, note string, measure fun
 	return nil
 }
 
-// percentile of sorted values, nearest rank.
+// percentile of sorted values by nearest rank, ceil(p*n), as stq bench
+// reports its own (bench/report.go; this module cannot import it): with
+// rounding instead, the two would name different samples p99 for some
+// sample counts (60 of them: the 59th against the 60th).
 func percentile(sorted []float64, p float64) float64 {
-	i := int(p*float64(len(sorted))+0.5) - 1
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
 }
 
