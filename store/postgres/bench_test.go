@@ -214,6 +214,12 @@ func benchDrain(b *testing.B, workers int) {
 	b.ResetTimer()
 	start := time.Now()
 	go func() { ran <- e.Run(runCtx) }()
+	defer func() { // before the store closes, and after a failed poll too
+		stop()
+		if err := <-ran; err != nil {
+			b.Error(err)
+		}
+	}()
 	// Stats reads the schema's size too, about a millisecond of the
 	// server's time: poll gently, so the measuring does not slow what it
 	// measures.
@@ -222,17 +228,17 @@ func benchDrain(b *testing.B, workers int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if st.Queues["default"][engine.StateDone] == int64(b.N) {
+		q := st.Queues["default"]
+		if q[engine.StateQueued]+q[engine.StateRunning] == 0 {
+			if q[engine.StateDone] != int64(b.N) {
+				b.Fatalf("drained, but %d of %d jobs DONE: %v", q[engine.StateDone], b.N, q)
+			}
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "jobs/s")
 	b.StopTimer()
-	stop()
-	if err := <-ran; err != nil {
-		b.Fatal(err)
-	}
 }
 
 // handlerExec runs a job's registered in-process handler, as the exec
