@@ -81,6 +81,13 @@ func setup(t *testing.T, cfg engine.Config, before ...func(*sqlite.Store)) *bund
 // setupObserved is setup with an engine.Observer.
 func setupObserved(t *testing.T, cfg engine.Config, obs engine.Observer, before ...func(*sqlite.Store)) *bundle {
 	t.Helper()
+	return setupWith(t, cfg, obs, nil, before...)
+}
+
+// setupWith is setupObserved with the engine's store wrapped by wrap (nil:
+// not wrapped), for tests that step into the engine's store calls.
+func setupWith(t *testing.T, cfg engine.Config, obs engine.Observer, wrap func(engine.Store) engine.Store, before ...func(*sqlite.Store)) *bundle {
+	t.Helper()
 	st, err := sqlite.Open(filepath.Join(t.TempDir(), "stq.db"), sqlite.Options{Synchronous: "normal"})
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +101,11 @@ func setupObserved(t *testing.T, cfg engine.Config, obs engine.Observer, before 
 	if cfg.Host == "" {
 		cfg.Host = "localhost"
 	}
-	b.eng, err = engine.New(cfg, engine.Deps{Store: st, Subprocess: b.exec, InProcess: b.exec, Registry: reg, Processes: b.procs, Clock: b.clock, Observer: obs})
+	var es engine.Store = st
+	if wrap != nil {
+		es = wrap(st)
+	}
+	b.eng, err = engine.New(cfg, engine.Deps{Store: es, Subprocess: b.exec, InProcess: b.exec, Registry: reg, Processes: b.procs, Clock: b.clock, Observer: obs})
 	if err != nil {
 		t.Fatal(err)
 	}
