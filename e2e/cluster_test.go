@@ -16,8 +16,7 @@ import (
 // pair is two daemons (two homes, as on two hosts) on one PostgreSQL
 // schema, one worker each: once a job keeps one busy, whatever is
 // enqueued next can only run on the other. Both start before any job
-// exists, since a daemon's start-up recovery takes the RUNNING jobs of its
-// host's other daemons for a dead one's.
+// exists, so every test begins with both listening.
 type pair struct {
 	t    *testing.T
 	envs [2]*testEnv
