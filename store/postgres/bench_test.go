@@ -173,6 +173,52 @@ func BenchmarkClaimPastScheduledBacklog(b *testing.B) {
 	}
 }
 
+// BenchmarkClaimPastPausedBacklog is one claim of a job behind 10,000
+// older jobs of a paused queue, the queue paused before its jobs were
+// enqueued and after: what every claim paid for a paused backlog while
+// its jobs stayed in the walk (held.go).
+func BenchmarkClaimPastPausedBacklog(b *testing.B) {
+	for _, when := range []string{"before", "after"} {
+		b.Run("paused="+when, func(b *testing.B) {
+			s := benchStore(b)
+			ctx := context.Background()
+			pause := func() {
+				if err := s.SetPaused(ctx, "held", true); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if when == "before" {
+				pause()
+			}
+			for n := 0; n < 10000; n += 1000 {
+				jobs := make([]*engine.Job, 1000)
+				for i := range jobs {
+					jobs[i] = plainJob(fmt.Sprintf("held%06d", n+i))
+					jobs[i].Queue = "held"
+				}
+				if _, err := s.EnqueueMany(ctx, engine.EnqueueBatch{Jobs: jobs}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if when == "after" {
+				pause()
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				if _, err := s.Enqueue(ctx, plainJob(fmt.Sprintf("run%09d", i)), false); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				jobs, err := s.Claim(ctx, engine.ClaimRequest{Owner: "bench", Now: t0, Limit: 1})
+				if err != nil || len(jobs) != 1 || jobs[0].Queue != "default" {
+					b.Fatalf("claim: %v, %v", jobs, err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkEngineDrain is the engine on this store with in-process noop
 // jobs, the bench's noop rows without the daemon and the socket: b.N jobs
 // stored first, then drained by a pool of 4 workers, and of 32. It takes

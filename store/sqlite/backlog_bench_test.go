@@ -141,3 +141,39 @@ func BenchmarkEnqueueWithScheduledBacklog(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkClaimPastPausedBacklog is one claim of a job behind 10,000
+// older jobs of a paused queue, each stepped over by the claim (the
+// PostgreSQL store holds them out of its walk instead; docs/SCALING.md).
+func BenchmarkClaimPastPausedBacklog(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "stq.db")
+	s, err := Open(path, Options{Synchronous: "normal"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = s.Close() })
+	ctx := context.Background()
+	if err := s.SetPaused(ctx, "held", true); err != nil {
+		b.Fatal(err)
+	}
+	jobs := make([]*engine.Job, 10000)
+	for i := range jobs {
+		jobs[i] = benchJob(fmt.Sprintf("held%06d", i))
+		jobs[i].Queue = "held"
+	}
+	if _, err := s.EnqueueMany(ctx, engine.EnqueueBatch{Jobs: jobs}); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		if _, err := s.Enqueue(ctx, benchJob(fmt.Sprintf("run%09d", i)), false); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		got, err := s.Claim(ctx, engine.ClaimRequest{Owner: "bench", Now: t0, Limit: 1})
+		if err != nil || len(got) != 1 || got[0].Queue != "default" {
+			b.Fatalf("claim: %v, %v", got, err)
+		}
+	}
+}
