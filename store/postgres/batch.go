@@ -26,7 +26,7 @@ func (s *Store) EnqueueMany(ctx context.Context, b engine.EnqueueBatch) (engine.
 		encoded: make([]bool, n), encErrs: make([]error, n)}
 	for i, j := range b.Jobs {
 		var err error
-		if op.ins[i], err = encodeJob(j); err != nil {
+		if op.ins[i], err = s.encode(j); err != nil {
 			if b.Atomic {
 				return engine.EnqueueBatchResult{}, &engine.BatchError{Index: i, Err: err}
 			}

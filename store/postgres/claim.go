@@ -77,7 +77,7 @@ func (s *Store) Claim(ctx context.Context, req engine.ClaimRequest) ([]*engine.J
 const (
 	claimScanHead = `SELECT j.seq, j.queue, j.type, j.subject, j.generation, j.priority, j.runs, coalesce(j.env_id, 0)
 	FROM jobs AS j
-	WHERE j.state = 'QUEUED' AND j.due AND j.run_at + 0 <= $1
+	WHERE j.state = 'QUEUED' AND j.due AND NOT j.held AND j.run_at + 0 <= $1
 		AND (j.expires_at IS NULL OR j.expires_at > $1)
 		AND ($2 OR NOT j.wait_idle) AND ($3 OR NOT j.require_charging)
 		AND j.queue <> ALL ($4::text[])`

@@ -100,7 +100,8 @@ func (s *Store) completeJob(ctx context.Context, tx pgx.Tx, c *engine.Completion
 		jobFinished = &finished // and keeps its run_at
 	}
 	rows, jobs, err := s.queryJobs(ctx, tx, true, false, `UPDATE jobs SET state = $1, attempt = attempt - $2,
-			error = $3, exit_code = $4, finished_at = $5, run_at = coalesce($6, run_at), due = $8
+			error = $3, exit_code = $4, finished_at = $5, run_at = coalesce($6, run_at), due = $8,
+			held = ($1 = 'QUEUED' AND `+heldNow+`)
 		WHERE seq = $7
 		RETURNING `+jobCols, string(target), refund, optText(errText), exit, jobFinished, runAt, cur.seq,
 		runAt != nil && storedDue(*runAt, finished))

@@ -110,8 +110,16 @@ func (s *Store) SetPaused(ctx context.Context, queue string, paused bool) error 
 		return fmt.Errorf("set paused: %w: no queue name", engine.ErrInvalid)
 	}
 	err := s.write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO queue_settings (queue, paused) VALUES ($1, $2)
-			ON CONFLICT (queue) DO UPDATE SET paused = excluded.paused`, queue, paused)
+		if _, err := tx.Exec(ctx, `INSERT INTO queue_settings (queue, paused) VALUES ($1, $2)
+			ON CONFLICT (queue) DO UPDATE SET paused = excluded.paused`, queue, paused); err != nil {
+			return err
+		}
+		// Out of the claims' walk while paused, back in on resume (held.go).
+		q := qReleaseQueue
+		if paused {
+			q = qHoldQueue
+		}
+		_, err := tx.Exec(ctx, q, queue)
 		return err
 	})
 	if err != nil {
@@ -121,6 +129,7 @@ func (s *Store) SetPaused(ctx context.Context, queue string, paused bool) error 
 		}
 		return fmt.Errorf("%s queue %s: %w", what, queue, err)
 	}
+	s.paused.mark(queue, paused)
 	kind := engine.NoticeResume
 	if paused {
 		kind = engine.NoticePause
@@ -200,7 +209,7 @@ func (s *Store) retry(ctx context.Context, tx pgx.Tx, id string, now time.Time) 
 		return nil, fmt.Errorf("read dependencies: %w", err)
 	}
 	rows, jobs, err := s.queryJobs(ctx, tx, true, false, `UPDATE jobs SET state = 'QUEUED',
-			attempt_base = attempt_base + attempt, attempt = 0, run_at = $1, due = true,
+			attempt_base = attempt_base + attempt, attempt = 0, run_at = $1, due = true, held = `+heldNow+`,
 			expires_at = NULL, started_at = NULL, finished_at = NULL, exit_code = NULL, error = NULL, owner = NULL
 		WHERE seq = $2
 		RETURNING `+jobCols, now.UnixNano(), cur.seq)

@@ -108,18 +108,7 @@ func TestRetryDueByItsBackoff(t *testing.T) {
 // schema version 2 (no due flag) are claimed after the upgrade as before.
 func TestUpgradeBringsQueuedJobsIntoTheWalk(t *testing.T) {
 	ctx := context.Background()
-	schema := freshSchema(t)
-	conn, err := pgx.Connect(ctx, testURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if err := migrateWith(ctx, conn, schema, migrations[:2]); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := conn.Exec(ctx, `SET search_path TO `+pgx.Identifier{schema}.Sanitize()); err != nil {
-		t.Fatal(err)
-	}
+	schema, conn := schemaAt(t, 2)
 	for i, runAt := range []time.Time{t0, t0.Add(time.Minute)} {
 		_, err := conn.Exec(ctx, `INSERT INTO jobs (id, queue, type, generation, priority, state,
 			max_attempts, run_at, deadline, ttl, backoff, created_at) VALUES ($1, 'q', 't', 0, 0, 'QUEUED', 3, $2, 60000000000, 0, 0, $3)`,
@@ -140,28 +129,42 @@ func TestUpgradeBringsQueuedJobsIntoTheWalk(t *testing.T) {
 	}
 }
 
-// TestEveryInsertPathStoresDue: each way a new job is stored (alone, with
-// a key, in a group INSERT with or without a base environment, in a bulk
-// COPY) sets the due flag as storedDue says, so a job due within
-// dueHorizon is in the claim's walk and one further ahead is not.
-func TestEveryInsertPathStoresDue(t *testing.T) {
+// schemaAt makes a fresh schema at an earlier version and returns it with
+// a connection whose search_path is the schema, closed when the test ends.
+func schemaAt(t *testing.T, version int) (string, *pgx.Conn) {
+	t.Helper()
 	ctx := context.Background()
-	runAts := map[string]time.Duration{"past": -time.Hour, "now": 0, "soon": dueHorizon, "later": dueHorizon + time.Second}
-	wantDueIDs := []string{"now", "past", "soon"}
-	jobsFor := func(edit func(*engine.Job)) []*engine.Job {
-		var jobs []*engine.Job
-		for id, ahead := range runAts {
-			j := plainJob(id)
-			j.RunAt = t0.Add(ahead)
-			edit(j)
-			jobs = append(jobs, j)
-		}
-		return jobs
+	schema := freshSchema(t)
+	conn, err := pgx.Connect(ctx, testURL(t))
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	if err := migrateWith(ctx, conn, schema, migrations[:version]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SET search_path TO `+pgx.Identifier{schema}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	return schema, conn
+}
+
+// insertPath is one way a new job is stored.
+type insertPath struct {
+	name  string
+	edit  func(*engine.Job)
+	store func(*testing.T, *Store, []*engine.Job)
+}
+
+// insertPaths are the ways a new job is stored: alone, with a key, in a
+// group INSERT with or without a base environment, in a bulk COPY (which
+// adds filler jobs of the first job's queue, an hour ahead).
+func insertPaths() []insertPath {
+	ctx := context.Background()
 	grouped := func(t *testing.T, s *Store, jobs []*engine.Job) {
 		g := make([]*pendingEnqueue, len(jobs))
 		for i, j := range jobs {
-			in, err := encodeJob(j)
+			in, err := s.encode(j)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -181,37 +184,57 @@ func TestEveryInsertPathStoresDue(t *testing.T) {
 			}
 		}
 	}
-	for _, tc := range []struct {
-		name  string
-		edit  func(*engine.Job)
-		store func(*testing.T, *Store, []*engine.Job)
-	}{
+	copied := func(t *testing.T, s *Store, jobs []*engine.Job) {
+		for i := len(jobs); i < minCopy; i++ { // enough plain jobs for one COPY
+			f := plainJob(fmt.Sprintf("filler%d", i))
+			f.Queue, f.RunAt = jobs[0].Queue, t0.Add(time.Hour)
+			jobs = append(jobs, f)
+		}
+		if _, err := s.EnqueueMany(ctx, engine.EnqueueBatch{Jobs: jobs, Atomic: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return []insertPath{
 		{"alone", func(*engine.Job) {}, oneByOne},
 		{"with a key", func(j *engine.Job) { j.Subject = j.ID }, oneByOne},
 		{"group", func(*engine.Job) {}, grouped},
 		{"group with an environment", func(j *engine.Job) { j.BaseEnv = envA }, grouped},
-		{"copy", func(*engine.Job) {}, func(t *testing.T, s *Store, jobs []*engine.Job) {
-			for i := len(jobs); i < minCopy; i++ { // enough plain jobs for one COPY
-				jobs = append(jobs, plainJob(fmt.Sprintf("filler%d", i)))
-				jobs[len(jobs)-1].RunAt = t0.Add(time.Hour)
-			}
-			if _, err := s.EnqueueMany(ctx, engine.EnqueueBatch{Jobs: jobs, Atomic: true}); err != nil {
-				t.Fatal(err)
-			}
-		}},
-	} {
+		{"copy", func(*engine.Job) {}, copied},
+	}
+}
+
+// queuedIDs lists the ids of the QUEUED jobs that match cond, in id order.
+func queuedIDs(t *testing.T, s *Store, cond string) []string {
+	t.Helper()
+	rows, err := s.pool.Query(context.Background(), `SELECT id FROM jobs WHERE state = 'QUEUED' AND `+cond+` ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestEveryInsertPathStoresDue: each way a new job is stored sets the due
+// flag as storedDue says, so a job due within dueHorizon is in the claim's
+// walk and one further ahead is not.
+func TestEveryInsertPathStoresDue(t *testing.T) {
+	runAts := map[string]time.Duration{"past": -time.Hour, "now": 0, "soon": dueHorizon, "later": dueHorizon + time.Second}
+	wantDueIDs := []string{"now", "past", "soon"}
+	for _, tc := range insertPaths() {
 		t.Run(tc.name, func(t *testing.T) {
+			var jobs []*engine.Job
+			for id, ahead := range runAts {
+				j := plainJob(id)
+				j.RunAt = t0.Add(ahead)
+				tc.edit(j)
+				jobs = append(jobs, j)
+			}
 			s := openSchema(t, freshSchema(t))
-			tc.store(t, s, jobsFor(tc.edit))
-			rows, err := s.pool.Query(ctx, `SELECT id FROM jobs WHERE state = 'QUEUED' AND due ORDER BY id`)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !slices.Equal(got, wantDueIDs) {
+			tc.store(t, s, jobs)
+			if got := queuedIDs(t, s, "due"); !slices.Equal(got, wantDueIDs) {
 				t.Errorf("jobs stored due: %v, want %v", got, wantDueIDs)
 			}
 		})

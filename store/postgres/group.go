@@ -213,19 +213,19 @@ func (s *Store) insertPlain(ctx context.Context, ins []*newJob) error {
 const plainRows = `unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[],
 		$7::bigint[], $8::bytea[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bigint[],
 		$14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::boolean[], $19::boolean[],
-		$20::bigint[], $21::boolean[], $22::boolean[])`
+		$20::bigint[], $21::boolean[], $22::boolean[], $23::boolean[])`
 
 const plainCols = `id, queue, type, generation, priority, state,
 	max_attempts, payload, command, cwd, env, run_at, deadline, ttl, backoff,
-	expires_at, created_at, wait_idle, require_charging, debounce, replace_running, due`
+	expires_at, created_at, wait_idle, require_charging, debounce, replace_running, due, held`
 
 // insertPlainRows inserts plain jobs without a base environment.
 const insertPlainRows = `INSERT INTO jobs (` + plainCols + `) SELECT * FROM ` + plainRows
 
-// insertEnvRows inserts plain jobs that share the base environment $23
-// (hash), $24 (body), $25 (vars), adding $26 references to it as refEnv
+// insertEnvRows inserts plain jobs that share the base environment $24
+// (hash), $25 (body), $26 (vars), adding $27 references to it as refEnv
 // does.
-const insertEnvRows = `WITH e AS (INSERT INTO envs (hash, body, vars, refs) VALUES ($23, $24, $25, $26)
+const insertEnvRows = `WITH e AS (INSERT INTO envs (hash, body, vars, refs) VALUES ($24, $25, $26, $27)
 		ON CONFLICT (hash) DO UPDATE SET refs = envs.refs + excluded.refs RETURNING id)
 	INSERT INTO jobs (` + plainCols + `, env_id) SELECT u.*, e.id FROM ` + plainRows + ` AS u, e`
 
@@ -240,7 +240,7 @@ type plainColumns struct {
 	expiresAt                      []*int64
 	createdAt, debounce            []int64
 	waitIdle, requireCharging, rep []bool
-	due                            []bool
+	due, held                      []bool
 }
 
 func (c *plainColumns) grow(n int) {
@@ -251,7 +251,7 @@ func (c *plainColumns) grow(n int) {
 		runAt: make([]int64, 0, n), deadline: make([]int64, 0, n), ttl: make([]int64, 0, n), backoff: make([]int64, 0, n),
 		expiresAt: make([]*int64, 0, n), createdAt: make([]int64, 0, n), debounce: make([]int64, 0, n),
 		waitIdle: make([]bool, 0, n), requireCharging: make([]bool, 0, n), rep: make([]bool, 0, n),
-		due: make([]bool, 0, n),
+		due: make([]bool, 0, n), held: make([]bool, 0, n),
 	}
 }
 
@@ -284,11 +284,12 @@ func (c *plainColumns) add(in *newJob) {
 	c.debounce = append(c.debounce, int64(j.Debounce))
 	c.rep = append(c.rep, j.Replace)
 	c.due = append(c.due, storedDue(in.runAt, in.createdAt))
+	c.held = append(c.held, in.held)
 }
 
 func (c *plainColumns) args() []any {
 	return []any{c.id, c.queue, c.typ, c.generation, c.priority, c.state,
 		c.maxAttempts, c.payload, c.command, c.cwd, c.env, c.runAt, c.deadline,
 		c.ttl, c.backoff, c.expiresAt, c.createdAt, c.waitIdle, c.requireCharging,
-		c.debounce, c.rep, c.due}
+		c.debounce, c.rep, c.due, c.held}
 }

@@ -204,6 +204,8 @@ CREATE TRIGGER jobs_count_delete AFTER DELETE ON jobs
 	migrationCountUpdate,
 	// 4: scheduled jobs out of the claim's walk (due.go).
 	migrationDue,
+	// 5: paused queues' jobs out of the claim's walk (held.go).
+	migrationHeld,
 }
 
 // migrationCountUpdate is migration 3: the counters' update trigger

@@ -93,6 +93,9 @@ type Store struct {
 	// Set by tests only, before the store is used.
 	oneByOne bool
 
+	// paused is the store's reading of the paused queues (see held.go).
+	paused pausedQueues
+
 	closed      atomic.Bool
 	closing     context.Context // ends at Close: the store's goroutines stop
 	close       context.CancelFunc
@@ -163,6 +166,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	s := &Store{pool: pool, schema: schema, origin: newOrigin(), notes: newNotifier(),
 		folderEnd: make(chan struct{}), notifierEnd: make(chan struct{}), pending: make(chan *pendingEnqueue)}
+	// A hint (held.go): if it cannot be read, the folder tries again.
+	_ = s.readPaused(ctx)
 	s.closing, s.close = context.WithCancel(context.Background())
 	go s.runFolder(s.closing)
 	go s.runNotifier(s.closing)
@@ -247,8 +252,9 @@ func (s *Store) Close() error {
 }
 
 // runFolder folds the count deltas every foldInterval until Close, so
-// that Stats and Prune add up a short table. A failed fold is retried at
-// the next tick; the deltas wait, nothing is lost.
+// that Stats and Prune add up a short table, and reads the paused queues
+// again (held.go). A failed fold is retried at the next tick; the deltas
+// wait, nothing is lost.
 func (s *Store) runFolder(ctx context.Context) {
 	defer close(s.folderEnd)
 	t := time.NewTicker(foldInterval)
@@ -259,6 +265,7 @@ func (s *Store) runFolder(ctx context.Context) {
 			return
 		case <-t.C:
 			_ = s.fold(ctx)
+			_ = s.readPaused(ctx)
 		}
 	}
 }

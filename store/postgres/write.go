@@ -28,6 +28,7 @@ type newJob struct {
 	deadline, ttl, backoff int64
 	envHash                []byte
 	envID                  int64 // set in the transaction
+	held                   bool  // its queue is paused (see held.go)
 }
 
 // due says whether the job is stored due (see due.go).
@@ -47,7 +48,7 @@ type enqueued struct {
 // Enqueue stores a new job and applies the supersede and dependency rules
 // (see engine.Store and the SQLite store, whose rules this store mirrors).
 func (s *Store) Enqueue(ctx context.Context, job *engine.Job, explicitGen bool) (engine.EnqueueResult, error) {
-	in, err := encodeJob(job)
+	in, err := s.encode(job)
 	if err != nil {
 		return engine.EnqueueResult{}, fmt.Errorf("enqueue: %w", err)
 	}
@@ -261,6 +262,7 @@ func writeJobRow(w columnWriter, in *newJob, out *enqueued) {
 	w.optText("after_ids", in.afterJSON)
 	w.optInt8("env_id", envID)
 	w.bool("due", in.due(out))
+	w.bool("held", in.held && out.state == engine.StateQueued)
 }
 
 // colNames collects a row's column names (newJobCols).
