@@ -27,6 +27,10 @@ type conn struct {
 	// insertIx holds qInsertJob's parameter indexes once resolved (see
 	// insertJob).
 	insertIx insertIndex
+	// paused is the paused queues as the writer's transaction sees them,
+	// if pausedRead (see pausedNow).
+	paused     map[string]bool
+	pausedRead bool
 }
 
 func newConn(db *sqlite3.Conn) *conn {

@@ -28,12 +28,7 @@ func (s *Store) SetPaused(ctx context.Context, queue string, paused bool) error 
 	if queue == "" {
 		return fmt.Errorf("set paused: %w: no queue name", engine.ErrInvalid)
 	}
-	err := s.write(ctx, func(c *conn) error {
-		return c.run(qSetPaused, func(b *binder) {
-			b.text(queue)
-			b.bool(paused)
-		})
-	})
+	err := s.write(ctx, func(c *conn) error { return c.setPaused(queue, paused) })
 	if err != nil {
 		what := "resume"
 		if paused {

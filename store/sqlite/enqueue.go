@@ -46,6 +46,7 @@ type newJob struct {
 type enqueued struct {
 	generation int64
 	state      engine.State
+	held       bool // QUEUED in a paused queue (see held.go)
 	errText    string
 	superseded []string
 	cancelled  []*engine.Job // dependents of the superseded jobs

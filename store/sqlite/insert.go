@@ -44,6 +44,7 @@ const (
 	colReplaceRunning
 	colAfterIDs
 	colEnvID
+	colHeld
 
 	numInsertCols
 )
@@ -57,7 +58,7 @@ var insertColNames = [numInsertCols]string{
 	colCreatedAt: "created_at", colFinishedAt: "finished_at", colError: "error",
 	colDue: "due", colWaitIdle: "wait_idle", colRequireCharging: "require_charging",
 	colDebounce: "debounce", colReplaceRunning: "replace_running",
-	colAfterIDs: "after_ids", colEnvID: "env_id",
+	colAfterIDs: "after_ids", colEnvID: "env_id", colHeld: "held",
 }
 
 // insertJobSQL is the jobs insert with rows VALUES rows. A single row's
@@ -120,7 +121,12 @@ func (c *conn) insertJob(in *newJob, out *enqueued) error {
 			return err
 		}
 	}
-	err := c.run(qInsertJob, func(b *binder) { bindInsertJob(b, &c.insertIx, in, out) })
+	paused, err := c.pausedNow()
+	if err != nil {
+		return fmt.Errorf("insert job: %w", err)
+	}
+	out.held = paused[in.queue]
+	err = c.run(qInsertJob, func(b *binder) { bindInsertJob(b, &c.insertIx, in, out) })
 	switch {
 	case isUnique(err):
 		return fmt.Errorf("%w: a job with id %q already exists", engine.ErrInvalid, in.id)
@@ -155,7 +161,7 @@ func bindInsertJob(b *binder, ix *insertIndex, in *newJob, out *enqueued) {
 	// A job due on arrival goes straight into the claim's path; one
 	// scheduled for later waits for a claim to promote it.
 	due := queued && !in.runAt.After(in.createdAt)
-	for _, v := range [...]colValue[bool]{{colDue, due}, {colWaitIdle, in.waitIdle}, {colRequireCharging, in.requireAC}, {colReplaceRunning, in.replace}} {
+	for _, v := range [...]colValue[bool]{{colDue, due}, {colHeld, queued && out.held}, {colWaitIdle, in.waitIdle}, {colRequireCharging, in.requireAC}, {colReplaceRunning, in.replace}} {
 		b.at(ix[v.col]).bool(v.v)
 	}
 	b.at(ix[colPayload]).optBytes(in.payload)
@@ -206,9 +212,13 @@ func (c *conn) prepareInsertMany(k int) (*multiInsert, error) {
 // insertRows stores plain jobs (see plain) with one run of m, which has a
 // row for each, as enqueue stores each of them.
 func (c *conn) insertRows(m *multiInsert, ins []newJob, outs []enqueued) error {
-	err := c.bindAll(m.st, func(b *binder) {
+	paused, err := c.pausedNow()
+	if err != nil {
+		return fmt.Errorf("insert jobs: %w", err)
+	}
+	err = c.bindAll(m.st, func(b *binder) {
 		for k := range ins {
-			outs[k] = enqueued{generation: ins[k].generation, state: engine.StateQueued}
+			outs[k] = enqueued{generation: ins[k].generation, state: engine.StateQueued, held: paused[ins[k].queue]}
 			bindInsertJob(b, &m.ix[k], &ins[k], &outs[k])
 		}
 	})

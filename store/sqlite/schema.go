@@ -268,6 +268,16 @@ CREATE TABLE envs (
 ) STRICT;
 ALTER TABLE jobs ADD COLUMN env_id INTEGER;
 `,
+
+	// 7: the jobs of a paused queue are held out of the claim's walk
+	// (held.go). The jobs already QUEUED in a paused queue are held here.
+	`
+ALTER TABLE jobs ADD COLUMN held INTEGER NOT NULL DEFAULT 0 CHECK (held IN (0, 1));
+UPDATE jobs SET held = 1 WHERE state = 'QUEUED'
+	AND queue IN (SELECT queue FROM queue_settings WHERE paused = 1);
+DROP INDEX jobs_ready;
+CREATE INDEX jobs_ready ON jobs(priority DESC, seq, run_at, expires_at) WHERE state = 'QUEUED' AND due = 1 AND held = 0;
+`,
 }
 
 // migrate runs the migrations the database has not seen yet, each in its own

@@ -31,6 +31,7 @@ const (
 	qQueueRunning
 	qRetryJob
 	qSetPaused
+	qHoldQueue
 	qPruneScan
 	qPruneJob
 	qEnvRef
@@ -124,13 +125,18 @@ var sqlText = [numStmts]string{
 	// attempt_base keeps the history's numbering going: the new series'
 	// attempt k is recorded as attempt n = attempt_base + k.
 	qRetryJob: `UPDATE jobs SET state = 'QUEUED', attempt_base = attempt_base + attempt, attempt = 0, run_at = ?1, due = 1,
-		expires_at = NULL, started_at = NULL, finished_at = NULL, exit_code = NULL,
+		held = ` + heldNow + `, expires_at = NULL, started_at = NULL, finished_at = NULL, exit_code = NULL,
 		error = NULL, owner = NULL
 		WHERE seq = ?2
 		RETURNING ` + jobCols,
 
 	qSetPaused: `INSERT INTO queue_settings (queue, paused) VALUES (?1, ?2)
 		ON CONFLICT (queue) DO UPDATE SET paused = excluded.paused`,
+
+	// jobs_run_at holds every QUEUED job: the pause reads the queued ones,
+	// not the history.
+	qHoldQueue: `UPDATE jobs INDEXED BY jobs_run_at SET held = ?2
+		WHERE state = 'QUEUED' AND queue = ?1 AND held <> ?2`,
 
 	// Finished jobs oldest first, in the order jobs_finished holds them
 	// (its entries end with the rowid), so no sort. INDEXED BY: without the
@@ -196,7 +202,7 @@ var sqlText = [numStmts]string{
 	qClaimScan: `SELECT j.seq, j.queue, j.type, j.subject
 		FROM jobs AS j INDEXED BY jobs_ready
 		LEFT JOIN subjects AS s ON s.queue = j.queue AND s.type = j.type AND s.subject = j.subject
-		WHERE j.state = 'QUEUED' AND j.due = 1 AND j.run_at <= ?1
+		WHERE j.state = 'QUEUED' AND j.due = 1 AND j.held = 0 AND j.run_at <= ?1
 			AND (j.expires_at IS NULL OR j.expires_at > ?1)
 			AND (j.subject IS NULL OR (s.running = 0 AND s.max_gen <= j.generation))
 			AND (?2 OR j.wait_idle = 0) AND (?3 OR j.require_charging = 0)
@@ -229,7 +235,8 @@ var sqlText = [numStmts]string{
 		WHERE job_seq = ? AND run = ?`,
 
 	qCompleteJob: `UPDATE jobs SET state = ?1, attempt = attempt - ?2, error = ?3, exit_code = ?4,
-		finished_at = ?5, run_at = coalesce(?6, run_at), due = ?7
+		finished_at = ?5, run_at = coalesce(?6, run_at), due = ?7,
+		held = CASE WHEN ?1 = 'QUEUED' THEN ` + heldNow + ` ELSE 0 END
 		WHERE seq = ?8
 		RETURNING ` + jobCols,
 

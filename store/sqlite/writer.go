@@ -184,6 +184,7 @@ func (c *conn) runTxn(batch []*op, savepoints bool) (err error) {
 	if err := c.exec(qBegin); err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
+	c.pausedRead = false // another process may have paused or resumed since
 	defer func() {
 		if err != nil {
 			c.resetAll()
