@@ -197,8 +197,8 @@ func TestRetryAndRequeueIntoAPausedQueueHold(t *testing.T) {
 }
 
 // TestAPauseByAnotherWriterHoldsTheNextInserts: a pause committed through
-// another connection to the file (another daemon, or stq run on the same
-// home) is seen by this writer's next transaction.
+// another store on the same file (another process) is seen by this
+// writer's next transaction.
 func TestAPauseByAnotherWriterHoldsTheNextInserts(t *testing.T) {
 	ctx := context.Background()
 	a, path := openTest(t, Options{})
