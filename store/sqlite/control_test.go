@@ -236,13 +236,8 @@ func TestCancelledOnArrivalSupersedes(t *testing.T) {
 // claims, dependencies, retry and prune work on them.
 func TestMigrateFromV2(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v2.db")
-	db, err := sqlite3.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ns := func(d time.Duration) int64 { return t0.Add(d).UnixNano() }
-	v2 := "BEGIN;\n" + migrations[0] + migrations[1] + fmt.Sprintf(`
+	s, path := upgraded(t, 2, fmt.Sprintf(`
 INSERT INTO subjects (queue, type, subject, max_gen, running) VALUES ('q', 't', 'k', 4, 0);
 INSERT INTO jobs (id, queue, type, subject, generation, priority, state, max_attempts, run_at, deadline, ttl, backoff, created_at, due) VALUES
 	('queued', 'q', 't', NULL, 0, 0, 'QUEUED', 3, %[1]d, 0, 0, 0, %[1]d, 1);
@@ -251,20 +246,7 @@ INSERT INTO jobs (id, queue, type, subject, generation, priority, state, max_att
 	('old-failed', 'q', 't', NULL, 0, 0, 'FAILED', 3, %[1]d, 0, 0, 0, %[1]d, %[2]d, 'exit status 1', 3, 3);
 INSERT INTO attempts (job_seq, run, n, started_at, finished_at, outcome) VALUES
 	((SELECT seq FROM jobs WHERE id = 'old-failed'), 1, 1, %[1]d, %[2]d, 'failed');
-PRAGMA user_version = 2;
-COMMIT;`, ns(0), ns(time.Minute))
-	if err := db.Exec(v2); err != nil {
-		t.Fatalf("build a version 2 database: %v", err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatalf("open a version 2 database: %v", err)
-	}
-	defer s.Close()
+`, ns(0), ns(time.Minute)))
 	if v := pragmaOf(t, path, "user_version"); v != fmt.Sprint(len(migrations)) {
 		t.Fatalf("user_version after upgrade %s, want %d", v, len(migrations))
 	}

@@ -3,12 +3,8 @@ package sqlite
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
-
-	"github.com/ncruces/go-sqlite3"
 
 	"stq/engine"
 )
@@ -222,30 +218,13 @@ func TestAPauseByAnotherWriterHoldsTheNextInserts(t *testing.T) {
 // TestMigrateHoldsAPausedQueuesJobs: the upgrade to version 7 holds the
 // QUEUED jobs of a queue paused before it, and only those.
 func TestMigrateHoldsAPausedQueuesJobs(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "v6.db")
-	db, err := sqlite3.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v6 := "BEGIN;\n" + strings.Join(migrations[:6], "\n") + fmt.Sprintf(`
+	s, _ := upgraded(t, 6, fmt.Sprintf(`
 INSERT INTO queue_settings (queue, paused) VALUES ('p', 1), ('r', 0);
 INSERT INTO jobs (id, queue, type, generation, priority, state, max_attempts, run_at, deadline, ttl, backoff, created_at, due) VALUES
 	('p', 'p', 't', 0, 0, 'QUEUED', 3, %[1]d, 0, 0, 0, %[1]d, 1),
 	('q', 'q', 't', 0, 0, 'QUEUED', 3, %[1]d, 0, 0, 0, %[1]d, 1),
 	('r', 'r', 't', 0, 0, 'QUEUED', 3, %[1]d, 0, 0, 0, %[1]d, 1);
-PRAGMA user_version = 6;
-COMMIT;`, t0.UnixNano())
-	if err := db.Exec(v6); err != nil {
-		t.Fatalf("build a version 6 database: %v", err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+`, t0.UnixNano()))
 	if got := heldIDs(t, s); !slices.Equal(got, []string{"p"}) {
 		t.Fatalf("held after the upgrade: %v, want [p]", got)
 	}

@@ -170,21 +170,43 @@ func pragmaOf(t *testing.T, path, pragma string) string {
 	return v
 }
 
+// upgraded builds a database at schema version (its first version
+// migrations, then rows, SQL in that version's columns) and opens it,
+// which migrates it to the newest. It returns the store, closed when the
+// test ends, and the database's path.
+func upgraded(t *testing.T, version int, rows string) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), fmt.Sprintf("v%d.db", version))
+	db, err := sqlite3.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	build := "BEGIN;\n" + strings.Join(migrations[:version], "\n") + rows +
+		fmt.Sprintf("\nPRAGMA user_version = %d;\nCOMMIT;", version)
+	if err := db.Exec(build); err != nil {
+		t.Fatalf("build a version %d database: %v", version, err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("open a version %d database: %v", version, err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, path
+}
+
 // TestMigrateFromV1 builds a database as version 1 of the schema left it,
 // with jobs in it, and checks that Open upgrades it in place: the schema
 // matches a new database's, the counters survive, and claims and NextWake
 // see due and scheduled jobs correctly.
 func TestMigrateFromV1(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "v1.db")
-	db, err := sqlite3.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Rows go in through plain SQL in version 1's columns, so the triggers
 	// of version 1 keep counts and subjects as they did in production.
 	ns := func(d time.Duration) int64 { return t0.Add(d).UnixNano() }
-	v1 := "BEGIN;\n" + migrations[0] + fmt.Sprintf(`
+	s, path := upgraded(t, 1, fmt.Sprintf(`
 INSERT INTO subjects (queue, type, subject, max_gen, running) VALUES ('q', 't', 'busy', 2, 0), ('q', 't', 'k', 1, 0);
 INSERT INTO jobs (id, queue, type, subject, generation, priority, state, max_attempts, run_at, deadline, ttl, backoff, expires_at, created_at, attempt, runs, started_at, owner) VALUES
 	('running', 'q', 't', 'busy', 1, 0, 'RUNNING', 3, %[1]d, 0, 0, 0, NULL, %[1]d, 1, 1, %[1]d, 'o'),
@@ -195,20 +217,7 @@ INSERT INTO jobs (id, queue, type, subject, generation, priority, state, max_att
 	('expired', 'q', 't', NULL,   0, 9, 'QUEUED',  3, %[1]d, 0, 1, 0, %[1]d, %[1]d, 0, 0, NULL, NULL);
 INSERT INTO jobs (id, queue, type, generation, priority, state, max_attempts, run_at, deadline, ttl, backoff, created_at, finished_at)
 	VALUES ('done', 'q', 't', 0, 0, 'DONE', 3, %[1]d, 0, 0, 0, %[1]d, %[1]d);
-PRAGMA user_version = 1;
-COMMIT;`, ns(0), ns(time.Hour))
-	if err := db.Exec(v1); err != nil {
-		t.Fatalf("build a version 1 database: %v", err)
-	}
-	if err := db.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	s, err := Open(path, Options{})
-	if err != nil {
-		t.Fatalf("open a version 1 database: %v", err)
-	}
-	defer s.Close()
+`, ns(0), ns(time.Hour)))
 	if v := pragmaOf(t, path, "user_version"); v != fmt.Sprint(len(migrations)) {
 		t.Fatalf("user_version after upgrade %s, want %d", v, len(migrations))
 	}
