@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 )
 
 // CancelRequest names the jobs to cancel: one id, or every QUEUED or RUNNING
@@ -121,27 +120,19 @@ func (e *Engine) cancelOne(ctx context.Context, id string) (*Job, error) {
 // under this daemon, when this daemon was then found not running it. An
 // attempt leaves e.running only once its completion is stored, so the
 // attempt seen may have ended between the read and the look: read again,
-// and only a job still in the same attempt lost its completion. (A cancel
-// racing a retry's second attempt, which ended at once, was told to run
-// `stq recover` by the reliability soak.)
+// and only a job still in the same attempt (every start adds one to its
+// history) lost its completion. (A cancel racing a retry's second attempt,
+// which ended at once, was told to run `stq recover` by the reliability
+// soak.)
 func (e *Engine) cancelUnseen(ctx context.Context, id string, seen *Job) (*Job, error) {
 	j, err := e.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if j.State == StateRunning && j.Owner == e.cfg.Owner && j.Attempt == seen.Attempt &&
-		timeEqual(j.StartedAt, seen.StartedAt) {
+	if j.State == StateRunning && j.Owner == e.cfg.Owner && len(j.Attempts) == len(seen.Attempts) {
 		return nil, fmt.Errorf("%w: job %s is marked RUNNING but this daemon is not running it; run `stq recover`", ErrInvalid, id)
 	}
 	return e.cancelOne(ctx, id)
-}
-
-// timeEqual says whether two optional times are the same instant.
-func timeEqual(a, b *time.Time) bool {
-	if a == nil || b == nil {
-		return a == b
-	}
-	return a.Equal(*b)
 }
 
 // isRunning says whether this daemon runs an attempt of job id other than
