@@ -35,7 +35,7 @@ func TestScheduledBacklogIsNotWalked(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantDue(t, s, 2) // now, and soon: within dueHorizon
-	if removed := scanPassesOver(ctx, t, s, t0); removed > 1 {
+	if removed := passedOver(scanPlan(ctx, t, s, t0)); removed > 1 {
 		t.Errorf("the claim's scan at t0 passed over %d jobs, want soon's at most: those scheduled an hour ahead are not due", removed)
 	}
 	if got := claimIDs(t, s, t0, 10); !slices.Equal(got, []string{"now"}) {
@@ -268,10 +268,10 @@ func wantDue(t *testing.T, s *Store, want int) {
 
 var removedByFilter = regexp.MustCompile(`Rows Removed by Filter: (\d+)`)
 
-// scanPassesOver runs a claim's first look at now (the promotion, then
-// the scan) under EXPLAIN ANALYZE, in a transaction it rolls back, and
-// returns how many rows the scan read and passed over.
-func scanPassesOver(ctx context.Context, t *testing.T, s *Store, now time.Time) int {
+// scanPlan runs a claim's first look at now (the promotion, then the
+// scan) under EXPLAIN ANALYZE, in a transaction it rolls back, and returns
+// the scan's plan as it ran.
+func scanPlan(ctx context.Context, t *testing.T, s *Store, now time.Time) string {
 	t.Helper()
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -282,7 +282,11 @@ func scanPassesOver(ctx context.Context, t *testing.T, s *Store, now time.Time) 
 		t.Fatal(err)
 	}
 	rows, err := tx.Query(ctx, `EXPLAIN ANALYZE `+qClaimScan, now.UnixNano(), true, true, []string{}, int64(math.MinInt64), int64(0), 10)
-	plan := planText(t, rows, err)
+	return planText(t, rows, err)
+}
+
+// passedOver is how many rows a scan's plan read and passed over.
+func passedOver(plan string) int {
 	n := 0
 	for _, m := range removedByFilter.FindAllStringSubmatch(plan, -1) {
 		v, _ := strconv.Atoi(m[1])

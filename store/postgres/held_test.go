@@ -21,18 +21,17 @@ func setPaused(t *testing.T, s *Store, queue string, paused bool) {
 
 var readyRows = regexp.MustCompile(`Index Scan using jobs_ready on jobs j .*actual time=\S+ rows=(\d+)`)
 
-// scanWalks runs a claim's scan at t0 under EXPLAIN ANALYZE and returns
-// how many rows it read from jobs_ready.
+// scanWalks runs a claim's first look at t0 (see scanPlan) and returns
+// how many rows its scan read from jobs_ready.
 func scanWalks(ctx context.Context, t *testing.T, s *Store) int {
 	t.Helper()
-	rows, err := s.pool.Query(ctx, `EXPLAIN ANALYZE `+qClaimScan, t0.UnixNano(), true, true, []string{}, int64(-1<<63), int64(0), 10)
-	plan := planText(t, rows, err)
+	plan := scanPlan(ctx, t, s, t0)
 	m := readyRows.FindStringSubmatch(plan)
 	if m == nil {
 		t.Fatalf("the scan does not walk jobs_ready:\n%s", plan)
 	}
 	n, _ := strconv.Atoi(m[1])
-	return n + scanPassesOver(ctx, t, s, t0)
+	return n + passedOver(plan)
 }
 
 // TestPausedBacklogIsNotWalked: the jobs of a paused queue, enqueued while
@@ -168,6 +167,29 @@ func TestAStrandedHeldJobIsReleasedByTheNextClaim(t *testing.T) {
 	}
 	if got := claimIDs(t, s, t0, 10); !slices.Equal(got, []string{"stale", "older"}) {
 		t.Fatalf("claim: %v, want [stale older]", got)
+	}
+}
+
+// TestAnUnheldJobOfAPausedQueueIsNotClaimed: a job stored unheld in a
+// paused queue, by a daemon whose reading is older than the pause through
+// another, is stepped over by the claim, which skips paused queues itself.
+func TestAnUnheldJobOfAPausedQueueIsNotClaimed(t *testing.T) {
+	ctx := context.Background()
+	s := openSchema(t, freshSchema(t))
+	setPaused(t, s, "p", true)
+	s.paused.mark("p", false) // a reading from before the pause
+	if _, err := s.Enqueue(ctx, testJob("unheld", "p", ""), false); err != nil {
+		t.Fatal(err)
+	}
+	if got := queuedIDs(t, s, "held"); len(got) != 0 {
+		t.Fatalf("held: %v, want none", got)
+	}
+	if got := claimIDs(t, s, t0, 10); len(got) != 0 {
+		t.Fatalf("claimed %v from a paused queue", got)
+	}
+	setPaused(t, s, "p", false)
+	if got := claimIDs(t, s, t0, 10); !slices.Equal(got, []string{"unheld"}) {
+		t.Fatalf("claim after the resume: %v, want [unheld]", got)
 	}
 }
 
