@@ -18,7 +18,10 @@ import (
 // already QUEUED when a queue is paused, and released when it resumes,
 // in the same write; and by a retry or a requeue. SQLite runs one write
 // transaction at a time, so the flag is exact: unlike the PostgreSQL
-// store's, no insert can race a resume.
+// store's, no insert can race a resume. The claim still skips paused
+// queues by their setting (a list read once per claim): the rule does not
+// rest on the flag, which an older stq still running on a migrated file
+// does not set.
 
 // pausedNow is the set of paused queues as this write transaction sees
 // it, read on first use in each transaction (the writer forgets it at
